@@ -1,0 +1,198 @@
+//! A dataset held compactly (bytes where it can be) and converted per batch.
+
+use rand::RngExt;
+
+use crate::data::shapes::ShapeFactors;
+use crate::error::{Error, Result};
+use crate::float::Float;
+use crate::model::Likelihood;
+
+/// The stored values: grey levels as bytes (value = byte / 255), or floats.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Pixels {
+    /// Bytes, read as byte / 255.
+    U8(Vec<u8>),
+    /// Floats, used as they are.
+    F32(Vec<f32>),
+}
+
+/// `rows` examples of `cols` values each, with optional labels and generative factors.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Dataset {
+    rows: usize,
+    cols: usize,
+    pixels: Pixels,
+    /// Class labels (digits for MNIST, shape kinds for `shapes`).
+    pub labels: Option<Vec<u8>>,
+    /// Ground-truth generative factors, for procedural data.
+    pub factors: Option<Vec<ShapeFactors>>,
+    /// Image height and width, where the rows are images.
+    pub image_shape: Option<(usize, usize)>,
+}
+
+impl Dataset {
+    /// From bytes (grey levels 0..=255), `rows x cols`.
+    pub fn from_bytes(rows: usize, cols: usize, data: Vec<u8>) -> Result<Self> {
+        Self::check_shape(rows, cols, data.len())?;
+        Ok(Self::new(rows, cols, Pixels::U8(data)))
+    }
+
+    /// From floats, `rows x cols`; every value must be finite.
+    pub fn from_f32(rows: usize, cols: usize, data: Vec<f32>) -> Result<Self> {
+        Self::check_shape(rows, cols, data.len())?;
+        if let Some(i) = data.iter().position(|v| !v.is_finite()) {
+            return Err(Error::InvalidData(format!(
+                "row {}, column {} is {}: data must be finite",
+                i / cols,
+                i % cols,
+                data[i]
+            )));
+        }
+        Ok(Self::new(rows, cols, Pixels::F32(data)))
+    }
+
+    fn new(rows: usize, cols: usize, pixels: Pixels) -> Self {
+        Dataset {
+            rows,
+            cols,
+            pixels,
+            labels: None,
+            factors: None,
+            image_shape: None,
+        }
+    }
+
+    fn check_shape(rows: usize, cols: usize, len: usize) -> Result<()> {
+        if rows == 0 || cols == 0 {
+            return Err(Error::shape(
+                "dataset",
+                "at least one row and one column",
+                format!("{rows} x {cols}"),
+            ));
+        }
+        if rows.checked_mul(cols) != Some(len) {
+            return Err(Error::shape(
+                "dataset",
+                format!("{rows} x {cols} = {} values", rows * cols),
+                len,
+            ));
+        }
+        Ok(())
+    }
+
+    /// Number of examples.
+    pub fn len(&self) -> usize {
+        self.rows
+    }
+
+    /// Whether it has no examples (never true for a constructed dataset).
+    pub fn is_empty(&self) -> bool {
+        self.rows == 0
+    }
+
+    /// Values per example.
+    pub fn dim(&self) -> usize {
+        self.cols
+    }
+
+    /// The stored values.
+    pub fn pixels(&self) -> &Pixels {
+        &self.pixels
+    }
+
+    /// Value `j` of example `i`.
+    pub fn value(&self, i: usize, j: usize) -> f64 {
+        match &self.pixels {
+            Pixels::U8(b) => b[i * self.cols + j] as f64 / 255.0,
+            Pixels::F32(f) => f[i * self.cols + j] as f64,
+        }
+    }
+
+    /// Checks that it fits a model with input width `dim` and likelihood `lik`.
+    pub fn check_for(&self, dim: usize, lik: Likelihood) -> Result<()> {
+        if self.cols != dim {
+            return Err(Error::shape(
+                "dataset width",
+                format!("{dim} values per example (the model's input width)"),
+                self.cols,
+            ));
+        }
+        if let Pixels::F32(f) = &self.pixels {
+            if let Some(i) = f.iter().position(|&v| !lik.check_value(v as f64)) {
+                return Err(Error::InvalidData(format!(
+                    "row {}, column {} is {}, outside what the {lik} likelihood can model{}",
+                    i / self.cols,
+                    i % self.cols,
+                    f[i],
+                    if lik == Likelihood::Bernoulli {
+                        " (it needs values in [0, 1])"
+                    } else {
+                        ""
+                    }
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    /// The first `n` examples (or all, if fewer).
+    pub fn head(&self, n: usize) -> Dataset {
+        let n = n.min(self.rows).max(1);
+        let take = n * self.cols;
+        Dataset {
+            rows: n,
+            cols: self.cols,
+            pixels: match &self.pixels {
+                Pixels::U8(b) => Pixels::U8(b[..take].to_vec()),
+                Pixels::F32(f) => Pixels::F32(f[..take].to_vec()),
+            },
+            labels: self.labels.as_ref().map(|l| l[..n].to_vec()),
+            factors: self.factors.as_ref().map(|f| f[..n].to_vec()),
+            image_shape: self.image_shape,
+        }
+    }
+
+    /// Copies the examples `indices` into `out` (`indices.len() x dim`) as `T`.
+    pub fn gather<T: Float>(&self, indices: &[usize], out: &mut [T]) {
+        let c = self.cols;
+        for (row, &i) in out.chunks_exact_mut(c).zip(indices) {
+            match &self.pixels {
+                Pixels::U8(b) => {
+                    for (o, &v) in row.iter_mut().zip(&b[i * c..(i + 1) * c]) {
+                        *o = T::from_byte(v);
+                    }
+                }
+                Pixels::F32(f) => {
+                    for (o, &v) in row.iter_mut().zip(&f[i * c..(i + 1) * c]) {
+                        *o = T::of(v as f64);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Like [`gather`](Self::gather), then replaces each value v (in [0, 1]) by 1 with
+    /// probability v and by 0 otherwise: dynamic binarisation.
+    pub fn gather_binarized<T: Float>(
+        &self,
+        indices: &[usize],
+        out: &mut [T],
+        rng: &mut impl rand::Rng,
+    ) {
+        self.gather(indices, &mut out[..indices.len() * self.cols]);
+        for v in &mut out[..indices.len() * self.cols] {
+            let u: f64 = rng.random();
+            *v = if u < v.as_f64() { T::one() } else { T::zero() };
+        }
+    }
+}
+
+/// The order of examples in an epoch: a seeded shuffle, cut into batches (the last may be
+/// smaller).
+pub fn epoch_order(n: usize, seed: u64, epoch: u64) -> Vec<usize> {
+    use rand::seq::SliceRandom;
+    let mut order: Vec<usize> = (0..n).collect();
+    let mut rng = crate::rng::stream(seed, crate::rng::Purpose::Shuffle, epoch);
+    order.shuffle(&mut rng);
+    order
+}

@@ -1,0 +1,62 @@
+//! The scalar types the math is generic over: `f32` (the fast path) and `f64` (what checks use).
+
+use std::fmt::{Debug, Display};
+use std::iter::Sum;
+use std::ops::{AddAssign, DivAssign, MulAssign, SubAssign};
+
+/// A floating-point scalar the kernels run on: `f32` or `f64`.
+pub trait Float:
+    num_traits::Float
+    + Default
+    + Debug
+    + Display
+    + Send
+    + Sync
+    + Sum
+    + AddAssign
+    + SubAssign
+    + MulAssign
+    + DivAssign
+    + 'static
+{
+    /// Name of the type as used in model files ("F32" or "F64").
+    const NAME: &'static str;
+    /// Converts from `f64`, rounding to nearest.
+    fn of(x: f64) -> Self;
+    /// Widens (or keeps) to `f64`.
+    fn as_f64(self) -> f64;
+    /// A grey level stored as a byte, mapped to [0, 1].
+    #[inline]
+    fn from_byte(b: u8) -> Self {
+        Self::of(b as f64 / 255.0)
+    }
+}
+
+impl Float for f32 {
+    const NAME: &'static str = "F32";
+    #[inline]
+    fn of(x: f64) -> Self {
+        x as f32
+    }
+    #[inline]
+    fn as_f64(self) -> f64 {
+        self as f64
+    }
+    #[inline]
+    fn from_byte(b: u8) -> Self {
+        // Division (not multiplication by 1/255) keeps 255 -> exactly 1.0.
+        b as f32 / 255.0
+    }
+}
+
+impl Float for f64 {
+    const NAME: &'static str = "F64";
+    #[inline]
+    fn of(x: f64) -> Self {
+        x
+    }
+    #[inline]
+    fn as_f64(self) -> f64 {
+        self
+    }
+}

@@ -1,0 +1,174 @@
+//! Elementwise activations. Every derivative is written in terms of the activation's output
+//! `y = f(a)`, so the backward pass needs no copy of the pre-activation `a`.
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+use crate::float::Float;
+use crate::kernels::par;
+
+/// An elementwise nonlinearity.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Activation {
+    /// y = a (used for output layers).
+    Identity,
+    /// y = max(a, 0).
+    Relu,
+    /// y = a for a > 0, `slope * a` otherwise (PyTorch's default slope is 0.01).
+    LeakyRelu {
+        /// Slope for negative inputs, in (0, 1).
+        slope: f64,
+    },
+    /// y = tanh(a).
+    Tanh,
+    /// y = 1 / (1 + e^-a).
+    Sigmoid,
+    /// y = ln(1 + e^a).
+    Softplus,
+}
+
+impl std::str::FromStr for Activation {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self> {
+        Ok(match s.to_ascii_lowercase().as_str() {
+            "identity" | "linear" => Activation::Identity,
+            "relu" => Activation::Relu,
+            "leaky-relu" | "leakyrelu" | "leaky_relu" => Activation::LeakyRelu { slope: 0.01 },
+            "tanh" => Activation::Tanh,
+            "sigmoid" => Activation::Sigmoid,
+            "softplus" => Activation::Softplus,
+            _ => {
+                return Err(Error::config(
+                    "activation",
+                    s,
+                    "expected one of relu, leaky-relu, tanh, sigmoid, softplus, identity",
+                ));
+            }
+        })
+    }
+}
+
+impl std::fmt::Display for Activation {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Activation::Identity => "identity",
+            Activation::Relu => "relu",
+            Activation::LeakyRelu { .. } => "leaky-relu",
+            Activation::Tanh => "tanh",
+            Activation::Sigmoid => "sigmoid",
+            Activation::Softplus => "softplus",
+        })
+    }
+}
+
+/// ln(1 + e^a) without overflow for large `a` or loss of precision for very negative `a`.
+#[inline]
+pub fn softplus<T: Float>(a: T) -> T {
+    a.max(T::zero()) + (-a.abs()).exp().ln_1p()
+}
+
+/// 1 / (1 + e^-a), finite for every finite `a`.
+#[inline]
+pub fn sigmoid<T: Float>(a: T) -> T {
+    if a >= T::zero() {
+        T::one() / (T::one() + (-a).exp())
+    } else {
+        let e = a.exp();
+        e / (T::one() + e)
+    }
+}
+
+impl Activation {
+    /// Checks the activation's own settings.
+    pub fn validate(&self) -> Result<()> {
+        if let Activation::LeakyRelu { slope } = *self {
+            if !(slope.is_finite() && slope > 0.0 && slope < 1.0) {
+                return Err(Error::config(
+                    "leaky-relu slope",
+                    slope,
+                    "must lie in (0, 1)",
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// y = f(a), in place over a buffer of `cols`-wide rows.
+    pub fn forward<T: Float>(&self, a: &mut [T], cols: usize) {
+        let act = *self;
+        if act == Activation::Identity {
+            return;
+        }
+        par::for_each_row(a, cols, |_, row| {
+            for v in row.iter_mut() {
+                *v = act.apply(*v);
+            }
+        });
+    }
+
+    #[inline]
+    fn apply<T: Float>(self, a: T) -> T {
+        match self {
+            Activation::Identity => a,
+            Activation::Relu => a.max(T::zero()),
+            Activation::LeakyRelu { slope } => {
+                if a > T::zero() {
+                    a
+                } else {
+                    T::of(slope) * a
+                }
+            }
+            Activation::Tanh => a.tanh(),
+            Activation::Sigmoid => sigmoid(a),
+            Activation::Softplus => softplus(a),
+        }
+    }
+
+    /// dL/da = dL/dy * f'(a), in place on `grad` (which holds dL/dy on entry), with f'
+    /// expressed through the output y = f(a):
+    ///
+    /// - identity: f' = 1
+    /// - ReLU: f' = 1 if y > 0, else 0
+    /// - LeakyReLU: f' = 1 if y > 0, else slope
+    /// - tanh: f' = 1 - y^2
+    /// - sigmoid: f' = y (1 - y)
+    /// - softplus: f' = sigmoid(a) = 1 - e^-y (computed as -expm1(-y), exact for tiny y)
+    pub fn backward<T: Float>(&self, y: &[T], grad: &mut [T], cols: usize) {
+        let act = *self;
+        if act == Activation::Identity {
+            return;
+        }
+        let y = &y[..grad.len()];
+        par::for_each_row(grad, cols, |r, g| {
+            let yr = &y[r * cols..(r + 1) * cols];
+            for (g, &y) in g.iter_mut().zip(yr) {
+                *g *= act.derivative_from_output(y);
+            }
+        });
+    }
+
+    #[inline]
+    fn derivative_from_output<T: Float>(self, y: T) -> T {
+        match self {
+            Activation::Identity => T::one(),
+            Activation::Relu => {
+                if y > T::zero() {
+                    T::one()
+                } else {
+                    T::zero()
+                }
+            }
+            Activation::LeakyRelu { slope } => {
+                if y > T::zero() {
+                    T::one()
+                } else {
+                    T::of(slope)
+                }
+            }
+            Activation::Tanh => T::one() - y * y,
+            Activation::Sigmoid => y * (T::one() - y),
+            Activation::Softplus => -(-y).exp_m1(),
+        }
+    }
+}

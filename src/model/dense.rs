@@ -1,0 +1,131 @@
+//! The dense (fully connected) layer y = x W + b.
+
+use crate::float::Float;
+use crate::kernels::{Op, matmul};
+use crate::model::params::{Layout, TensorId};
+
+/// y = x W + b for a batch of row vectors: x is `rows x n_in`, W is `n_in x n_out`, b is `n_out`.
+#[derive(Clone, Debug)]
+pub struct Dense {
+    /// Weight, `n_in x n_out` (note: PyTorch's `Linear.weight` is its transpose).
+    pub weight: TensorId,
+    /// Bias, `n_out`.
+    pub bias: TensorId,
+    /// Input width.
+    pub n_in: usize,
+    /// Output width.
+    pub n_out: usize,
+}
+
+impl Dense {
+    /// Registers the layer's tensors `{name}.weight` and `{name}.bias` in `layout`.
+    pub fn new(layout: &mut Layout, name: &str, n_in: usize, n_out: usize) -> Self {
+        let weight = layout.push(format!("{name}.weight"), &[n_in, n_out]);
+        let bias = layout.push(format!("{name}.bias"), &[n_out]);
+        Dense {
+            weight,
+            bias,
+            n_in,
+            n_out,
+        }
+    }
+
+    /// PyTorch's default initialisation: W and b uniform on +-1/sqrt(n_in).
+    pub fn init<T: Float>(&self, params: &mut [T], rng: &mut impl rand::Rng) {
+        use rand::RngExt;
+        let bound = 1.0 / (self.n_in.max(1) as f64).sqrt();
+        for v in self.weight.of_mut(params) {
+            *v = T::of(rng.random_range(-bound..bound));
+        }
+        for v in self.bias.of_mut(params) {
+            *v = T::of(rng.random_range(-bound..bound));
+        }
+    }
+
+    /// y = x W + b over `rows` rows.
+    pub fn forward<T: Float>(
+        &self,
+        params: &[T],
+        x: &[T],
+        y: &mut [T],
+        rows: usize,
+        threads: usize,
+    ) {
+        let (w, b) = (self.weight.of(params), self.bias.of(params));
+        let y = &mut y[..rows * self.n_out];
+        matmul(
+            rows,
+            self.n_out,
+            self.n_in,
+            x,
+            Op::N,
+            w,
+            Op::N,
+            y,
+            false,
+            threads,
+        );
+        crate::kernels::par::for_each_row(y, self.n_out, |_, row| {
+            for (v, &bj) in row.iter_mut().zip(b) {
+                *v += bj;
+            }
+        });
+    }
+
+    /// Given G = dL/dy (`rows x n_out`), writes
+    ///
+    /// - dL/dW = x^T G           (`n_in x n_out`)
+    /// - dL/db = sum over rows of G
+    /// - dL/dx = G W^T           (`rows x n_in`), only when `dx` is given
+    ///
+    /// into `grads` (same layout as `params`), overwriting what was there.
+    #[allow(clippy::too_many_arguments)]
+    pub fn backward<T: Float>(
+        &self,
+        params: &[T],
+        x: &[T],
+        dy: &[T],
+        grads: &mut [T],
+        dx: Option<&mut [T]>,
+        rows: usize,
+        threads: usize,
+    ) {
+        let (n_in, n_out) = (self.n_in, self.n_out);
+        let dy = &dy[..rows * n_out];
+        matmul(
+            n_in,
+            n_out,
+            rows,
+            x,
+            Op::T,
+            dy,
+            Op::N,
+            self.weight.of_mut(grads),
+            false,
+            threads,
+        );
+        // Column sums in row order: a fixed summation order whatever the thread count.
+        let db = self.bias.of_mut(grads);
+        db.fill(T::zero());
+        for row in dy.chunks_exact(n_out) {
+            for (d, &g) in db.iter_mut().zip(row) {
+                *d += g;
+            }
+        }
+        if let Some(dx) = dx {
+            let w = self.weight.of(params);
+            matmul(
+                rows,
+                n_in,
+                n_out,
+                dy,
+                Op::N,
+                w,
+                Op::T,
+                &mut dx[..rows * n_in],
+                false,
+                threads,
+            );
+        }
+    }
+}

@@ -1,0 +1,101 @@
+//! The diagonal-Gaussian posterior q(z|x) = N(mu, diag(exp(logvar))): sampling by
+//! reparameterisation, and its closed-form KL divergence to the prior N(0, I).
+//!
+//! Both work on the encoder head's output `stats`, a `rows x 2Z` buffer whose first Z columns
+//! are mu and last Z columns are logvar. Gradients go to a buffer of the same shape.
+
+use crate::float::Float;
+use crate::kernels::par;
+
+/// z = mu + exp(logvar / 2) * eps, with `samples` draws of eps per data point.
+#[derive(Clone, Copy, Debug)]
+pub struct Reparameterize {
+    /// Latent width Z.
+    pub latent: usize,
+    /// Samples L per data point; sample l of row b is output row b * L + l.
+    pub samples: usize,
+}
+
+impl Reparameterize {
+    /// z[b L + l] = mu[b] + exp(logvar[b] / 2) * eps[b L + l], for `rows` data points.
+    pub fn forward<T: Float>(&self, stats: &[T], eps: &[T], z: &mut [T], rows: usize) {
+        let (zd, l) = (self.latent, self.samples);
+        let z = &mut z[..rows * l * zd];
+        par::for_each_row(z, zd, |r, zr| {
+            let s = &stats[(r / l) * 2 * zd..(r / l + 1) * 2 * zd];
+            let (mu, lv) = s.split_at(zd);
+            let e = &eps[r * zd..(r + 1) * zd];
+            for j in 0..zd {
+                zr[j] = mu[j] + (lv[j] * T::of(0.5)).exp() * e[j];
+            }
+        });
+    }
+
+    /// With dz = dL/dz, adds to `dstats`:
+    ///
+    /// - dL/dmu     += sum_l dz_l                                   (dz/dmu = 1)
+    /// - dL/dlogvar += sum_l dz_l * eps_l * exp(logvar / 2) / 2     (dz/dlogvar = eps sigma / 2)
+    pub fn backward<T: Float>(
+        &self,
+        stats: &[T],
+        eps: &[T],
+        dz: &[T],
+        dstats: &mut [T],
+        rows: usize,
+    ) {
+        let (zd, l) = (self.latent, self.samples);
+        let dstats = &mut dstats[..rows * 2 * zd];
+        par::for_each_row(dstats, 2 * zd, |b, ds| {
+            let lv = &stats[b * 2 * zd + zd..(b + 1) * 2 * zd];
+            let (dmu, dlv) = ds.split_at_mut(zd);
+            for s in 0..l {
+                let r = b * l + s;
+                let (d, e) = (&dz[r * zd..(r + 1) * zd], &eps[r * zd..(r + 1) * zd]);
+                for j in 0..zd {
+                    dmu[j] += d[j];
+                    dlv[j] += d[j] * e[j] * (lv[j] * T::of(0.5)).exp() * T::of(0.5);
+                }
+            }
+        });
+    }
+}
+
+/// KL(N(mu, diag(exp(logvar))) || N(0, I)) = 1/2 sum_j (exp(logvar_j) + mu_j^2 - 1 - logvar_j).
+#[derive(Clone, Copy, Debug)]
+pub struct KlToStandardNormal {
+    /// Latent width Z.
+    pub latent: usize,
+}
+
+impl KlToStandardNormal {
+    /// One KL per row. `exp(v) - 1 - v` is computed as `expm1(v) - v`, which keeps precision for
+    /// small v and gives exactly 0 at the prior.
+    pub fn forward<T: Float>(&self, stats: &[T], kl: &mut [T], rows: usize) {
+        let zd = self.latent;
+        for (b, k) in kl[..rows].iter_mut().enumerate() {
+            let (mu, lv) = stats[b * 2 * zd..(b + 1) * 2 * zd].split_at(zd);
+            let mut s = T::zero();
+            for j in 0..zd {
+                s += lv[j].exp_m1() - lv[j] + mu[j] * mu[j];
+            }
+            *k = s * T::of(0.5);
+        }
+    }
+
+    /// Adds `scale` times the KL's gradient to `dstats`:
+    ///
+    /// - dKL/dmu_j     = mu_j
+    /// - dKL/dlogvar_j = (exp(logvar_j) - 1) / 2
+    pub fn backward<T: Float>(&self, stats: &[T], scale: T, dstats: &mut [T], rows: usize) {
+        let zd = self.latent;
+        let half = T::of(0.5);
+        for b in 0..rows {
+            let s = &stats[b * 2 * zd..(b + 1) * 2 * zd];
+            let d = &mut dstats[b * 2 * zd..(b + 1) * 2 * zd];
+            for j in 0..zd {
+                d[j] += scale * s[j];
+                d[zd + j] += scale * half * s[zd + j].exp_m1();
+            }
+        }
+    }
+}

@@ -1,0 +1,122 @@
+//! A multi-layer perceptron of any depth: dense layers each followed by an activation.
+
+use crate::float::Float;
+use crate::model::activation::Activation;
+use crate::model::dense::Dense;
+use crate::model::params::Layout;
+
+/// One dense layer and its activation.
+#[derive(Clone, Debug)]
+pub struct Layer {
+    /// The affine map.
+    pub dense: Dense,
+    /// Applied after it.
+    pub activation: Activation,
+}
+
+/// A stack of layers; the activation of the last may differ (identity for logits).
+#[derive(Clone, Debug, Default)]
+pub struct Mlp {
+    /// The layers, input first.
+    pub layers: Vec<Layer>,
+}
+
+/// Per-layer outputs of an [`Mlp`] for a batch, kept for the backward pass.
+#[derive(Clone, Debug)]
+pub struct MlpBuffers<T> {
+    /// Output of each layer (after its activation), `max_rows x width`.
+    pub outputs: Vec<Vec<T>>,
+}
+
+impl Mlp {
+    /// Layers of widths `widths[0] -> widths[1] -> ...`, named `{name}.{i}`; hidden layers use
+    /// `hidden`, the last layer uses `last`.
+    pub fn new(
+        layout: &mut Layout,
+        name: &str,
+        widths: &[usize],
+        hidden: Activation,
+        last: Activation,
+    ) -> Self {
+        let n = widths.len().saturating_sub(1);
+        let layers = (0..n)
+            .map(|i| Layer {
+                dense: Dense::new(layout, &format!("{name}.{i}"), widths[i], widths[i + 1]),
+                activation: if i + 1 == n { last } else { hidden },
+            })
+            .collect();
+        Mlp { layers }
+    }
+
+    /// Width of the output (0 for an empty stack).
+    pub fn out_width(&self) -> Option<usize> {
+        self.layers.last().map(|l| l.dense.n_out)
+    }
+
+    /// Buffers for batches of up to `max_rows` rows.
+    pub fn buffers<T: Float>(&self, max_rows: usize) -> MlpBuffers<T> {
+        MlpBuffers {
+            outputs: self
+                .layers
+                .iter()
+                .map(|l| vec![T::zero(); max_rows * l.dense.n_out])
+                .collect(),
+        }
+    }
+
+    /// Runs every layer on `x`; layer i's output lands in `buf.outputs[i]`.
+    pub fn forward<T: Float>(
+        &self,
+        params: &[T],
+        x: &[T],
+        buf: &mut MlpBuffers<T>,
+        rows: usize,
+        threads: usize,
+    ) {
+        for i in 0..self.layers.len() {
+            let layer = &self.layers[i];
+            let (before, rest) = buf.outputs.split_at_mut(i);
+            let input = if i == 0 { x } else { &before[i - 1][..] };
+            let out = &mut rest[0][..rows * layer.dense.n_out];
+            layer.dense.forward(params, input, out, rows, threads);
+            layer.activation.forward(out, layer.dense.n_out);
+        }
+    }
+
+    /// Backpropagates through every layer. On entry `grad_a` holds dL/d(output) (`rows x
+    /// out_width`); `grad_b` is scratch of the same capacity. Parameter gradients are written
+    /// into `grads`; dL/dx into `dx` when given.
+    #[allow(clippy::too_many_arguments)]
+    pub fn backward<T: Float>(
+        &self,
+        params: &[T],
+        x: &[T],
+        buf: &MlpBuffers<T>,
+        grad_a: &mut [T],
+        grad_b: &mut [T],
+        grads: &mut [T],
+        mut dx: Option<&mut [T]>,
+        rows: usize,
+        threads: usize,
+    ) {
+        let (mut cur, mut next) = (grad_a, grad_b);
+        for i in (0..self.layers.len()).rev() {
+            let layer = &self.layers[i];
+            let width = layer.dense.n_out;
+            let g = &mut cur[..rows * width];
+            layer
+                .activation
+                .backward(&buf.outputs[i][..rows * width], g, width);
+            let input = if i == 0 { x } else { &buf.outputs[i - 1][..] };
+            let target = if i == 0 {
+                dx.as_deref_mut()
+            } else {
+                Some(&mut next[..])
+            };
+            layer
+                .dense
+                .backward(params, input, g, grads, target, rows, threads);
+            std::mem::swap(&mut cur, &mut next);
+        }
+    }
+}

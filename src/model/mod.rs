@@ -1,0 +1,18 @@
+//! The model: layers, the Gaussian posterior head, likelihoods and the VAE that joins them.
+//! Each differentiable piece has `forward` and `backward` side by side.
+
+pub mod activation;
+pub mod dense;
+pub mod gaussian;
+pub mod likelihood;
+pub mod mlp;
+pub mod params;
+pub mod vae;
+
+pub use activation::Activation;
+pub use dense::Dense;
+pub use gaussian::{KlToStandardNormal, Reparameterize};
+pub use likelihood::{Likelihood, LikelihoodHead};
+pub use mlp::{Layer, Mlp, MlpBuffers};
+pub use params::{Layout, TensorId, TensorSpec};
+pub use vae::{Vae, VaeConfig};

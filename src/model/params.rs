@@ -1,0 +1,100 @@
+//! One flat buffer for all parameters (and, with the same layout, gradients and optimizer
+//! state), with named views into it.
+
+use serde::{Deserialize, Serialize};
+
+/// A named tensor's place in a flat buffer.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TensorSpec {
+    /// Dotted name, e.g. `encoder.0.weight`.
+    pub name: String,
+    /// Shape, row-major.
+    pub shape: Vec<usize>,
+    /// First element in the flat buffer.
+    pub offset: usize,
+}
+
+impl TensorSpec {
+    /// Number of elements.
+    pub fn len(&self) -> usize {
+        self.shape.iter().product()
+    }
+    /// Whether it has no elements.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+    /// The index range it covers.
+    pub fn range(&self) -> std::ops::Range<usize> {
+        self.offset..self.offset + self.len()
+    }
+}
+
+/// A handle to one tensor of a [`Layout`]: a range of the flat buffer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TensorId {
+    offset: usize,
+    len: usize,
+}
+
+impl TensorId {
+    /// The range of the flat buffer.
+    #[inline]
+    pub fn range(self) -> std::ops::Range<usize> {
+        self.offset..self.offset + self.len
+    }
+    /// This tensor's view of `buf`.
+    #[inline]
+    pub fn of<T>(self, buf: &[T]) -> &[T] {
+        &buf[self.range()]
+    }
+    /// This tensor's mutable view of `buf`.
+    #[inline]
+    pub fn of_mut<T>(self, buf: &mut [T]) -> &mut [T] {
+        &mut buf[self.range()]
+    }
+}
+
+/// The names, shapes and offsets of every tensor in a flat buffer.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Layout {
+    tensors: Vec<TensorSpec>,
+    len: usize,
+}
+
+impl Layout {
+    /// An empty layout.
+    pub fn new() -> Self {
+        Self::default()
+    }
+    /// Appends a tensor and returns its handle.
+    pub fn push(&mut self, name: impl Into<String>, shape: &[usize]) -> TensorId {
+        let spec = TensorSpec {
+            name: name.into(),
+            shape: shape.to_vec(),
+            offset: self.len,
+        };
+        let id = TensorId {
+            offset: spec.offset,
+            len: spec.len(),
+        };
+        self.len += spec.len();
+        self.tensors.push(spec);
+        id
+    }
+    /// Total number of scalars.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+    /// Whether it holds nothing.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+    /// Every tensor, in buffer order.
+    pub fn tensors(&self) -> &[TensorSpec] {
+        &self.tensors
+    }
+    /// The tensor of that name.
+    pub fn get(&self, name: &str) -> Option<&TensorSpec> {
+        self.tensors.iter().find(|t| t.name == name)
+    }
+}

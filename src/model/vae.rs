@@ -1,0 +1,173 @@
+//! The VAE's architecture: encoder MLP, Gaussian head, decoder MLP and likelihood, with every
+//! parameter in one flat buffer.
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+use crate::float::Float;
+use crate::model::activation::Activation;
+use crate::model::dense::Dense;
+use crate::model::gaussian::KlToStandardNormal;
+use crate::model::likelihood::{Likelihood, LikelihoodHead};
+use crate::model::mlp::Mlp;
+use crate::model::params::Layout;
+
+/// What a VAE looks like: widths, activation and likelihood.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct VaeConfig {
+    /// Width D of a data point (784 for MNIST).
+    pub input_dim: usize,
+    /// Hidden widths of the encoder, input side first.
+    pub encoder_hidden: Vec<usize>,
+    /// Latent width Z.
+    pub latent_dim: usize,
+    /// Hidden widths of the decoder, latent side first.
+    pub decoder_hidden: Vec<usize>,
+    /// Activation of every hidden layer.
+    pub activation: Activation,
+    /// p(x|z).
+    pub likelihood: Likelihood,
+}
+
+impl VaeConfig {
+    /// The reference MNIST model: 784-400-20-400-784, ReLU, Bernoulli.
+    pub fn mnist() -> Self {
+        VaeConfig {
+            input_dim: 784,
+            encoder_hidden: vec![400],
+            latent_dim: 20,
+            decoder_hidden: vec![400],
+            activation: Activation::Relu,
+            likelihood: Likelihood::Bernoulli,
+        }
+    }
+
+    /// Checks that every size is positive and every setting possible.
+    pub fn validate(&self) -> Result<()> {
+        if self.input_dim == 0 {
+            return Err(Error::config("input width", 0, "must be at least 1"));
+        }
+        if self.latent_dim == 0 {
+            return Err(Error::config("latent size", 0, "must be at least 1"));
+        }
+        if self
+            .encoder_hidden
+            .iter()
+            .chain(&self.decoder_hidden)
+            .any(|&w| w == 0)
+        {
+            return Err(Error::config(
+                "hidden widths",
+                format!("{:?} / {:?}", self.encoder_hidden, self.decoder_hidden),
+                "every hidden width must be at least 1",
+            ));
+        }
+        self.activation.validate()?;
+        self.likelihood.validate()
+    }
+}
+
+/// A VAE's structure; its parameters live in a separate flat buffer laid out by
+/// [`Vae::layout`].
+#[derive(Clone, Debug)]
+pub struct Vae {
+    config: VaeConfig,
+    layout: Layout,
+    /// x -> last hidden layer.
+    pub encoder: Mlp,
+    /// Last hidden layer -> [mu | logvar].
+    pub head: Dense,
+    /// KL(q(z|x) || N(0, I)).
+    pub kl: KlToStandardNormal,
+    /// z -> decoder output (logits or means).
+    pub decoder: Mlp,
+    /// log p(x|z) from the decoder's output.
+    pub likelihood: LikelihoodHead,
+}
+
+impl Vae {
+    /// Builds the structure for `config`.
+    pub fn new(config: VaeConfig) -> Result<Self> {
+        config.validate()?;
+        let mut layout = Layout::new();
+        let act = config.activation;
+        let mut enc_widths = vec![config.input_dim];
+        enc_widths.extend(&config.encoder_hidden);
+        let encoder = Mlp::new(&mut layout, "encoder", &enc_widths, act, act);
+        let h = *enc_widths.last().unwrap_or(&config.input_dim);
+        let head = Dense::new(&mut layout, "head", h, 2 * config.latent_dim);
+        let mut dec_widths = vec![config.latent_dim];
+        dec_widths.extend(&config.decoder_hidden);
+        dec_widths.push(config.input_dim);
+        let decoder = Mlp::new(
+            &mut layout,
+            "decoder",
+            &dec_widths,
+            act,
+            Activation::Identity,
+        );
+        let log_variance = matches!(config.likelihood, Likelihood::GaussianLearnedVariance)
+            .then(|| layout.push("likelihood.log_variance", &[config.input_dim]));
+        Ok(Vae {
+            kl: KlToStandardNormal {
+                latent: config.latent_dim,
+            },
+            likelihood: LikelihoodHead {
+                kind: config.likelihood,
+                log_variance,
+                dim: config.input_dim,
+            },
+            encoder,
+            head,
+            decoder,
+            layout,
+            config,
+        })
+    }
+
+    /// Its configuration.
+    pub fn config(&self) -> &VaeConfig {
+        &self.config
+    }
+
+    /// Where each named tensor sits in the flat parameter buffer.
+    pub fn layout(&self) -> &Layout {
+        &self.layout
+    }
+
+    /// Number of scalar parameters.
+    pub fn num_params(&self) -> usize {
+        self.layout.len()
+    }
+
+    /// Width of x.
+    pub fn input_dim(&self) -> usize {
+        self.config.input_dim
+    }
+
+    /// Width of z.
+    pub fn latent_dim(&self) -> usize {
+        self.config.latent_dim
+    }
+
+    /// Every dense layer, encoder first.
+    pub fn dense_layers(&self) -> impl Iterator<Item = &Dense> {
+        self.encoder
+            .layers
+            .iter()
+            .map(|l| &l.dense)
+            .chain(std::iter::once(&self.head))
+            .chain(self.decoder.layers.iter().map(|l| &l.dense))
+    }
+
+    /// Fresh parameters: PyTorch's default uniform initialisation for every dense layer and a
+    /// learned log-variance of 0, drawn from `seed`.
+    pub fn init_params<T: Float>(&self, seed: u64) -> Vec<T> {
+        let mut params = vec![T::zero(); self.num_params()];
+        let mut rng = crate::rng::stream(seed, crate::rng::Purpose::Init, 0);
+        for layer in self.dense_layers() {
+            layer.init(&mut params, &mut rng);
+        }
+        params
+    }
+}

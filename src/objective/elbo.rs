@@ -1,0 +1,302 @@
+//! The evidence lower bound and its gradient.
+//!
+//! For a data point x with encoder output (mu, logvar), L draws eps_l ~ N(0, I) and
+//! z_l = mu + exp(logvar/2) eps_l:
+//!
+//! ```text
+//! ELBO(x) ~= (1/L) sum_l log p(x | z_l)  -  KL(N(mu, exp(logvar)) || N(0, I))
+//!             \______ reconstruction ______/  \____________ KL ____________/
+//! ```
+//!
+//! Training minimises the batch mean of `-recon + beta * KL`; `beta = 1` is the true ELBO.
+//! Gradients flow decoder -> z -> (mu, logvar) by reparameterisation, plus the KL's own
+//! gradient at (mu, logvar), then through the encoder.
+
+use crate::error::{Error, Result};
+use crate::float::Float;
+use crate::model::{MlpBuffers, Reparameterize, Vae};
+
+/// Every buffer a forward and backward pass needs, sized once for batches of up to `max_rows`
+/// data points with `samples` z draws each; a step allocates nothing.
+#[derive(Clone, Debug)]
+pub struct Workspace<T> {
+    max_rows: usize,
+    samples: usize,
+    /// Threads the matrix products may use (of the current rayon pool).
+    pub threads: usize,
+    /// The input batch, `rows x D`; callers fill it.
+    pub x: Vec<T>,
+    /// Reparameterisation noise, `rows L x Z`; callers fill it.
+    pub eps: Vec<T>,
+    enc: MlpBuffers<T>,
+    /// Encoder head output [mu | logvar], `rows x 2Z`.
+    pub stats: Vec<T>,
+    /// Latent samples, `rows L x Z`.
+    pub z: Vec<T>,
+    dec: MlpBuffers<T>,
+    /// log p(x | z) per decoder row (`rows L`).
+    pub log_px_z: Vec<T>,
+    /// KL per data point (`rows`).
+    pub kl: Vec<T>,
+    grad_a: Vec<T>,
+    grad_b: Vec<T>,
+    dz: Vec<T>,
+    dstats: Vec<T>,
+}
+
+impl<T: Float> Workspace<T> {
+    /// Buffers for `vae` with up to `max_rows` data points per batch and `samples` z draws each.
+    pub fn new(vae: &Vae, max_rows: usize, samples: usize, threads: usize) -> Result<Self> {
+        if max_rows == 0 {
+            return Err(Error::config("batch size", 0, "must be at least 1"));
+        }
+        if samples == 0 {
+            return Err(Error::config(
+                "samples per data point",
+                0,
+                "must be at least 1",
+            ));
+        }
+        let (d, zd) = (vae.input_dim(), vae.latent_dim());
+        let dec_rows = max_rows * samples;
+        let widest = vae
+            .dense_layers()
+            .map(|l| l.n_out.max(l.n_in))
+            .max()
+            .unwrap_or(d);
+        let zeros = |n: usize| vec![T::zero(); n];
+        Ok(Workspace {
+            max_rows,
+            samples,
+            threads: threads.max(1),
+            x: zeros(max_rows * d),
+            eps: zeros(dec_rows * zd),
+            enc: vae.encoder.buffers(max_rows),
+            stats: zeros(max_rows * 2 * zd),
+            z: zeros(dec_rows * zd),
+            dec: vae.decoder.buffers(dec_rows),
+            log_px_z: zeros(dec_rows),
+            kl: zeros(max_rows),
+            grad_a: zeros(dec_rows * widest),
+            grad_b: zeros(dec_rows * widest),
+            dz: zeros(dec_rows * zd),
+            dstats: zeros(max_rows * 2 * zd),
+        })
+    }
+
+    /// Largest batch it holds.
+    pub fn max_rows(&self) -> usize {
+        self.max_rows
+    }
+
+    /// z draws per data point.
+    pub fn samples(&self) -> usize {
+        self.samples
+    }
+
+    /// The decoder's output (logits or means) for the last forward pass, `rows L x D`.
+    pub fn decoder_output(&self) -> &[T] {
+        self.dec.outputs.last().map(|v| &v[..]).unwrap_or(&[])
+    }
+
+    /// Reconstruction term (1/L) sum_l log p(x | z_l) of data row `b` from the last forward pass.
+    pub fn recon_of(&self, b: usize) -> f64 {
+        let l = self.samples;
+        self.log_px_z[b * l..(b + 1) * l]
+            .iter()
+            .map(|v| v.as_f64())
+            .sum::<f64>()
+            / l as f64
+    }
+}
+
+/// Batch means of the ELBO's two terms.
+#[derive(Clone, Copy, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct BatchElbo {
+    /// Mean over data points of E_q[log p(x|z)] (estimated with L samples).
+    pub recon: f64,
+    /// Mean over data points of KL(q(z|x) || p(z)).
+    pub kl: f64,
+}
+
+impl BatchElbo {
+    /// recon - KL.
+    pub fn elbo(&self) -> f64 {
+        self.recon - self.kl
+    }
+    /// The training loss -recon + beta KL.
+    pub fn loss(&self, beta: f64) -> f64 {
+        -self.recon + beta * self.kl
+    }
+}
+
+/// The ELBO of a [`Vae`], forward and backward.
+#[derive(Clone, Copy, Debug)]
+pub struct Elbo<'a> {
+    /// The model.
+    pub vae: &'a Vae,
+}
+
+impl<'a> Elbo<'a> {
+    /// Wraps a model.
+    pub fn new(vae: &'a Vae) -> Self {
+        Elbo { vae }
+    }
+
+    fn reparam(&self, ws: &Workspace<impl Float>) -> Reparameterize {
+        Reparameterize {
+            latent: self.vae.latent_dim(),
+            samples: ws.samples,
+        }
+    }
+
+    /// Runs encoder, reparameterisation, decoder, likelihood and KL on the first `rows` rows of
+    /// `ws.x` with noise `ws.eps`, keeping everything the backward pass needs; returns the batch
+    /// means of the two terms. Per-point values stay in `ws.log_px_z` and `ws.kl`.
+    pub fn forward<T: Float>(&self, params: &[T], ws: &mut Workspace<T>, rows: usize) -> BatchElbo {
+        let vae = self.vae;
+        let t = ws.threads;
+        let l = ws.samples;
+        vae.encoder.forward(params, &ws.x, &mut ws.enc, rows, t);
+        let h = ws.enc.outputs.last().map(|v| &v[..]).unwrap_or(&ws.x);
+        vae.head.forward(params, h, &mut ws.stats, rows, t);
+        self.reparam(ws)
+            .forward(&ws.stats, &ws.eps, &mut ws.z, rows);
+        vae.decoder.forward(params, &ws.z, &mut ws.dec, rows * l, t);
+        let out = ws.dec.outputs.last().expect("decoder has a layer");
+        vae.likelihood
+            .forward(params, &ws.x, out, l, &mut ws.log_px_z, rows * l);
+        vae.kl.forward(&ws.stats, &mut ws.kl, rows);
+        let recon = ws.log_px_z[..rows * l]
+            .iter()
+            .map(|v| v.as_f64())
+            .sum::<f64>()
+            / (rows * l) as f64;
+        let kl = ws.kl[..rows].iter().map(|v| v.as_f64()).sum::<f64>() / rows as f64;
+        BatchElbo { recon, kl }
+    }
+
+    /// Writes into `grads` the gradient of the batch mean of `-recon + beta KL` with respect to
+    /// every parameter, after a [`forward`](Self::forward) on the same workspace and rows:
+    ///
+    /// 1. dL/da = (1/(B L)) d(-log p(x|a))/da at the decoder output a (the likelihood's backward);
+    /// 2. back through the decoder to dL/dz;
+    /// 3. dL/d(mu, logvar) from z = mu + exp(logvar/2) eps (reparameterisation backward),
+    ///    plus (beta/B) dKL/d(mu, logvar);
+    /// 4. back through the head and the encoder (no gradient for x itself).
+    pub fn backward<T: Float>(
+        &self,
+        params: &[T],
+        ws: &mut Workspace<T>,
+        rows: usize,
+        beta: T,
+        grads: &mut [T],
+    ) {
+        let vae = self.vae;
+        let t = ws.threads;
+        let l = ws.samples;
+        let dec_rows = rows * l;
+        let reparam = self.reparam(ws);
+        let out = ws.dec.outputs.last().expect("decoder has a layer");
+        let scale = T::one() / T::of(dec_rows as f64);
+        vae.likelihood.backward(
+            params,
+            &ws.x,
+            out,
+            l,
+            scale,
+            &mut ws.grad_a,
+            grads,
+            dec_rows,
+        );
+        vae.decoder.backward(
+            params,
+            &ws.z,
+            &ws.dec,
+            &mut ws.grad_a,
+            &mut ws.grad_b,
+            grads,
+            Some(&mut ws.dz),
+            dec_rows,
+            t,
+        );
+        let dstats = &mut ws.dstats[..rows * 2 * vae.latent_dim()];
+        dstats.fill(T::zero());
+        reparam.backward(&ws.stats, &ws.eps, &ws.dz, dstats, rows);
+        vae.kl
+            .backward(&ws.stats, beta / T::of(rows as f64), dstats, rows);
+        let has_hidden = !vae.encoder.layers.is_empty();
+        let h = ws.enc.outputs.last().map(|v| &v[..]).unwrap_or(&ws.x);
+        let dh = if has_hidden {
+            Some(&mut ws.grad_a[..])
+        } else {
+            None
+        };
+        vae.head.backward(params, h, dstats, grads, dh, rows, t);
+        if has_hidden {
+            vae.encoder.backward(
+                params,
+                &ws.x,
+                &ws.enc,
+                &mut ws.grad_a,
+                &mut ws.grad_b,
+                grads,
+                None,
+                rows,
+                t,
+            );
+        }
+    }
+
+    /// Checks a batch given by a caller: `x` must hold whole rows of width D with finite values
+    /// that suit the likelihood. Returns the number of rows.
+    pub fn check_batch<T: Float>(&self, x: &[T]) -> Result<usize> {
+        let d = self.vae.input_dim();
+        if x.is_empty() || x.len() % d != 0 {
+            return Err(Error::shape(
+                "input batch",
+                format!("a non-empty multiple of the model's input width {d}"),
+                format!("{} values", x.len()),
+            ));
+        }
+        let lik = self.vae.config().likelihood;
+        if let Some(i) = x.iter().position(|v| !lik.check_value(v.as_f64())) {
+            return Err(Error::InvalidData(format!(
+                "input row {}, column {} is {}, which the {} likelihood cannot model",
+                i / d,
+                i % d,
+                x[i],
+                lik
+            )));
+        }
+        Ok(x.len() / d)
+    }
+
+    /// The ELBO's two terms per data point for a caller's batch `x` (`rows x D`, checked), with
+    /// `samples` z draws each from `seed`. Returns (recon, KL) per row.
+    pub fn per_point<T: Float>(
+        &self,
+        params: &[T],
+        x: &[T],
+        samples: usize,
+        seed: u64,
+        threads: usize,
+    ) -> Result<Vec<(f64, f64)>> {
+        let rows = self.check_batch(x)?;
+        if params.len() != self.vae.num_params() {
+            return Err(Error::shape(
+                "parameters",
+                self.vae.num_params(),
+                params.len(),
+            ));
+        }
+        let mut ws = Workspace::new(self.vae, rows, samples, threads)?;
+        ws.x[..x.len()].copy_from_slice(x);
+        let mut rng = crate::rng::stream(seed, crate::rng::Purpose::Eval, 0);
+        crate::rng::fill_normal(&mut rng, &mut ws.eps);
+        self.forward(params, &mut ws, rows);
+        Ok((0..rows)
+            .map(|b| (ws.recon_of(b), ws.kl[b].as_f64()))
+            .collect())
+    }
+}

@@ -1,0 +1,143 @@
+//! Model files in the safetensors format: one tensor per named parameter tensor, the model's
+//! configuration (and anything else the caller adds) as JSON in the metadata.
+
+use std::collections::HashMap;
+use std::path::Path;
+
+use safetensors::{Dtype, SafeTensors, tensor::TensorView};
+
+use crate::error::{Error, Result};
+use crate::float::Float;
+use crate::model::{Vae, VaeConfig};
+
+/// Metadata key holding the [`VaeConfig`] as JSON.
+pub const CONFIG_KEY: &str = "elbo.vae_config";
+
+fn to_bytes<T: Float>(values: &[T]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(values.len() * std::mem::size_of::<T>());
+    for v in values {
+        if std::mem::size_of::<T>() == 4 {
+            out.extend_from_slice(&(v.as_f64() as f32).to_le_bytes());
+        } else {
+            out.extend_from_slice(&v.as_f64().to_le_bytes());
+        }
+    }
+    out
+}
+
+/// Writes `params` of `vae` to `path` atomically; `extra` goes into the metadata beside the
+/// configuration.
+pub fn save<T: Float>(
+    path: &Path,
+    vae: &Vae,
+    params: &[T],
+    extra: &[(&str, String)],
+) -> Result<()> {
+    if params.len() != vae.num_params() {
+        return Err(Error::shape("parameters", vae.num_params(), params.len()));
+    }
+    let dtype = if std::mem::size_of::<T>() == 4 {
+        Dtype::F32
+    } else {
+        Dtype::F64
+    };
+    let bytes: Vec<(String, Vec<u8>, Vec<usize>)> = vae
+        .layout()
+        .tensors()
+        .iter()
+        .map(|t| {
+            (
+                t.name.clone(),
+                to_bytes(&params[t.range()]),
+                t.shape.clone(),
+            )
+        })
+        .collect();
+    let views = bytes
+        .iter()
+        .map(|(name, b, shape)| {
+            TensorView::new(dtype, shape.clone(), b)
+                .map(|v| (name.clone(), v))
+                .map_err(|e| Error::malformed(path, e.to_string()))
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let mut meta = HashMap::new();
+    let cfg = serde_json::to_string(vae.config()).expect("configuration serialises");
+    meta.insert(CONFIG_KEY.to_string(), cfg);
+    for (k, v) in extra {
+        meta.insert(k.to_string(), v.clone());
+    }
+    let data = safetensors::serialize(views, Some(meta))
+        .map_err(|e| Error::malformed(path, e.to_string()))?;
+    crate::io::write_atomic(path, &data)
+}
+
+/// A loaded model file.
+#[derive(Clone, Debug)]
+pub struct Loaded<T> {
+    /// The model's structure.
+    pub vae: Vae,
+    /// Its parameters, converted to `T`.
+    pub params: Vec<T>,
+    /// Every metadata entry.
+    pub metadata: HashMap<String, String>,
+}
+
+/// Reads a model file written by [`save`] (in f32 or f64), converting to `T`.
+pub fn load<T: Float>(path: &Path) -> Result<Loaded<T>> {
+    let bytes = std::fs::read(path).map_err(|e| Error::io("reading", path, e))?;
+    let bad = |r: String| Error::malformed(path, r);
+    let (_, meta) = SafeTensors::read_metadata(&bytes)
+        .map_err(|e| bad(format!("not a safetensors file ({e})")))?;
+    let metadata = meta.metadata().clone().unwrap_or_default();
+    let cfg_json = metadata.get(CONFIG_KEY).ok_or_else(|| {
+        bad(format!(
+            "no '{CONFIG_KEY}' in its metadata: not an elbo model"
+        ))
+    })?;
+    let config: VaeConfig = serde_json::from_str(cfg_json)
+        .map_err(|e| bad(format!("bad model configuration ({e})")))?;
+    let vae = Vae::new(config)?;
+    let st = SafeTensors::deserialize(&bytes).map_err(|e| bad(e.to_string()))?;
+    let mut params = vec![T::zero(); vae.num_params()];
+    for spec in vae.layout().tensors() {
+        let t = st
+            .tensor(&spec.name)
+            .map_err(|_| bad(format!("tensor '{}' is missing", spec.name)))?;
+        if t.shape() != spec.shape.as_slice() {
+            return Err(bad(format!(
+                "tensor '{}' has shape {:?}, the model needs {:?}",
+                spec.name,
+                t.shape(),
+                spec.shape
+            )));
+        }
+        let out = &mut params[spec.range()];
+        match t.dtype() {
+            Dtype::F32 => {
+                for (o, c) in out.iter_mut().zip(t.data().chunks_exact(4)) {
+                    *o = T::of(f32::from_le_bytes([c[0], c[1], c[2], c[3]]) as f64);
+                }
+            }
+            Dtype::F64 => {
+                for (o, c) in out.iter_mut().zip(t.data().chunks_exact(8)) {
+                    *o = T::of(f64::from_le_bytes(c.try_into().expect("8 bytes")));
+                }
+            }
+            other => {
+                return Err(bad(format!(
+                    "tensor '{}' has type {other:?}, expected F32 or F64",
+                    spec.name
+                )));
+            }
+        }
+    }
+    if let Some(i) = params.iter().position(|v| !v.is_finite()) {
+        return Err(bad(format!("parameter {i} is not finite")));
+    }
+    Ok(Loaded {
+        vae,
+        params,
+        metadata,
+    })
+}

@@ -1,0 +1,8 @@
+//! Training: optimizers, the loop, checkpoints and reports.
+
+pub mod checkpoint;
+pub mod optim;
+pub mod trainer;
+
+pub use optim::{Optimizer, OptimizerConfig, clip_grad_norm};
+pub use trainer::{EpochReport, EpochTerms, TrainConfig, Trainer, evaluate};

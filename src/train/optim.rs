@@ -1,0 +1,204 @@
+//! Optimizers over the flat parameter buffer. Each update is one fused elementwise loop over
+//! parameters, gradients and state, split into fixed-size chunks on the current rayon pool.
+
+use rayon::prelude::*;
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+use crate::float::Float;
+
+/// Elements per parallel task.
+const CHUNK: usize = 1 << 14;
+
+/// Which optimizer, with its settings.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "kebab-case")]
+pub enum OptimizerConfig {
+    /// Adam with bias correction, as `torch.optim.Adam`.
+    Adam {
+        /// Learning rate (PyTorch: 1e-3).
+        lr: f64,
+        /// First-moment decay (0.9).
+        beta1: f64,
+        /// Second-moment decay (0.999).
+        beta2: f64,
+        /// Added to the denominator (1e-8).
+        eps: f64,
+    },
+    /// Stochastic gradient descent with heavy-ball momentum, as `torch.optim.SGD`.
+    Sgd {
+        /// Learning rate.
+        lr: f64,
+        /// Momentum in [0, 1).
+        momentum: f64,
+    },
+}
+
+impl OptimizerConfig {
+    /// Adam with PyTorch's defaults and learning rate `lr`.
+    pub fn adam(lr: f64) -> Self {
+        OptimizerConfig::Adam {
+            lr,
+            beta1: 0.9,
+            beta2: 0.999,
+            eps: 1e-8,
+        }
+    }
+
+    /// SGD with learning rate `lr` and `momentum`.
+    pub fn sgd(lr: f64, momentum: f64) -> Self {
+        OptimizerConfig::Sgd { lr, momentum }
+    }
+
+    /// The learning rate.
+    pub fn lr(&self) -> f64 {
+        match *self {
+            OptimizerConfig::Adam { lr, .. } | OptimizerConfig::Sgd { lr, .. } => lr,
+        }
+    }
+
+    /// Checks every setting.
+    pub fn validate(&self) -> Result<()> {
+        let lr = self.lr();
+        if !(lr.is_finite() && lr > 0.0) {
+            return Err(Error::config("learning rate", lr, "must be finite and > 0"));
+        }
+        match *self {
+            OptimizerConfig::Adam {
+                beta1, beta2, eps, ..
+            } => {
+                for (name, b) in [("adam beta1", beta1), ("adam beta2", beta2)] {
+                    if !(0.0..1.0).contains(&b) {
+                        return Err(Error::config(name, b, "must lie in [0, 1)"));
+                    }
+                }
+                if !(eps.is_finite() && eps > 0.0) {
+                    return Err(Error::config("adam eps", eps, "must be finite and > 0"));
+                }
+            }
+            OptimizerConfig::Sgd { momentum, .. } => {
+                if !(0.0..1.0).contains(&momentum) {
+                    return Err(Error::config("momentum", momentum, "must lie in [0, 1)"));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Scalars of state per parameter.
+    fn state_per_param(&self) -> usize {
+        match self {
+            OptimizerConfig::Adam { .. } => 2,
+            OptimizerConfig::Sgd { .. } => 1,
+        }
+    }
+}
+
+/// An optimizer and its state: one flat buffer (Adam: first moments then second moments; SGD:
+/// the momentum buffer), laid out like the parameters.
+#[derive(Clone, Debug)]
+pub struct Optimizer<T> {
+    config: OptimizerConfig,
+    state: Vec<T>,
+    steps: u64,
+    n: usize,
+}
+
+impl<T: Float> Optimizer<T> {
+    /// A fresh optimizer for `n` parameters.
+    pub fn new(config: OptimizerConfig, n: usize) -> Result<Self> {
+        config.validate()?;
+        Ok(Optimizer {
+            config,
+            state: vec![T::zero(); n * config.state_per_param()],
+            steps: 0,
+            n,
+        })
+    }
+
+    /// Its settings.
+    pub fn config(&self) -> &OptimizerConfig {
+        &self.config
+    }
+
+    /// Updates taken so far.
+    pub fn steps(&self) -> u64 {
+        self.steps
+    }
+
+    /// The state buffer.
+    pub fn state(&self) -> &[T] {
+        &self.state
+    }
+
+    /// One update of `params` from `grads`.
+    ///
+    /// Adam (t = steps taken, from 1):
+    /// m <- b1 m + (1 - b1) g;  v <- b2 v + (1 - b2) g^2;
+    /// p <- p - (lr / (1 - b1^t)) m / (sqrt(v) / sqrt(1 - b2^t) + eps)
+    ///
+    /// SGD: u <- g at t = 1, u <- mu u + g after; p <- p - lr u
+    pub fn step(&mut self, params: &mut [T], grads: &[T]) {
+        assert!(
+            params.len() == self.n && grads.len() == self.n,
+            "optimizer sized for another model"
+        );
+        self.steps += 1;
+        let t = self.steps as i32;
+        match self.config {
+            OptimizerConfig::Adam {
+                lr,
+                beta1,
+                beta2,
+                eps,
+            } => {
+                let step_size = T::of(lr / (1.0 - beta1.powi(t)));
+                let inv_sqrt_bc2 = T::of(1.0 / (1.0 - beta2.powi(t)).sqrt());
+                let (b1, b2, eps) = (T::of(beta1), T::of(beta2), T::of(eps));
+                let (c1, c2) = (T::one() - b1, T::one() - b2);
+                let (m, v) = self.state.split_at_mut(self.n);
+                params
+                    .par_chunks_mut(CHUNK)
+                    .zip(grads.par_chunks(CHUNK))
+                    .zip(m.par_chunks_mut(CHUNK).zip(v.par_chunks_mut(CHUNK)))
+                    .for_each(|((p, g), (m, v))| {
+                        for i in 0..p.len() {
+                            let gi = g[i];
+                            m[i] = b1 * m[i] + c1 * gi;
+                            v[i] = b2 * v[i] + c2 * gi * gi;
+                            p[i] -= step_size * m[i] / (v[i].sqrt() * inv_sqrt_bc2 + eps);
+                        }
+                    });
+            }
+            OptimizerConfig::Sgd { lr, momentum } => {
+                let (lr, mu) = (T::of(lr), T::of(momentum));
+                let first = t == 1;
+                params
+                    .par_chunks_mut(CHUNK)
+                    .zip(grads.par_chunks(CHUNK))
+                    .zip(self.state.par_chunks_mut(CHUNK))
+                    .for_each(|((p, g), u)| {
+                        for i in 0..p.len() {
+                            u[i] = if first { g[i] } else { mu * u[i] + g[i] };
+                            p[i] -= lr * u[i];
+                        }
+                    });
+            }
+        }
+    }
+}
+
+/// Scales `grads` so that their Euclidean norm is at most `max_norm`; returns the norm before.
+/// The sum of squares runs in f64 in one fixed order.
+pub fn clip_grad_norm<T: Float>(grads: &mut [T], max_norm: f64) -> f64 {
+    let norm = grads
+        .iter()
+        .map(|g| g.as_f64() * g.as_f64())
+        .sum::<f64>()
+        .sqrt();
+    if norm > max_norm {
+        let s = T::of(max_norm / norm);
+        grads.iter_mut().for_each(|g| *g *= s);
+    }
+    norm
+}

@@ -1,0 +1,428 @@
+//! The training loop: minibatches, noise, forward, backward, clipping and the optimizer step,
+//! all in one workspace on a rayon pool of the caller's size.
+
+use std::time::Instant;
+
+use serde::{Deserialize, Serialize};
+
+use crate::data::{Dataset, epoch_order};
+use crate::error::{Error, Result};
+use crate::float::Float;
+use crate::model::Vae;
+use crate::objective::{BatchElbo, Elbo, Workspace};
+use crate::rng::{Purpose, fill_normal, stream};
+use crate::train::optim::{Optimizer, OptimizerConfig, clip_grad_norm};
+
+/// How to train.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct TrainConfig {
+    /// Passes over the training set.
+    pub epochs: usize,
+    /// Examples per step (the last batch of an epoch may be smaller).
+    pub batch_size: usize,
+    /// z draws per example.
+    pub samples: usize,
+    /// Weight of the KL term (1 gives the ELBO; beta-VAE uses more).
+    pub beta: f64,
+    /// Epochs over which the KL weight rises linearly from 0 to `beta` (0: no warm-up).
+    pub warmup_epochs: f64,
+    /// The optimizer.
+    pub optimizer: OptimizerConfig,
+    /// Clip the gradient's norm to this, if set.
+    pub clip_norm: Option<f64>,
+    /// Seed of every random draw: initialisation, order, noise.
+    pub seed: u64,
+    /// Resample binary pixels from the grey levels at each step.
+    pub binarize: bool,
+}
+
+impl Default for TrainConfig {
+    /// The reference MNIST training: Adam 1e-3, batch 128, 10 epochs, one sample.
+    fn default() -> Self {
+        TrainConfig {
+            epochs: 10,
+            batch_size: 128,
+            samples: 1,
+            beta: 1.0,
+            warmup_epochs: 0.0,
+            optimizer: OptimizerConfig::adam(1e-3),
+            clip_norm: None,
+            seed: 0,
+            binarize: false,
+        }
+    }
+}
+
+impl TrainConfig {
+    /// Checks every setting.
+    pub fn validate(&self) -> Result<()> {
+        if self.epochs == 0 {
+            return Err(Error::config("epochs", 0, "must be at least 1"));
+        }
+        if self.batch_size == 0 {
+            return Err(Error::config("batch size", 0, "must be at least 1"));
+        }
+        if self.samples == 0 {
+            return Err(Error::config("samples", 0, "must be at least 1"));
+        }
+        if !(self.beta.is_finite() && self.beta >= 0.0) {
+            return Err(Error::config("beta", self.beta, "must be finite and >= 0"));
+        }
+        if !(self.warmup_epochs.is_finite() && self.warmup_epochs >= 0.0) {
+            return Err(Error::config(
+                "warm-up epochs",
+                self.warmup_epochs,
+                "must be finite and >= 0",
+            ));
+        }
+        if let Some(c) = self.clip_norm {
+            if !(c.is_finite() && c > 0.0) {
+                return Err(Error::config(
+                    "gradient clip norm",
+                    c,
+                    "must be finite and > 0",
+                ));
+            }
+        }
+        self.optimizer.validate()
+    }
+}
+
+/// Means over a pass of the loss and the ELBO's terms, per example (nats).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct EpochTerms {
+    /// -ELBO: what the reference PyTorch example prints as its loss when beta = 1.
+    pub neg_elbo: f64,
+    /// E_q[log p(x|z)].
+    pub recon: f64,
+    /// KL(q(z|x) || p(z)).
+    pub kl: f64,
+}
+
+impl From<BatchElbo> for EpochTerms {
+    fn from(b: BatchElbo) -> Self {
+        EpochTerms {
+            neg_elbo: -b.elbo(),
+            recon: b.recon,
+            kl: b.kl,
+        }
+    }
+}
+
+/// One epoch's figures.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct EpochReport {
+    /// 1-based.
+    pub epoch: usize,
+    /// KL weight at the end of the epoch.
+    pub beta: f64,
+    /// Means over the epoch's training batches, as they were trained on.
+    pub train: EpochTerms,
+    /// On the test set after the epoch, if one was given.
+    pub test: Option<EpochTerms>,
+    /// Wall time of the training pass.
+    pub train_seconds: f64,
+    /// Training examples per second.
+    pub images_per_sec: f64,
+}
+
+/// Trains a [`Vae`] and holds everything a run needs.
+pub struct Trainer<T: Float> {
+    vae: Vae,
+    config: TrainConfig,
+    params: Vec<T>,
+    grads: Vec<T>,
+    optimizer: Optimizer<T>,
+    ws: Workspace<T>,
+    pool: std::sync::Arc<rayon::ThreadPool>,
+    threads: usize,
+    step: u64,
+    epoch: usize,
+}
+
+impl<T: Float> Trainer<T> {
+    /// A trainer with fresh parameters drawn from `config.seed`, running on `threads` threads.
+    pub fn new(vae: Vae, config: TrainConfig, threads: usize) -> Result<Self> {
+        let params = vae.init_params(config.seed);
+        Self::with_params(vae, config, params, threads)
+    }
+
+    /// A trainer starting from given parameters.
+    pub fn with_params(
+        vae: Vae,
+        config: TrainConfig,
+        params: Vec<T>,
+        threads: usize,
+    ) -> Result<Self> {
+        config.validate()?;
+        if threads == 0 {
+            return Err(Error::config("threads", 0, "must be at least 1"));
+        }
+        if params.len() != vae.num_params() {
+            return Err(Error::shape("parameters", vae.num_params(), params.len()));
+        }
+        let n = vae.num_params();
+        let ws = Workspace::new(&vae, config.batch_size, config.samples, threads)?;
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .build()
+            .map_err(|e| {
+                Error::io(
+                    "starting threads for",
+                    "the thread pool",
+                    std::io::Error::other(e),
+                )
+            })?;
+        Ok(Trainer {
+            optimizer: Optimizer::new(config.optimizer, n)?,
+            grads: vec![T::zero(); n],
+            vae,
+            config,
+            params,
+            ws,
+            pool: std::sync::Arc::new(pool),
+            threads,
+            step: 0,
+            epoch: 0,
+        })
+    }
+
+    /// The model.
+    pub fn vae(&self) -> &Vae {
+        &self.vae
+    }
+    /// The settings.
+    pub fn config(&self) -> &TrainConfig {
+        &self.config
+    }
+    /// The current parameters.
+    pub fn params(&self) -> &[T] {
+        &self.params
+    }
+    /// The gradient of the last step.
+    pub fn grads(&self) -> &[T] {
+        &self.grads
+    }
+    /// The optimizer.
+    pub fn optimizer(&self) -> &Optimizer<T> {
+        &self.optimizer
+    }
+    /// Epochs completed.
+    pub fn epochs_done(&self) -> usize {
+        self.epoch
+    }
+    /// Steps completed.
+    pub fn steps_done(&self) -> u64 {
+        self.step
+    }
+
+    /// The KL weight at step `step` (1-based) of a run with `steps_per_epoch`.
+    pub fn beta_at(&self, step: u64, steps_per_epoch: usize) -> f64 {
+        let warm = self.config.warmup_epochs * steps_per_epoch as f64;
+        if warm <= 0.0 {
+            self.config.beta
+        } else {
+            self.config.beta * (step as f64 / warm).min(1.0)
+        }
+    }
+
+    fn check_data(&self, data: &Dataset, what: &str) -> Result<()> {
+        data.check_for(self.vae.input_dim(), self.vae.config().likelihood)
+            .map_err(|e| match e {
+                Error::InvalidData(m) => Error::InvalidData(format!("{what}: {m}")),
+                other => other,
+            })
+    }
+
+    /// One pass over `data` in a seeded order. `progress(examples_done, running_loss)` is
+    /// called after each step.
+    pub fn train_epoch(
+        &mut self,
+        data: &Dataset,
+        progress: &mut (dyn FnMut(usize, f64) + Send),
+    ) -> Result<EpochTerms> {
+        self.check_data(data, "training data")?;
+        let bs = self.config.batch_size;
+        if bs > data.len() {
+            return Err(Error::config(
+                "batch size",
+                bs,
+                "is larger than the training set; use a batch no larger than the data",
+            ));
+        }
+        let order = epoch_order(data.len(), self.config.seed, self.epoch as u64);
+        let steps_per_epoch = data.len().div_ceil(bs);
+        let (mut sum, mut sum_loss, mut seen) = (BatchElbo::default(), 0.0, 0usize);
+        let d = self.vae.input_dim();
+        let pool = self.pool.clone();
+        let this = &mut *self;
+        pool.install(|| -> Result<()> {
+            for idx in order.chunks(bs) {
+                let rows = idx.len();
+                let step = this.step + 1;
+                if this.config.binarize {
+                    let mut rng = stream(this.config.seed, Purpose::Binarize, step);
+                    data.gather_binarized(idx, &mut this.ws.x[..rows * d], &mut rng);
+                } else {
+                    data.gather(idx, &mut this.ws.x[..rows * d]);
+                }
+                let zl = rows * this.config.samples * this.vae.latent_dim();
+                fill_normal(
+                    &mut stream(this.config.seed, Purpose::Noise, step),
+                    &mut this.ws.eps[..zl],
+                );
+                let beta = this.beta_at(step, steps_per_epoch);
+                let elbo = Elbo::new(&this.vae);
+                let b = elbo.forward(&this.params, &mut this.ws, rows);
+                let loss = b.loss(beta);
+                if !loss.is_finite() {
+                    return Err(Error::Diverged {
+                        epoch: this.epoch + 1,
+                        step,
+                        loss,
+                        hint: "the learning rate is probably too high for this model; \
+                               try a smaller --lr, or --clip to bound the gradient",
+                    });
+                }
+                elbo.backward(
+                    &this.params,
+                    &mut this.ws,
+                    rows,
+                    T::of(beta),
+                    &mut this.grads,
+                );
+                if let Some(c) = this.config.clip_norm {
+                    clip_grad_norm(&mut this.grads, c);
+                }
+                this.optimizer.step(&mut this.params, &this.grads);
+                this.step = step;
+                let w = rows as f64;
+                sum.recon += b.recon * w;
+                sum.kl += b.kl * w;
+                sum_loss += loss * w;
+                seen += rows;
+                progress(seen, sum_loss / seen as f64);
+            }
+            Ok(())
+        })?;
+        self.epoch += 1;
+        let n = seen as f64;
+        Ok(BatchElbo {
+            recon: sum.recon / n,
+            kl: sum.kl / n,
+        }
+        .into())
+    }
+
+    /// The ELBO's terms averaged over `data` with the current parameters, one noise stream per
+    /// evaluation batch (the same for every call, so epochs are compared on equal noise).
+    pub fn evaluate(&mut self, data: &Dataset) -> Result<EpochTerms> {
+        self.check_data(data, "evaluation data")?;
+        let params = &self.params;
+        let (vae, ws, seed) = (&self.vae, &mut self.ws, self.config.seed);
+        let sum = self
+            .pool
+            .install(|| evaluate_into(vae, params, data, ws, seed));
+        Ok(sum.into())
+    }
+
+    /// Trains for the configured epochs, evaluating on `test` after each; `on_epoch` sees each
+    /// report (and may stop the run by returning an error).
+    pub fn fit(
+        &mut self,
+        train: &Dataset,
+        test: Option<&Dataset>,
+        progress: &mut (dyn FnMut(usize, f64) + Send),
+        on_epoch: &mut dyn FnMut(&EpochReport, &Self) -> Result<()>,
+    ) -> Result<Vec<EpochReport>> {
+        self.check_data(train, "training data")?;
+        if let Some(t) = test {
+            self.check_data(t, "test data")?;
+        }
+        let mut reports = Vec::new();
+        while self.epoch < self.config.epochs {
+            let start = Instant::now();
+            let train_terms = self.train_epoch(train, progress)?;
+            let secs = start.elapsed().as_secs_f64();
+            let test_terms = test.map(|t| self.evaluate(t)).transpose()?;
+            let steps_per_epoch = train.len().div_ceil(self.config.batch_size);
+            let report = EpochReport {
+                epoch: self.epoch,
+                beta: self.beta_at(self.step, steps_per_epoch),
+                train: train_terms,
+                test: test_terms,
+                train_seconds: secs,
+                images_per_sec: train.len() as f64 / secs,
+            };
+            on_epoch(&report, self)?;
+            reports.push(report);
+        }
+        Ok(reports)
+    }
+
+    /// Threads in use.
+    pub fn threads(&self) -> usize {
+        self.threads
+    }
+}
+
+/// Sums the ELBO's terms over `data` in batches of the workspace's size; returns the means.
+fn evaluate_into<T: Float>(
+    vae: &Vae,
+    params: &[T],
+    data: &Dataset,
+    ws: &mut Workspace<T>,
+    seed: u64,
+) -> BatchElbo {
+    let elbo = Elbo::new(vae);
+    let (d, zd, l) = (vae.input_dim(), vae.latent_dim(), ws.samples());
+    let indices: Vec<usize> = (0..data.len()).collect();
+    let mut sum = BatchElbo::default();
+    for (bi, idx) in indices.chunks(ws.max_rows()).enumerate() {
+        let rows = idx.len();
+        data.gather(idx, &mut ws.x[..rows * d]);
+        fill_normal(
+            &mut stream(seed, Purpose::Eval, bi as u64),
+            &mut ws.eps[..rows * l * zd],
+        );
+        let b = elbo.forward(params, ws, rows);
+        sum.recon += b.recon * rows as f64;
+        sum.kl += b.kl * rows as f64;
+    }
+    let n = data.len() as f64;
+    BatchElbo {
+        recon: sum.recon / n,
+        kl: sum.kl / n,
+    }
+}
+
+/// The ELBO's terms over `data` for given parameters, in batches of `batch_size` with `samples`
+/// z draws each, on `threads` threads.
+pub fn evaluate<T: Float>(
+    vae: &Vae,
+    params: &[T],
+    data: &Dataset,
+    batch_size: usize,
+    samples: usize,
+    seed: u64,
+    threads: usize,
+) -> Result<EpochTerms> {
+    if params.len() != vae.num_params() {
+        return Err(Error::shape("parameters", vae.num_params(), params.len()));
+    }
+    data.check_for(vae.input_dim(), vae.config().likelihood)?;
+    let mut ws = Workspace::new(vae, batch_size, samples, threads)?;
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(threads.max(1))
+        .build()
+        .map_err(|e| {
+            Error::io(
+                "starting threads for",
+                "the thread pool",
+                std::io::Error::other(e),
+            )
+        })?;
+    Ok(pool
+        .install(|| evaluate_into(vae, params, data, &mut ws, seed))
+        .into())
+}
