@@ -7,10 +7,13 @@
 //! and a wrong factor, sign or missing term fails.
 
 use elbo::gradcheck::{Tolerance, check, format_table};
-use elbo::model::{Activation, Dense, KlToStandardNormal, Layout, Likelihood, LikelihoodHead, Mlp, Reparameterize};
+use elbo::model::{
+    Activation, Dense, KlToStandardNormal, Layout, Likelihood, LikelihoodHead, Mlp, Reparameterize,
+};
 use elbo::objective::{Elbo, Workspace};
 use elbo::{Vae, VaeConfig};
 use proptest::prelude::*;
+use proptest::test_runner::FileFailurePersistence;
 use rand::{RngExt, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
@@ -22,7 +25,11 @@ fn uniform(rng: &mut ChaCha8Rng, n: usize, lo: f64, hi: f64) -> Vec<f64> {
 }
 
 fn assert_all_pass(checks: &[elbo::gradcheck::TensorCheck]) {
-    assert!(checks.iter().all(|c| c.passed), "gradient check failed:\n{}", format_table(checks));
+    assert!(
+        checks.iter().all(|c| c.passed),
+        "gradient check failed:\n{}",
+        format_table(checks)
+    );
 }
 
 fn activation_strategy() -> impl Strategy<Value = Activation> {
@@ -45,7 +52,11 @@ fn likelihood_strategy() -> impl Strategy<Value = Likelihood> {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 48, ..ProptestConfig::default() })]
+    #![proptest_config(ProptestConfig {
+        cases: 48,
+        failure_persistence: Some(Box::new(FileFailurePersistence::Direct("proptest-regressions/gradients.txt"))),
+        ..ProptestConfig::default()
+    })]
 
     /// Dense layer: dW = x^T G, db = sum_rows G, dx = G W^T.
     #[test]
@@ -223,8 +234,16 @@ fn gradcheck_detects_a_wrong_derivative() {
     };
     let mut g = vec![0.0; 2];
     kl.backward(&theta, 1.0, &mut g, 1);
-    assert!(check(&layout, &theta, &g, loss, H, TOL).iter().all(|c| c.passed));
+    assert!(
+        check(&layout, &theta, &g, loss, H, TOL)
+            .iter()
+            .all(|c| c.passed)
+    );
     g[1] *= 2.0;
     let checks = check(&layout, &theta, &g, loss, H, TOL);
-    assert!(!checks[0].passed, "a doubled derivative must fail:\n{}", format_table(&checks));
+    assert!(
+        !checks[0].passed,
+        "a doubled derivative must fail:\n{}",
+        format_table(&checks)
+    );
 }

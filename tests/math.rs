@@ -6,6 +6,7 @@ use elbo::kernels::{Op, matmul, matmul_reference};
 use elbo::model::{KlToStandardNormal, Likelihood, LikelihoodHead};
 use elbo::train::optim::{Optimizer, OptimizerConfig, clip_grad_norm};
 use proptest::prelude::*;
+use proptest::test_runner::FileFailurePersistence;
 use rand::{RngExt, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
@@ -42,7 +43,10 @@ fn kl_matches_monte_carlo() {
         let mean = sum / n as f64;
         let se = ((sum2 / n as f64 - mean * mean) / n as f64).sqrt();
         let exact = kl_closed_form(&mu, &lv);
-        assert!((mean - exact).abs() < 5.0 * se, "closed form {exact}, Monte Carlo {mean} +- {se}");
+        assert!(
+            (mean - exact).abs() < 5.0 * se,
+            "closed form {exact}, Monte Carlo {mean} +- {se}"
+        );
     }
 }
 
@@ -54,6 +58,11 @@ fn kl_is_exactly_zero_at_the_prior() {
 }
 
 proptest! {
+    #![proptest_config(ProptestConfig {
+        failure_persistence: Some(Box::new(FileFailurePersistence::Direct("proptest-regressions/math.txt"))),
+        ..ProptestConfig::default()
+    })]
+
     /// KL >= 0 for any mean and log-variance, including extreme ones.
     #[test]
     fn kl_is_non_negative(mu in prop::collection::vec(-50.0f64..50.0, 1..8), lv_seed in any::<u64>()) {
@@ -95,7 +104,11 @@ proptest! {
 }
 
 fn bernoulli_value_and_grad(a: f64, x: f64) -> (f64, f64) {
-    let head = LikelihoodHead { kind: Likelihood::Bernoulli, log_variance: None, dim: 1 };
+    let head = LikelihoodHead {
+        kind: Likelihood::Bernoulli,
+        log_variance: None,
+        dim: 1,
+    };
     let mut lp = [0.0];
     head.forward(&[], &[x], &[a], 1, &mut lp, 1);
     let mut da = [0.0];
@@ -110,17 +123,31 @@ fn bernoulli_is_stable_at_extreme_logits() {
     for a in [1e4, -1e4] {
         for x in [0.0, 0.3, 1.0] {
             let (lp, g) = bernoulli_value_and_grad(a, x);
-            assert!(lp.is_finite() && g.is_finite(), "a={a}, x={x}: log p {lp}, grad {g}");
+            assert!(
+                lp.is_finite() && g.is_finite(),
+                "a={a}, x={x}: log p {lp}, grad {g}"
+            );
             let expected = x * a - f64::max(a, 0.0);
-            assert!((lp - expected).abs() < 1e-9, "a={a}, x={x}: {lp} vs {expected}");
+            assert!(
+                (lp - expected).abs() < 1e-9,
+                "a={a}, x={x}: {lp} vs {expected}"
+            );
             let sig = if a > 0.0 { 1.0 } else { 0.0 };
             assert!((g - (sig - x)).abs() < 1e-12);
         }
     }
-    let head = LikelihoodHead { kind: Likelihood::Bernoulli, log_variance: None, dim: 2 };
+    let head = LikelihoodHead {
+        kind: Likelihood::Bernoulli,
+        log_variance: None,
+        dim: 2,
+    };
     let mut lp = [0.0f32];
     head.forward::<f32>(&[], &[0.0, 1.0], &[1e4, -1e4], 1, &mut lp, 1);
-    assert!(lp[0].is_finite() && (lp[0] + 2e4).abs() < 1.0, "f32: {}", lp[0]);
+    assert!(
+        lp[0].is_finite() && (lp[0] + 2e4).abs() < 1.0,
+        "f32: {}",
+        lp[0]
+    );
 }
 
 /// Grey-level targets: log p(x|a) = x ln s(a) + (1 - x) ln(1 - s(a)) equals PyTorch's

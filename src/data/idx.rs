@@ -50,7 +50,16 @@ fn read_full(r: &mut impl Read, buf: &mut [u8]) -> std::io::Result<usize> {
 /// is bounded, before anything is allocated; the stream must then hold exactly that much data.
 pub fn parse_idx(mut r: impl Read, path: &Path) -> Result<IdxArray> {
     let bad = |reason: String| Error::malformed(path, reason);
-    let io = |e: std::io::Error| Error::io("reading", path, e);
+    // A decompressor reports a corrupt or cut-short stream as invalid data or an early end:
+    // those are faults of the file, not of the disk.
+    let io = |e: std::io::Error| match e.kind() {
+        std::io::ErrorKind::InvalidData
+        | std::io::ErrorKind::InvalidInput
+        | std::io::ErrorKind::UnexpectedEof => {
+            Error::malformed(path, format!("corrupt stream ({e})"))
+        }
+        _ => Error::io("reading", path, e),
+    };
     let mut magic = [0u8; 4];
     if read_full(&mut r, &mut magic).map_err(io)? < 4 {
         return Err(bad("shorter than the 4-byte IDX magic number".into()));
@@ -91,7 +100,7 @@ pub fn parse_idx(mut r: impl Read, path: &Path) -> Result<IdxArray> {
     let mut data = Vec::with_capacity(total.min(1 << 24));
     r.take(total as u64 + 1)
         .read_to_end(&mut data)
-        .map_err(|e| bad(format!("unreadable data ({e})")))?;
+        .map_err(io)?;
     if data.len() < total {
         return Err(bad(format!(
             "truncated: the header announces {total} values ({dims:?}) but the file holds {}",

@@ -1,0 +1,303 @@
+//! Bad input gets a typed error, never a panic.
+
+use elbo::data::shapes;
+use elbo::objective::Elbo;
+use elbo::train::checkpoint;
+use elbo::{Dataset, Error, Likelihood, OptimizerConfig, TrainConfig, Trainer, Vae, VaeConfig};
+
+fn small() -> VaeConfig {
+    VaeConfig {
+        input_dim: 784,
+        encoder_hidden: vec![16],
+        latent_dim: 3,
+        decoder_hidden: vec![16],
+        ..VaeConfig::mnist()
+    }
+}
+
+fn config_error(r: elbo::Result<impl std::fmt::Debug>, name: &str) {
+    match r {
+        Err(Error::InvalidConfig { name: n, .. }) => assert_eq!(n, name),
+        other => panic!("expected an invalid-setting error for {name}, got {other:?}"),
+    }
+}
+
+#[test]
+fn impossible_sizes_and_rates_are_refused() {
+    config_error(
+        Vae::new(VaeConfig {
+            latent_dim: 0,
+            ..small()
+        }),
+        "latent size",
+    );
+    config_error(
+        Vae::new(VaeConfig {
+            input_dim: 0,
+            ..small()
+        }),
+        "input width",
+    );
+    config_error(
+        Vae::new(VaeConfig {
+            encoder_hidden: vec![0],
+            ..small()
+        }),
+        "hidden widths",
+    );
+    config_error(
+        Vae::new(VaeConfig {
+            likelihood: Likelihood::Gaussian { variance: -1.0 },
+            ..small()
+        }),
+        "gaussian variance",
+    );
+    let vae = Vae::new(small()).unwrap();
+    let t = |c: TrainConfig| Trainer::<f32>::new(vae.clone(), c, 1).map(|_| ());
+    config_error(
+        t(TrainConfig {
+            batch_size: 0,
+            ..TrainConfig::default()
+        }),
+        "batch size",
+    );
+    config_error(
+        t(TrainConfig {
+            samples: 0,
+            ..TrainConfig::default()
+        }),
+        "samples",
+    );
+    config_error(
+        t(TrainConfig {
+            epochs: 0,
+            ..TrainConfig::default()
+        }),
+        "epochs",
+    );
+    config_error(
+        t(TrainConfig {
+            optimizer: OptimizerConfig::adam(-1e-3),
+            ..TrainConfig::default()
+        }),
+        "learning rate",
+    );
+    config_error(
+        t(TrainConfig {
+            optimizer: OptimizerConfig::sgd(0.1, 1.5),
+            ..TrainConfig::default()
+        }),
+        "momentum",
+    );
+    config_error(
+        t(TrainConfig {
+            beta: f64::NAN,
+            ..TrainConfig::default()
+        }),
+        "beta",
+    );
+    config_error(
+        t(TrainConfig {
+            beta: -1.0,
+            ..TrainConfig::default()
+        }),
+        "beta",
+    );
+    config_error(
+        t(TrainConfig {
+            warmup_epochs: -2.0,
+            ..TrainConfig::default()
+        }),
+        "warm-up epochs",
+    );
+    config_error(
+        t(TrainConfig {
+            clip_norm: Some(0.0),
+            ..TrainConfig::default()
+        }),
+        "gradient clip norm",
+    );
+    config_error(
+        Trainer::<f32>::new(vae.clone(), TrainConfig::default(), 0).map(|_| ()),
+        "threads",
+    );
+    config_error("swish".parse::<elbo::Activation>(), "activation");
+    config_error("poisson".parse::<Likelihood>(), "likelihood");
+}
+
+#[test]
+fn data_of_the_wrong_width_is_refused() {
+    let vae = Vae::new(VaeConfig {
+        input_dim: 10,
+        ..small()
+    })
+    .unwrap();
+    let mut t = Trainer::<f32>::new(
+        vae,
+        TrainConfig {
+            batch_size: 8,
+            ..TrainConfig::default()
+        },
+        1,
+    )
+    .unwrap();
+    let data = shapes::generate(0, 0, 32).unwrap();
+    let before = t.params().to_vec();
+    let err = t
+        .fit(&data, None, &mut |_, _| {}, &mut |_, _| Ok(()))
+        .unwrap_err();
+    assert!(matches!(err, Error::Shape { .. }), "{err}");
+    assert!(err.to_string().contains("784"), "{err}");
+    assert_eq!(
+        t.params(),
+        &before[..],
+        "nothing may change on refused input"
+    );
+}
+
+#[test]
+fn nan_infinite_and_out_of_range_values_are_refused() {
+    for bad in [f32::NAN, f32::INFINITY, f32::NEG_INFINITY] {
+        let err = Dataset::from_f32(2, 2, vec![0.0, 0.5, bad, 1.0]).unwrap_err();
+        assert!(
+            matches!(err, Error::InvalidData(_)) && err.to_string().contains("row 1, column 0"),
+            "{err}"
+        );
+    }
+    // 1.5 is fine for a Gaussian, not for a Bernoulli.
+    let data = Dataset::from_f32(4, 2, vec![0.0, 0.5, 1.5, 1.0, 0.1, 0.2, 0.3, 0.4]).unwrap();
+    let cfg = VaeConfig {
+        input_dim: 2,
+        encoder_hidden: vec![4],
+        latent_dim: 1,
+        decoder_hidden: vec![4],
+        ..VaeConfig::mnist()
+    };
+    let tc = TrainConfig {
+        batch_size: 2,
+        epochs: 1,
+        ..TrainConfig::default()
+    };
+    let mut t = Trainer::<f64>::new(Vae::new(cfg.clone()).unwrap(), tc.clone(), 1).unwrap();
+    let err = t
+        .fit(&data, None, &mut |_, _| {}, &mut |_, _| Ok(()))
+        .unwrap_err();
+    assert!(
+        matches!(err, Error::InvalidData(_)) && err.to_string().contains("[0, 1]"),
+        "{err}"
+    );
+    let gauss = VaeConfig {
+        likelihood: Likelihood::Gaussian { variance: 1.0 },
+        ..cfg
+    };
+    let mut t = Trainer::<f64>::new(Vae::new(gauss).unwrap(), tc, 1).unwrap();
+    t.fit(&data, None, &mut |_, _| {}, &mut |_, _| Ok(()))
+        .unwrap();
+}
+
+#[test]
+fn caller_batches_are_checked() {
+    let vae = Vae::new(VaeConfig {
+        input_dim: 3,
+        ..small()
+    })
+    .unwrap();
+    let params: Vec<f64> = vae.init_params(0);
+    let elbo = Elbo::new(&vae);
+    assert!(matches!(
+        elbo.per_point(&params, &[0.5; 4], 1, 0, 1),
+        Err(Error::Shape { .. })
+    ));
+    assert!(matches!(
+        elbo.per_point(&params, &[], 1, 0, 1),
+        Err(Error::Shape { .. })
+    ));
+    assert!(matches!(
+        elbo.per_point(&params, &[0.5, f64::NAN, 0.1], 1, 0, 1),
+        Err(Error::InvalidData(_))
+    ));
+    assert!(matches!(
+        elbo.per_point(&params[1..], &[0.5; 3], 1, 0, 1),
+        Err(Error::Shape { .. })
+    ));
+    config_error(
+        elbo.per_point(&params, &[0.5; 3], 0, 0, 1),
+        "samples per data point",
+    );
+    let ok = elbo.per_point(&params, &[0.5; 6], 2, 0, 1).unwrap();
+    assert_eq!(ok.len(), 2);
+}
+
+#[test]
+fn a_batch_larger_than_the_data_is_refused() {
+    let vae = Vae::new(small()).unwrap();
+    let mut t = Trainer::<f32>::new(
+        vae,
+        TrainConfig {
+            batch_size: 64,
+            ..TrainConfig::default()
+        },
+        1,
+    )
+    .unwrap();
+    let data = shapes::generate(0, 0, 10).unwrap();
+    config_error(
+        t.fit(&data, None, &mut |_, _| {}, &mut |_, _| Ok(())),
+        "batch size",
+    );
+}
+
+/// A learning rate far too high makes the loss overflow: the run stops with an error naming
+/// the step, and the parameters are those of the last good step (still finite).
+#[test]
+fn a_diverging_run_stops_with_a_clear_error() {
+    let cfg = VaeConfig {
+        likelihood: Likelihood::Gaussian { variance: 1.0 },
+        ..small()
+    };
+    let tc = TrainConfig {
+        batch_size: 32,
+        epochs: 50,
+        optimizer: OptimizerConfig::sgd(50.0, 0.9),
+        ..TrainConfig::default()
+    };
+    let mut t = Trainer::<f32>::new(Vae::new(cfg).unwrap(), tc, 1).unwrap();
+    let data = shapes::generate(0, 0, 256).unwrap();
+    let err = t
+        .fit(&data, None, &mut |_, _| {}, &mut |_, _| Ok(()))
+        .unwrap_err();
+    match err {
+        Error::Diverged { step, loss, .. } => {
+            assert!(!loss.is_finite());
+            assert_eq!(
+                step,
+                t.steps_done() + 1,
+                "the failing step is the one after the last good one"
+            );
+        }
+        other => panic!("expected divergence, got {other}"),
+    }
+}
+
+#[test]
+fn broken_model_files_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let vae = Vae::new(small()).unwrap();
+    let params: Vec<f32> = vae.init_params(1);
+    let path = dir.path().join("m.safetensors");
+    checkpoint::save(&path, &vae, &params, &[]).unwrap();
+    let back = checkpoint::load::<f32>(&path).unwrap();
+    assert_eq!(back.params, params);
+    assert_eq!(back.vae.config(), vae.config());
+    let bytes = std::fs::read(&path).unwrap();
+    std::fs::write(&path, &bytes[..bytes.len() / 2]).unwrap();
+    assert!(matches!(
+        checkpoint::load::<f32>(&path),
+        Err(Error::Malformed { .. })
+    ));
+    std::fs::write(&path, b"not a model").unwrap();
+    assert!(matches!(
+        checkpoint::load::<f32>(&path),
+        Err(Error::Malformed { .. })
+    ));
+}
