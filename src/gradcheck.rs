@@ -92,9 +92,9 @@ pub fn check(
                 if scale > tol.atol {
                     c.max_rel_err = c.max_rel_err.max(err / scale);
                 }
-                if !(err <= tol.atol + tol.rtol * num.abs()) {
-                    c.passed = false;
-                }
+                // Written so that a NaN error fails.
+                let within = err <= tol.atol + tol.rtol * num.abs();
+                c.passed &= within;
             }
             c
         })

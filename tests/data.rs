@@ -176,7 +176,7 @@ fn shapes_images_match_their_factors() {
         let on = (0..SIDE * SIDE).filter(|&j| ds.value(i, j) > 0.5).count();
         // A sprite is visible and never fills the image; its area grows with its scale.
         assert!(
-            on >= 8 && on < SIDE * SIDE / 3,
+            (8..SIDE * SIDE / 3).contains(&on),
             "image {i} ({f:?}) has {on} pixels on"
         );
         // Its centre of mass sits near the factor's position.

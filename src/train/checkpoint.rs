@@ -14,7 +14,7 @@ use crate::model::{Vae, VaeConfig};
 pub const CONFIG_KEY: &str = "elbo.vae_config";
 
 fn to_bytes<T: Float>(values: &[T]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(values.len() * std::mem::size_of::<T>());
+    let mut out = Vec::with_capacity(std::mem::size_of_val(values));
     for v in values {
         if std::mem::size_of::<T>() == 4 {
             out.extend_from_slice(&(v.as_f64() as f32).to_le_bytes());
