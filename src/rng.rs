@@ -21,6 +21,8 @@ pub enum Purpose {
     Eval = 5,
     /// Procedural data, one stream per example.
     Data = 6,
+    /// Importance sampling of log p(x), one stream per data point.
+    Importance = 7,
 }
 
 /// The stream for (seed, purpose, index).

@@ -10,7 +10,7 @@ use elbo::gradcheck::{Tolerance, check, format_table};
 use elbo::model::{
     Activation, Dense, KlToStandardNormal, Layout, Likelihood, LikelihoodHead, Mlp, Reparameterize,
 };
-use elbo::objective::{Elbo, Workspace};
+use elbo::objective::{Elbo, Iwae, Workspace};
 use elbo::{Vae, VaeConfig};
 use proptest::prelude::*;
 use proptest::test_runner::FileFailurePersistence;
@@ -165,7 +165,8 @@ proptest! {
         assert_all_pass(&check(&layout, &theta, &g, loss, H, TOL));
     }
 
-    /// Each likelihood: the gradient of -scale * sum log p with respect to the decoder output
+    /// Each likelihood: the gradient of -scale * sum_r c_r log p_r (random row weights c_r) with
+    /// respect to the decoder output
     /// and (learned variance) the log-variance.
     #[test]
     fn likelihoods(kind in likelihood_strategy(), rows in 1usize..4, samples in 1usize..3,
@@ -179,14 +180,15 @@ proptest! {
         let theta = uniform(&mut rng, layout.len(), -3.0, 3.0);
         let x = uniform(&mut rng, rows * dim, 0.0, 1.0);
         let dec = rows * samples;
+        let w = uniform(&mut rng, dec, 0.0, 1.0);
         let loss = |t: &[f64]| {
             let mut lp = vec![0.0; dec];
             head.forward(t, &x, a.of(t), samples, &mut lp, dec);
-            -scale * lp.iter().sum::<f64>()
+            -scale * lp.iter().zip(&w).map(|(l, w)| l * w).sum::<f64>()
         };
         let mut g = vec![0.0; layout.len()];
         let mut da = vec![0.0; dec * dim];
-        head.backward(&theta, &x, a.of(&theta), samples, scale, &mut da, &mut g, dec);
+        head.backward(&theta, &x, a.of(&theta), samples, scale, Some(&w), &mut da, &mut g, dec);
         a.of_mut(&mut g).copy_from_slice(&da);
         assert_all_pass(&check(&layout, &theta, &g, loss, H, TOL));
     }
@@ -216,6 +218,41 @@ proptest! {
         elbo.backward(&params, &mut ws, rows, beta, &mut grads);
         let mut ws2 = ws.clone();
         let loss = |t: &[f64]| elbo.forward(t, &mut ws2, rows).loss(beta);
+        assert_all_pass(&check(vae.layout(), &params, &grads, loss, H, TOL));
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig {
+        cases: 48,
+        failure_persistence: Some(Box::new(FileFailurePersistence::Direct("proptest-regressions/gradients_iwae.txt"))),
+        ..ProptestConfig::default()
+    })]
+
+    /// The importance-weighted bound -(1/B) sum_b log (1/k) sum_i w_bi, eps fixed: the
+    /// self-normalised-weight gradient for every parameter tensor.
+    #[test]
+    fn whole_negative_iw_bound(
+        input in 1usize..7, enc in prop::collection::vec(1usize..6, 0..3), latent in 1usize..4,
+        dec in prop::collection::vec(1usize..6, 0..3), act in activation_strategy(),
+        lik in likelihood_strategy(), rows in 1usize..4, k in 1usize..6, seed in any::<u64>(),
+    ) {
+        let vae = Vae::new(VaeConfig { input_dim: input, encoder_hidden: enc, latent_dim: latent,
+            decoder_hidden: dec, activation: act, likelihood: lik }).unwrap();
+        let mut rng = ChaCha8Rng::seed_from_u64(seed);
+        let mut params: Vec<f64> = vae.init_params(seed);
+        if let Some(t) = vae.layout().get("likelihood.log_variance") {
+            for v in &mut params[t.range()] { *v = rng.random_range(-1.0..1.0); }
+        }
+        let mut ws = Workspace::<f64>::new(&vae, rows, k, 1).unwrap();
+        for v in &mut ws.x[..rows * input] { *v = rng.random_range(0.0..1.0); }
+        for v in &mut ws.eps { *v = rng.random_range(-2.0..2.0); }
+        let iwae = Iwae::new(&vae);
+        let mut grads = vec![0.0; vae.num_params()];
+        iwae.forward(&params, &mut ws, rows);
+        iwae.backward(&params, &mut ws, rows, &mut grads);
+        let mut ws2 = ws.clone();
+        let loss = |t: &[f64]| -iwae.forward(t, &mut ws2, rows).bound;
         assert_all_pass(&check(vae.layout(), &params, &grads, loss, H, TOL));
     }
 }

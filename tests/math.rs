@@ -112,7 +112,7 @@ fn bernoulli_value_and_grad(a: f64, x: f64) -> (f64, f64) {
     let mut lp = [0.0];
     head.forward(&[], &[x], &[a], 1, &mut lp, 1);
     let mut da = [0.0];
-    head.backward(&[], &[x], &[a], 1, 1.0, &mut da, &mut [], 1);
+    head.backward(&[], &[x], &[a], 1, 1.0, None, &mut da, &mut [], 1);
     (lp[0], da[0])
 }
 

@@ -135,8 +135,8 @@ impl LikelihoodHead {
         }
     }
 
-    /// Writes dL/da for L = -scale * sum_r log p(x|a_r) into `da`, and for the learned variance
-    /// writes dL/ds into `grads`:
+    /// Writes dL/da for L = -scale * sum_r c_r log p(x|a_r) into `da` (c_r = `row_weights[r]`,
+    /// or 1 when `None`), and for the learned variance writes dL/ds into `grads`:
     ///
     /// - Bernoulli:        d(-log p)/da = sigmoid(a) - x
     /// - Gaussian (fixed): d(-log p)/da = (a - x) / variance
@@ -150,6 +150,7 @@ impl LikelihoodHead {
         a: &[T],
         samples: usize,
         scale: T,
+        row_weights: Option<&[T]>,
         da: &mut [T],
         grads: &mut [T],
         dec_rows: usize,
@@ -157,7 +158,9 @@ impl LikelihoodHead {
         let d = self.dim;
         let kind = self.kind;
         let log_var = self.log_variance.map(|t| t.of(params));
+        let weight = |r: usize| row_weights.map_or(scale, |w| scale * w[r]);
         par::for_each_row(&mut da[..dec_rows * d], d, |r, dr| {
+            let scale = weight(r);
             let xr = &x[(r / samples) * d..(r / samples + 1) * d];
             let ar = &a[r * d..(r + 1) * d];
             match kind {
@@ -185,6 +188,7 @@ impl LikelihoodHead {
             let ds = t.of_mut(grads);
             ds.fill(T::zero());
             for r in 0..dec_rows {
+                let scale = weight(r);
                 let xr = &x[(r / samples) * d..(r / samples + 1) * d];
                 let ar = &a[r * d..(r + 1) * d];
                 for j in 0..d {

@@ -38,10 +38,15 @@ pub struct Workspace<T> {
     pub log_px_z: Vec<T>,
     /// KL per data point (`rows`).
     pub kl: Vec<T>,
-    grad_a: Vec<T>,
-    grad_b: Vec<T>,
-    dz: Vec<T>,
-    dstats: Vec<T>,
+    /// Log importance weights log p(x, z) - log q(z|x) per decoder row (importance sampling).
+    pub log_w: Vec<T>,
+    /// Per-decoder-row weights of the likelihood's gradient (self-normalised importance
+    /// weights for the importance-weighted bound).
+    pub weights: Vec<T>,
+    pub(crate) grad_a: Vec<T>,
+    pub(crate) grad_b: Vec<T>,
+    pub(crate) dz: Vec<T>,
+    pub(crate) dstats: Vec<T>,
 }
 
 impl<T: Float> Workspace<T> {
@@ -77,6 +82,8 @@ impl<T: Float> Workspace<T> {
             dec: vae.decoder.buffers(dec_rows),
             log_px_z: zeros(dec_rows),
             kl: zeros(max_rows),
+            log_w: zeros(dec_rows),
+            weights: zeros(dec_rows),
             grad_a: zeros(dec_rows * widest),
             grad_b: zeros(dec_rows * widest),
             dz: zeros(dec_rows * zd),
@@ -143,7 +150,7 @@ impl<'a> Elbo<'a> {
         Elbo { vae }
     }
 
-    fn reparam(&self, ws: &Workspace<impl Float>) -> Reparameterize {
+    pub(crate) fn reparam(&self, ws: &Workspace<impl Float>) -> Reparameterize {
         Reparameterize {
             latent: self.vae.latent_dim(),
             samples: ws.samples,
@@ -192,19 +199,42 @@ impl<'a> Elbo<'a> {
         beta: T,
         grads: &mut [T],
     ) {
-        let vae = self.vae;
-        let t = ws.threads;
-        let l = ws.samples;
-        let dec_rows = rows * l;
+        let scale = T::one() / T::of((rows * ws.samples) as f64);
+        self.backward_decoder(params, ws, rows, scale, false, grads);
+        let zd = self.vae.latent_dim();
         let reparam = self.reparam(ws);
+        let dstats = &mut ws.dstats[..rows * 2 * zd];
+        dstats.fill(T::zero());
+        reparam.backward(&ws.stats, &ws.eps, &ws.dz, dstats, rows);
+        self.vae
+            .kl
+            .backward(&ws.stats, beta / T::of(rows as f64), dstats, rows);
+        self.backward_encoder(params, ws, rows, grads);
+    }
+
+    /// Steps 1-2 of the backward pass: from -scale * sum_r c_r log p(x|z_r) to dL/dz in
+    /// `ws.dz`, with c_r = `ws.weights[r]` when `weighted`, else 1.
+    pub(crate) fn backward_decoder<T: Float>(
+        &self,
+        params: &[T],
+        ws: &mut Workspace<T>,
+        rows: usize,
+        scale: T,
+        weighted: bool,
+        grads: &mut [T],
+    ) {
+        let vae = self.vae;
+        let (t, l) = (ws.threads, ws.samples);
+        let dec_rows = rows * l;
         let out = ws.dec.outputs.last().expect("decoder has a layer");
-        let scale = T::one() / T::of(dec_rows as f64);
+        let weights = weighted.then_some(&ws.weights[..dec_rows]);
         vae.likelihood.backward(
             params,
             &ws.x,
             out,
             l,
             scale,
+            weights,
             &mut ws.grad_a,
             grads,
             dec_rows,
@@ -220,11 +250,19 @@ impl<'a> Elbo<'a> {
             dec_rows,
             t,
         );
-        let dstats = &mut ws.dstats[..rows * 2 * vae.latent_dim()];
-        dstats.fill(T::zero());
-        reparam.backward(&ws.stats, &ws.eps, &ws.dz, dstats, rows);
-        vae.kl
-            .backward(&ws.stats, beta / T::of(rows as f64), dstats, rows);
+    }
+
+    /// Step 4: from dL/d(mu, logvar) in `ws.dstats` back through the head and the encoder.
+    pub(crate) fn backward_encoder<T: Float>(
+        &self,
+        params: &[T],
+        ws: &mut Workspace<T>,
+        rows: usize,
+        grads: &mut [T],
+    ) {
+        let vae = self.vae;
+        let t = ws.threads;
+        let dstats = &ws.dstats[..rows * 2 * vae.latent_dim()];
         let has_hidden = !vae.encoder.layers.is_empty();
         let h = ws.enc.outputs.last().map(|v| &v[..]).unwrap_or(&ws.x);
         let dh = if has_hidden {
