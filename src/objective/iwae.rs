@@ -155,6 +155,9 @@ pub struct MarginalReport {
     /// log p(x) estimate with the largest k minus the ELBO: an estimate of
     /// KL(q(z|x) || p(z|x)), averaged over points.
     pub gap: f64,
+    /// Per point, the estimate for each k (in the order of `estimates`); not serialised.
+    #[serde(skip)]
+    pub per_point: Vec<Vec<f64>>,
 }
 
 /// The k-sample estimate log (1/k) sum_i w_i, averaged over points.
@@ -238,13 +241,20 @@ pub fn estimate_log_marginal<T: Float>(
     let mut ks_sorted = ks.to_vec();
     ks_sorted.sort_unstable();
     ks_sorted.dedup();
+    let points: Vec<Vec<f64>> = per_point
+        .iter()
+        .map(|p| {
+            ks_sorted
+                .iter()
+                .map(|&k| log_mean_exp(p.2[..k].iter().copied()))
+                .collect()
+        })
+        .collect();
     let estimates: Vec<KEstimate> = ks_sorted
         .iter()
-        .map(|&k| {
-            let vals: Vec<f64> = per_point
-                .iter()
-                .map(|p| log_mean_exp(p.2[..k].iter().copied()))
-                .collect();
+        .enumerate()
+        .map(|(ki, &k)| {
+            let vals: Vec<f64> = points.iter().map(|p| p[ki]).collect();
             let mean = vals.iter().sum::<f64>() / n;
             let var = vals.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / (n - 1.0).max(1.0);
             KEstimate {
@@ -262,5 +272,6 @@ pub fn estimate_log_marginal<T: Float>(
         elbo: recon - kl,
         gap: best - (recon - kl),
         estimates,
+        per_point: points,
     })
 }
