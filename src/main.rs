@@ -18,9 +18,14 @@ use serde::Serialize;
     name = "elbo",
     version,
     about = "Train and evaluate variational autoencoders whose gradients are written by hand",
-    after_help = "Examples:\n  elbo train                                  # the built-in `shapes` set\n  \
+    after_help = "Examples:\n  \
+                  elbo train                                   # the built-in `shapes` set\n  \
                   elbo train --data mnist --data-dir ../shared/data/mnist\n  \
-                  elbo train --beta 4 --warmup 2 --latent 6  # a beta-VAE on shapes"
+                  elbo train --beta 4 --warmup 2 --latent 6    # a beta-VAE on shapes\n  \
+                  elbo train --iw-samples 5                    # the importance-weighted bound\n  \
+                  elbo eval runs/shapes/model.safetensors      # log p(x) by importance sampling\n  \
+                  elbo identities                              # the ELBO three ways, with numbers\n  \
+                  elbo gradcheck --hidden 16 --latent 3        # analytic vs numerical gradients"
 )]
 struct Cli {
     #[command(subcommand)]
@@ -32,9 +37,24 @@ enum Command {
     /// Train a VAE; prints each epoch's train and test ELBO and writes a checkpoint and a JSON
     /// report into the output folder.
     Train(TrainArgs),
+    /// Evaluate a saved model on a test set: the ELBO with its two terms, importance-sampled
+    /// log p(x) for several k, the gap, per-dimension KL and active units.
+    #[command(
+        after_help = "Example:\n  elbo eval runs/mnist/model.safetensors --data mnist --data-dir ../shared/data/mnist --limit 1000"
+    )]
+    Eval(EvalArgs),
+    /// Show the ELBO derived three ways (Jensen, KL to the posterior, Bayes with ln x <= x - 1)
+    /// on an exact linear-Gaussian model, each identity with its numbers.
+    Identities(IdentitiesArgs),
+    /// Compare each parameter tensor's hand-written gradient of -ELBO with central finite
+    /// differences (f64) for a model described with the same options as `train`.
+    #[command(
+        after_help = "Example:\n  elbo gradcheck --hidden 32,16 --latent 4 --activation tanh --likelihood gaussian-learned"
+    )]
+    Gradcheck(GradcheckArgs),
 }
 
-#[derive(Clone, Copy, ValueEnum, PartialEq, Eq, Debug, Serialize)]
+#[derive(Clone, Copy, ValueEnum, PartialEq, Eq, Debug, Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
 enum DataKind {
     /// The procedural dSprites-like set (no files needed).
@@ -56,20 +76,26 @@ enum Precision {
     F64,
 }
 
-#[derive(clap::Args, Debug)]
-struct TrainArgs {
-    /// Dataset.
-    #[arg(long, value_enum, default_value = "shapes")]
-    data: DataKind,
+/// Which data, shared by every subcommand.
+#[derive(clap::Args, Debug, Clone, Serialize, serde::Deserialize)]
+struct DataArgs {
+    /// Dataset [default: shapes; for eval, the one the model was trained on].
+    #[arg(long, value_enum)]
+    data: Option<DataKind>,
     /// Folder of the MNIST IDX files (for --data mnist).
     #[arg(long)]
     data_dir: Option<PathBuf>,
-    /// Use only the first N training examples.
-    #[arg(long)]
-    train_limit: Option<usize>,
     /// Examples generated for `shapes` training (the test set is a tenth of it).
     #[arg(long, default_value_t = 20_000)]
     shapes_size: usize,
+    /// Seed of the `shapes` images.
+    #[arg(long, default_value_t = 0)]
+    data_seed: u64,
+}
+
+/// The model's shape, shared by `train` and `gradcheck`.
+#[derive(clap::Args, Debug, Clone)]
+struct ModelArgs {
     /// Hidden widths of the encoder, comma-separated; the decoder mirrors them.
     #[arg(long, value_delimiter = ',', default_value = "400")]
     hidden: Vec<usize>,
@@ -85,12 +111,46 @@ struct TrainArgs {
     /// Variance of the fixed Gaussian likelihood.
     #[arg(long, default_value_t = 1.0)]
     variance: f64,
+}
+
+impl ModelArgs {
+    fn config(&self, input_dim: usize, data: DataKind) -> Result<VaeConfig> {
+        let mut likelihood: Likelihood = self.likelihood.parse()?;
+        if let Likelihood::Gaussian { variance } = &mut likelihood {
+            *variance = self.variance;
+        }
+        Ok(VaeConfig {
+            input_dim,
+            encoder_hidden: self.hidden.clone(),
+            latent_dim: self.latent.unwrap_or(match data {
+                DataKind::Mnist => 20,
+                DataKind::Shapes => 10,
+            }),
+            decoder_hidden: self.hidden.iter().rev().copied().collect(),
+            activation: self.activation.parse::<Activation>()?,
+            likelihood,
+        })
+    }
+}
+
+#[derive(clap::Args, Debug)]
+struct TrainArgs {
+    #[command(flatten)]
+    data: DataArgs,
+    #[command(flatten)]
+    model: ModelArgs,
+    /// Use only the first N training examples.
+    #[arg(long)]
+    train_limit: Option<usize>,
     /// Weight of the KL term (1 is the ELBO).
     #[arg(long, default_value_t = 1.0, allow_negative_numbers = true)]
     beta: f64,
     /// Epochs of linear KL warm-up from 0 to beta.
     #[arg(long, default_value_t = 0.0, allow_negative_numbers = true)]
     warmup: f64,
+    /// Train the importance-weighted bound with K samples per example instead of the ELBO.
+    #[arg(long, value_name = "K")]
+    iw_samples: Option<usize>,
     /// Optimizer.
     #[arg(long, value_enum, default_value = "adam")]
     optimizer: OptimizerKind,
@@ -129,9 +189,71 @@ struct TrainArgs {
     out: Option<PathBuf>,
 }
 
+#[derive(clap::Args, Debug)]
+struct EvalArgs {
+    /// The model file (model.safetensors from `elbo train`).
+    model: PathBuf,
+    #[command(flatten)]
+    data: DataArgs,
+    /// Importance samples per point, comma-separated.
+    #[arg(long, value_delimiter = ',', default_value = "1,10,100,1000,5000")]
+    k: Vec<usize>,
+    /// Use only the first N test examples (k = 5000 costs 5000 decoder passes per example).
+    #[arg(long)]
+    limit: Option<usize>,
+    /// Seed of the importance samples.
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// Threads [default: all cores].
+    #[arg(long)]
+    threads: Option<usize>,
+    /// Print JSON instead of text.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(clap::Args, Debug)]
+struct IdentitiesArgs {
+    /// Seed of the model, the point and the draws.
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// Monte-Carlo draws.
+    #[arg(long, default_value_t = 100_000)]
+    draws: usize,
+}
+
+#[derive(clap::Args, Debug)]
+struct GradcheckArgs {
+    #[command(flatten)]
+    data: DataArgs,
+    #[command(flatten)]
+    model: ModelArgs,
+    /// Examples in the batch.
+    #[arg(long, default_value_t = 4)]
+    batch_size: usize,
+    /// z samples per example (or K of the importance-weighted bound with --iw).
+    #[arg(long, default_value_t = 1)]
+    samples: usize,
+    /// Check the importance-weighted bound instead of the ELBO.
+    #[arg(long)]
+    iw: bool,
+    /// KL weight.
+    #[arg(long, default_value_t = 1.0)]
+    beta: f64,
+    /// Entries checked per tensor (evenly spaced); each costs two forward passes.
+    #[arg(long, default_value_t = 50)]
+    per_tensor: usize,
+    /// Finite-difference step.
+    #[arg(long, default_value_t = 1e-5)]
+    step: f64,
+    /// Seed of the parameters and the noise.
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+}
+
 #[derive(Serialize)]
 struct Report<'a> {
-    data: DataKind,
+    data: &'a DataArgs,
     train_examples: usize,
     test_examples: usize,
     precision: Precision,
@@ -141,8 +263,8 @@ struct Report<'a> {
     epochs: &'a [EpochReport],
 }
 
-fn load_data(args: &TrainArgs) -> Result<(Dataset, Dataset)> {
-    let (train, test) = match args.data {
+fn load_data(args: &DataArgs, train_limit: Option<usize>) -> Result<(Dataset, Dataset)> {
+    let (train, test) = match args.data.unwrap_or(DataKind::Shapes) {
         DataKind::Shapes => {
             if args.shapes_size == 0 {
                 return Err(Error::config("shapes size", 0, "must be at least 1"));
@@ -150,8 +272,8 @@ fn load_data(args: &TrainArgs) -> Result<(Dataset, Dataset)> {
             let n = args.shapes_size;
             let test_n = (n / 10).max(1);
             (
-                shapes::generate(args.seed, 0, n)?,
-                shapes::generate(args.seed, n as u64, test_n)?,
+                shapes::generate(args.data_seed, 0, n)?,
+                shapes::generate(args.data_seed, n as u64, test_n)?,
             )
         }
         DataKind::Mnist => {
@@ -168,32 +290,23 @@ fn load_data(args: &TrainArgs) -> Result<(Dataset, Dataset)> {
             )
         }
     };
-    let train = match args.train_limit {
-        Some(0) => return Err(Error::config("train-limit", 0, "must be at least 1")),
+    let train = match train_limit {
+        Some(0) => return Err(Error::config("limit", 0, "must be at least 1")),
         Some(n) => train.head(n),
         None => train,
     };
     Ok((train, test))
 }
 
+fn default_threads(t: Option<usize>) -> usize {
+    t.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
+}
+
 fn train(args: TrainArgs) -> Result<()> {
-    let (train, test) = load_data(&args)?;
-    let latent = args.latent.unwrap_or(match args.data {
-        DataKind::Mnist => 20,
-        DataKind::Shapes => 10,
-    });
-    let mut likelihood: Likelihood = args.likelihood.parse()?;
-    if let Likelihood::Gaussian { variance } = &mut likelihood {
-        *variance = args.variance;
-    }
-    let vae_config = VaeConfig {
-        input_dim: train.dim(),
-        encoder_hidden: args.hidden.clone(),
-        latent_dim: latent,
-        decoder_hidden: args.hidden.iter().rev().copied().collect(),
-        activation: args.activation.parse::<Activation>()?,
-        likelihood,
-    };
+    let (train, test) = load_data(&args.data, args.train_limit)?;
+    let vae_config = args
+        .model
+        .config(train.dim(), args.data.data.unwrap_or(DataKind::Shapes))?;
     let config = TrainConfig {
         epochs: args.epochs,
         batch_size: args.batch_size,
@@ -207,10 +320,9 @@ fn train(args: TrainArgs) -> Result<()> {
         clip_norm: args.clip,
         seed: args.seed,
         binarize: args.binarize,
+        iw_samples: args.iw_samples,
     };
-    let threads = args
-        .threads
-        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+    let threads = default_threads(args.threads);
     match args.precision {
         Precision::F32 => run::<f32>(&args, vae_config, config, threads, &train, &test),
         Precision::F64 => run::<f64>(&args, vae_config, config, threads, &train, &test),
@@ -228,7 +340,7 @@ fn run<T: Float>(
     let vae = Vae::new(vae_config)?;
     let mut trainer = Trainer::<T>::new(vae, config, threads)?;
     let out = args.out.clone().unwrap_or_else(|| {
-        PathBuf::from("runs").join(match args.data {
+        PathBuf::from("runs").join(match args.data.data.unwrap_or(DataKind::Shapes) {
             DataKind::Shapes => "shapes",
             DataKind::Mnist => "mnist",
         })
@@ -239,7 +351,7 @@ fn run<T: Float>(
     let mut epochs: Vec<EpochReport> = Vec::new();
     let write_report = |epochs: &[EpochReport], trainer: &Trainer<T>| -> Result<()> {
         let report = Report {
-            data: args.data,
+            data: &args.data,
             train_examples: train.len(),
             test_examples: test.len(),
             precision: args.precision,
@@ -292,8 +404,15 @@ fn run<T: Float>(
                 e.neg_elbo, -e.recon, e.kl
             )
         });
+        let active = r.test_latent.as_ref().map_or(String::new(), |l| {
+            format!("  active units {}/{}", l.active_units, l.kl_per_dim.len())
+        });
+        let iw = r
+            .train
+            .iw_bound
+            .map_or(String::new(), |b| format!("  train IW bound {b:.3}"));
         println!(
-            "epoch {:>3}/{total_epochs}  train -ELBO {:.3} (recon {:.3}, KL {:.3}){test}  beta {:.3}  {:.2} s, {:.0} img/s",
+            "epoch {:>3}/{total_epochs}  train -ELBO {:.3} (recon {:.3}, KL {:.3}){iw}{test}{active}  beta {:.3}  {:.2} s, {:.0} img/s",
             r.epoch,
             r.train.neg_elbo,
             -r.train.recon,
@@ -308,6 +427,10 @@ fn run<T: Float>(
                 serde_json::to_string(t.config()).expect("serialises"),
             ),
             ("elbo.epoch", r.epoch.to_string()),
+            (
+                "elbo.data",
+                serde_json::to_string(&args.data).expect("serialises"),
+            ),
         ];
         checkpoint::save(&model_path, t.vae(), t.params(), &meta)?;
         epochs.push(r.clone());
@@ -328,10 +451,187 @@ fn run<T: Float>(
     Ok(())
 }
 
+fn eval(args: EvalArgs) -> Result<()> {
+    let loaded = checkpoint::load::<f32>(&args.model)?;
+    // The data the model was trained on, unless told otherwise.
+    let saved: Option<DataArgs> = loaded
+        .metadata
+        .get("elbo.data")
+        .and_then(|s| serde_json::from_str(s).ok());
+    let mut data_args = saved.unwrap_or(args.data.clone());
+    if args.data.data.is_some() {
+        data_args = args.data.clone();
+    }
+    let (_, test) = load_data(&data_args, None)?;
+    let test = match args.limit {
+        Some(0) => return Err(Error::config("limit", 0, "must be at least 1")),
+        Some(n) => test.head(n),
+        None => test,
+    };
+    let threads = default_threads(args.threads);
+    let evaluation = elbo::train::evaluate(
+        &loaded.vae,
+        &loaded.params,
+        &test,
+        256,
+        1,
+        args.seed,
+        threads,
+    )?;
+    let marginal = elbo::objective::estimate_log_marginal(
+        &loaded.vae,
+        &loaded.params,
+        &test,
+        &args.k,
+        args.seed,
+        threads,
+    )?;
+    if args.json {
+        let out = serde_json::json!({
+            "model": args.model,
+            "points": test.len(),
+            "elbo": { "elbo": marginal.elbo, "recon": marginal.recon, "kl": marginal.kl },
+            "log_px": marginal.estimates,
+            "gap": marginal.gap,
+            "latent": evaluation.latent,
+        });
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&out).expect("serialises")
+        );
+        return Ok(());
+    }
+    println!(
+        "{} test examples, model {}",
+        test.len(),
+        args.model.display()
+    );
+    println!(
+        "ELBO            {:>10.3}  (recon {:.3}, KL {:.3}; recon averaged over {} draws per example)",
+        marginal.elbo,
+        marginal.recon,
+        marginal.kl,
+        args.k.iter().max().copied().unwrap_or(0)
+    );
+    for e in &marginal.estimates {
+        println!(
+            "log p(x), k={:<5}{:>10.3}  +- {:.3} (standard error over examples)",
+            e.k, e.log_px, e.std_err
+        );
+    }
+    println!(
+        "gap log p(x) - ELBO = KL(q(z|x) || p(z|x)) ~ {:.3}",
+        marginal.gap
+    );
+    let l = &evaluation.latent;
+    println!(
+        "active units {}/{} (Var_x E_q[z_j] > {}); KL per dimension: {}",
+        l.active_units,
+        l.kl_per_dim.len(),
+        elbo::train::ACTIVE_UNIT_THRESHOLD,
+        l.kl_per_dim
+            .iter()
+            .map(|k| format!("{k:.2}"))
+            .collect::<Vec<_>>()
+            .join(" ")
+    );
+    Ok(())
+}
+
+fn gradcheck(args: GradcheckArgs) -> Result<()> {
+    use elbo::objective::{Elbo, Iwae, Workspace};
+    let (train, _) = load_data(&args.data, None)?;
+    let config = args
+        .model
+        .config(train.dim(), args.data.data.unwrap_or(DataKind::Shapes))?;
+    let vae = Vae::new(config)?;
+    if args.batch_size == 0 || args.batch_size > train.len() {
+        return Err(Error::config(
+            "batch size",
+            args.batch_size,
+            "must be between 1 and the size of the data",
+        ));
+    }
+    if !(args.step.is_finite() && args.step > 0.0) {
+        return Err(Error::config("step", args.step, "must be finite and > 0"));
+    }
+    let rows = args.batch_size;
+    let mut params: Vec<f64> = vae.init_params(args.seed);
+    if let Some(t) = vae.layout().get("likelihood.log_variance") {
+        params[t.range()]
+            .iter_mut()
+            .enumerate()
+            .for_each(|(i, v)| *v = 0.1 * ((i % 7) as f64 - 3.0));
+    }
+    let mut ws = Workspace::<f64>::new(&vae, rows, args.samples, 1)?;
+    train.gather(
+        &(0..rows).collect::<Vec<_>>(),
+        &mut ws.x[..rows * train.dim()],
+    );
+    elbo::rng::fill_normal(
+        &mut elbo::rng::stream(args.seed, elbo::rng::Purpose::Noise, 0),
+        &mut ws.eps,
+    );
+    let mut grads = vec![0.0; vae.num_params()];
+    let objective = if args.iw {
+        "-(importance-weighted bound)"
+    } else {
+        "-ELBO (batch mean, beta-weighted KL)"
+    };
+    if args.iw {
+        let iwae = Iwae::new(&vae);
+        iwae.forward(&params, &mut ws, rows);
+        iwae.backward(&params, &mut ws, rows, &mut grads);
+    } else {
+        let elbo = Elbo::new(&vae);
+        elbo.forward(&params, &mut ws, rows);
+        elbo.backward(&params, &mut ws, rows, args.beta, &mut grads);
+    }
+    let mut ws2 = ws.clone();
+    let (iw, beta) = (args.iw, args.beta);
+    let loss = |t: &[f64]| {
+        if iw {
+            -Iwae::new(&vae).forward(t, &mut ws2, rows).bound
+        } else {
+            Elbo::new(&vae).forward(t, &mut ws2, rows).loss(beta)
+        }
+    };
+    let tol = elbo::gradcheck::Tolerance::DEFAULT;
+    let checks = elbo::gradcheck::check_entries(
+        vae.layout(),
+        &params,
+        &grads,
+        loss,
+        args.step,
+        tol,
+        args.per_tensor,
+    );
+    println!(
+        "gradient of {objective} for {} examples x {} samples, eps held fixed; f64;\n\
+         numerical = (f(p + h) - f(p - h)) / 2h with h = {}; pass when |analytic - numerical| <= {} + {} |numerical|\n",
+        rows, args.samples, args.step, tol.atol, tol.rtol
+    );
+    print!("{}", elbo::gradcheck::format_table(&checks));
+    let failed = checks.iter().filter(|c| !c.passed).count();
+    if failed > 0 {
+        return Err(Error::InvalidData(format!(
+            "{failed} tensor(s) failed the gradient check"
+        )));
+    }
+    println!("\nall {} tensors agree", checks.len());
+    Ok(())
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Train(args) => train(args),
+        Command::Eval(args) => eval(args),
+        Command::Identities(args) => {
+            elbo::objective::linear_gaussian::IdentitiesReport::compute(args.seed, args.draws)
+                .map(|r| print!("{r}"))
+        }
+        Command::Gradcheck(args) => gradcheck(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

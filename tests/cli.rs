@@ -57,9 +57,9 @@ fn train_writes_a_checkpoint_and_a_report() {
     let test = elbo::data::shapes::generate(0, 1000, 100).unwrap();
     let e = elbo::train::evaluate(&loaded.vae, &loaded.params, &test, 50, 1, 0, 1).unwrap();
     assert!(
-        (e.neg_elbo - test_neg_elbo).abs() < 1e-9,
+        (e.terms.neg_elbo - test_neg_elbo).abs() < 1e-9,
         "{} vs {}",
-        e.neg_elbo,
+        e.terms.neg_elbo,
         test_neg_elbo
     );
 }
@@ -103,4 +103,131 @@ fn bad_input_gives_one_line_and_a_failure_code() {
             "{args:?}: {err}"
         );
     }
+}
+
+/// `elbo eval` reports the ELBO, rising k-sample estimates of log p(x) and latent diagnostics,
+/// as text and JSON, for a model saved by `elbo train`.
+#[test]
+fn eval_reports_log_px_estimates_and_active_units() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("run");
+    let o = elbo(&[
+        "train",
+        "--shapes-size",
+        "1000",
+        "--epochs",
+        "2",
+        "--hidden",
+        "64",
+        "--latent",
+        "4",
+        "--batch-size",
+        "50",
+        "--threads",
+        "2",
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let model = out.join("model.safetensors");
+    let o = elbo(&[
+        "eval",
+        model.to_str().unwrap(),
+        "--limit",
+        "40",
+        "--k",
+        "1,10,100",
+        "--json",
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v["points"], 40);
+    let est: Vec<f64> = v["log_px"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["log_px"].as_f64().unwrap())
+        .collect();
+    assert_eq!(est.len(), 3);
+    assert!(
+        est[2] > est[0],
+        "k=100 estimate {} not above k=1 {}",
+        est[2],
+        est[0]
+    );
+    let elbo_v = v["elbo"]["elbo"].as_f64().unwrap();
+    assert!(est[2] > elbo_v && v["gap"].as_f64().unwrap() > 0.0);
+    assert_eq!(v["latent"]["kl_per_dim"].as_array().unwrap().len(), 4);
+    let o = elbo(&[
+        "eval",
+        model.to_str().unwrap(),
+        "--limit",
+        "10",
+        "--k",
+        "1,10",
+    ]);
+    let text = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        text.contains("log p(x), k=10") && text.contains("active units"),
+        "{text}"
+    );
+    let o = elbo(&["eval", model.to_str().unwrap(), "--k", "0"]);
+    assert_eq!(o.status.code(), Some(1));
+    let o = elbo(&["eval", dir.path().join("missing").to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(1));
+}
+
+#[test]
+fn identities_print_every_derivation_with_its_numbers() {
+    let o = elbo(&["identities", "--draws", "20000"]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let text = String::from_utf8_lossy(&o.stdout);
+    for needle in [
+        "1. Jensen",
+        "2. KL",
+        "3. Bayes",
+        "(a) ELBO <= log p(x): holds",
+        "(d) k-sample",
+        "(e) q = p(z|x)",
+    ] {
+        assert!(text.contains(needle), "missing {needle}:\n{text}");
+    }
+}
+
+#[test]
+fn gradcheck_passes_for_a_described_model_and_names_each_tensor() {
+    let o = elbo(&[
+        "gradcheck",
+        "--hidden",
+        "8",
+        "--latent",
+        "2",
+        "--activation",
+        "softplus",
+        "--shapes-size",
+        "20",
+        "--per-tensor",
+        "10",
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let text = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        text.contains("encoder.0.weight")
+            && text.contains("decoder.1.bias")
+            && text.contains("all 8 tensors agree"),
+        "{text}"
+    );
+    let o = elbo(&[
+        "gradcheck",
+        "--hidden",
+        "8",
+        "--latent",
+        "2",
+        "--iw",
+        "--samples",
+        "3",
+        "--shapes-size",
+        "20",
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
 }

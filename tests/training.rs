@@ -25,7 +25,7 @@ fn mnist_training_improves_the_test_elbo() {
         2,
     )
     .unwrap();
-    let before = t.evaluate(&test).unwrap();
+    let before = t.evaluate(&test).unwrap().terms;
     let reports = t
         .fit(&train, Some(&test), &mut |_, _| {}, &mut |_, _| Ok(()))
         .unwrap();
@@ -178,10 +178,99 @@ fn f32_and_f64_agree() {
     let data = shapes::generate(2, 0, 500).unwrap();
     let p64: Vec<f64> = vae.init_params(9);
     let p32: Vec<f32> = p64.iter().map(|&v| v as f32).collect();
-    let a = evaluate(&vae, &p64, &data, 100, 1, 3, 1).unwrap();
-    let b = evaluate(&vae, &p32, &data, 100, 1, 3, 2).unwrap();
+    let a = evaluate(&vae, &p64, &data, 100, 1, 3, 1).unwrap().terms;
+    let b = evaluate(&vae, &p32, &data, 100, 1, 3, 2).unwrap().terms;
     assert!(
         (a.neg_elbo - b.neg_elbo).abs() < 1e-4 * a.neg_elbo,
         "{a:?} vs {b:?}"
     );
+}
+
+/// Training the importance-weighted bound works end to end, reports the bound, and refuses
+/// settings that do not apply to it.
+#[test]
+fn importance_weighted_training() {
+    let r = shapes_run(
+        shapes_model(Likelihood::Bernoulli),
+        TrainConfig {
+            epochs: 2,
+            batch_size: 64,
+            iw_samples: Some(4),
+            ..TrainConfig::default()
+        },
+    );
+    let (b1, b2) = (r[0].train.iw_bound.unwrap(), r[1].train.iw_bound.unwrap());
+    assert!(b2 > b1, "IW bound {b1} -> {b2}");
+    // The k-sample bound is at least the ELBO on the same draws.
+    assert!(b2 >= -r[1].train.neg_elbo);
+    let vae = Vae::new(shapes_model(Likelihood::Bernoulli)).unwrap();
+    for bad in [
+        TrainConfig {
+            iw_samples: Some(0),
+            ..TrainConfig::default()
+        },
+        TrainConfig {
+            iw_samples: Some(3),
+            beta: 2.0,
+            ..TrainConfig::default()
+        },
+        TrainConfig {
+            iw_samples: Some(3),
+            samples: 2,
+            ..TrainConfig::default()
+        },
+    ] {
+        assert!(matches!(
+            Trainer::<f32>::new(vae.clone(), bad, 1),
+            Err(elbo::Error::InvalidConfig { .. })
+        ));
+    }
+}
+
+/// Posterior-collapse diagnostics: with a strong KL weight most latent dimensions collapse
+/// (no variance in their means, near-zero KL), and the counts say so.
+#[test]
+fn active_units_see_posterior_collapse() {
+    let wide = VaeConfig {
+        latent_dim: 12,
+        ..shapes_model(Likelihood::Bernoulli)
+    };
+    let normal = shapes_run(
+        wide.clone(),
+        TrainConfig {
+            epochs: 3,
+            batch_size: 64,
+            ..TrainConfig::default()
+        },
+    );
+    let collapsed = shapes_run(
+        wide,
+        TrainConfig {
+            epochs: 3,
+            batch_size: 64,
+            beta: 20.0,
+            ..TrainConfig::default()
+        },
+    );
+    let (a, b) = (
+        normal[2].test_latent.clone().unwrap(),
+        collapsed[2].test_latent.clone().unwrap(),
+    );
+    assert_eq!(a.kl_per_dim.len(), 12);
+    assert!(
+        b.active_units < a.active_units,
+        "beta 1: {} active, beta 20: {}",
+        a.active_units,
+        b.active_units
+    );
+    let total: f64 = a.kl_per_dim.iter().sum();
+    assert!(
+        (total - normal[2].test.unwrap().kl).abs() < 1e-6 * total.max(1.0),
+        "per-dimension KLs must add up to the KL"
+    );
+    for (kl, var) in b.kl_per_dim.iter().zip(&b.mean_variance) {
+        if *var <= elbo::train::ACTIVE_UNIT_THRESHOLD {
+            assert!(*kl < 0.1, "an inactive unit with KL {kl}");
+        }
+    }
 }

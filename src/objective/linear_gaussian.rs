@@ -417,3 +417,249 @@ pub fn ppca_max_log_likelihood(data: &[f64], n: usize, dim: usize, latent: usize
         + (dim - latent) as f64 * s2.ln()
         + dim as f64)
 }
+
+/// The ELBO's identities on a small linear-Gaussian model, each side computed separately:
+/// closed forms on one side, the library's own forward passes (Monte Carlo) on the other.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct IdentitiesReport {
+    /// The model.
+    pub model: LinearGaussian,
+    /// The data point.
+    pub x: Vec<f64>,
+    /// q's mean and log-variance (the posterior mean, variances inflated).
+    pub q_mean: Vec<f64>,
+    /// q's log-variances.
+    pub q_logvar: Vec<f64>,
+    /// log p(x), closed form.
+    pub log_px: f64,
+    /// E_q[log p(x|z)], closed form.
+    pub recon: f64,
+    /// KL(q || p(z)), closed form.
+    pub kl_prior: f64,
+    /// KL(q || p(z|x)), closed form.
+    pub kl_posterior: f64,
+    /// Draws of z ~ q used for the Monte-Carlo columns.
+    pub draws: usize,
+    /// E_q[log w], w = p(x, z) / q(z): the ELBO by Monte Carlo, with its standard error.
+    pub elbo_mc: (f64, f64),
+    /// log E_q[w] by Monte Carlo: log p(x) from the same draws.
+    pub log_mean_w: f64,
+    /// Smallest ln p(x) - [ln p(x,z) - ln q(z) + 1 - p(z|x)/q(z)] over the draws (>= 0).
+    pub bayes_min_slack: f64,
+    /// E_q[1 - p(z|x)/q(z)] by Monte Carlo (0 in expectation), with its standard error.
+    pub bayes_correction: (f64, f64),
+    /// (k, mean of log (1/k) sum w over replicates, standard error).
+    pub k_estimates: Vec<(usize, f64, f64)>,
+    /// With q = p(z|x): the closed-form ELBO, and the spread (max - min) of log w over draws.
+    pub tight: (f64, f64),
+}
+
+impl IdentitiesReport {
+    /// Computes every identity for a random 5-dimensional model with 2 latents from `seed`,
+    /// with `draws` Monte-Carlo draws.
+    pub fn compute(seed: u64, draws: usize) -> Result<Self> {
+        use crate::objective::{Iwae, Workspace};
+        if draws < 1000 {
+            return Err(Error::config("draws", draws, "must be at least 1000"));
+        }
+        let (d, zd) = (5, 2);
+        let model = LinearGaussian::random(d, zd, 0.3, seed, false)?;
+        let x = model.sample(1, seed ^ 1);
+        let log_px = model.log_marginal(&x);
+        let (m, s) = model.posterior(&x);
+        let q_mean = m.clone();
+        let q_logvar: Vec<f64> = (0..zd).map(|j| s[j * zd + j].ln() + 1.0).collect();
+        let (recon, kl_prior) = model.elbo_terms(&x, &q_mean, &q_logvar);
+        let kl_posterior = model.kl_to_posterior(&x, &q_mean, &q_logvar);
+        let (vae, mut params) = model.to_vae()?;
+        params[vae.head.weight.range()].fill(0.0);
+        let bias = &mut params[vae.head.bias.range()];
+        bias[..zd].copy_from_slice(&q_mean);
+        bias[zd..].copy_from_slice(&q_logvar);
+        let run = |params: &[f64], seed: u64| -> Result<(Vec<f64>, Vec<f64>)> {
+            let mut ws = Workspace::<f64>::new(&vae, 1, draws, 1)?;
+            ws.x.copy_from_slice(&x);
+            crate::rng::fill_normal(
+                &mut crate::rng::stream(seed, crate::rng::Purpose::Eval, 0),
+                &mut ws.eps,
+            );
+            Iwae::new(&vae).forward(params, &mut ws, 1);
+            Ok((ws.log_w.clone(), ws.z.clone()))
+        };
+        let (log_w, z) = run(&params, seed)?;
+        let mean_se = |v: &[f64]| {
+            let n = v.len() as f64;
+            let mean = v.iter().sum::<f64>() / n;
+            let var = v.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / (n - 1.0);
+            (mean, (var / n).sqrt())
+        };
+        let mut slack = f64::INFINITY;
+        let mut corr = Vec::with_capacity(draws);
+        for (lw, zi) in log_w.iter().zip(z.chunks(zd)) {
+            let log_q = model.log_joint(&x, zi) - lw;
+            let ratio = (model.log_posterior(&x, zi) - log_q).exp();
+            slack = slack.min(log_px - (lw + 1.0 - ratio));
+            corr.push(1.0 - ratio);
+        }
+        let k_estimates = [1usize, 10, 100, 1000]
+            .iter()
+            .map(|&k| {
+                let reps: Vec<f64> = log_w
+                    .chunks_exact(k)
+                    .map(|c| crate::objective::iwae::log_mean_exp(c.iter().copied()))
+                    .collect();
+                let (mean, se) = mean_se(&reps);
+                (k, mean, se)
+            })
+            .collect();
+        // q = p(z|x) needs a diagonal posterior: an orthogonal W.
+        let tight_model = LinearGaussian::random(d, zd, 0.3, seed, true)?;
+        let (tvae, tparams) = tight_model.to_vae()?;
+        let mut ws = Workspace::<f64>::new(&tvae, 1, 1000, 1)?;
+        ws.x.copy_from_slice(&x);
+        crate::rng::fill_normal(
+            &mut crate::rng::stream(seed, crate::rng::Purpose::Eval, 1),
+            &mut ws.eps,
+        );
+        Iwae::new(&tvae).forward(&tparams, &mut ws, 1);
+        let (lo, hi) = ws
+            .log_w
+            .iter()
+            .fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), &v| {
+                (a.min(v), b.max(v))
+            });
+        let (tm, ts) = tight_model.posterior(&x);
+        let tlv: Vec<f64> = (0..zd).map(|j| ts[j * zd + j].ln()).collect();
+        let (tr, tk) = tight_model.elbo_terms(&x, &tm, &tlv);
+        Ok(IdentitiesReport {
+            log_mean_w: crate::objective::iwae::log_mean_exp(log_w.iter().copied()),
+            elbo_mc: mean_se(&log_w),
+            bayes_min_slack: slack,
+            bayes_correction: mean_se(&corr),
+            k_estimates,
+            tight: (tr - tk - tight_model.log_marginal(&x), hi - lo),
+            model,
+            x,
+            q_mean,
+            q_logvar,
+            log_px,
+            recon,
+            kl_prior,
+            kl_posterior,
+            draws,
+        })
+    }
+}
+
+impl std::fmt::Display for IdentitiesReport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let elbo = self.recon - self.kl_prior;
+        writeln!(
+            f,
+            "Linear-Gaussian model p(z) = N(0, I_2), p(x|z) = N(Wz + b, 0.3 I_5); one x; q = N(mu, diag(s^2)) with"
+        )?;
+        writeln!(
+            f,
+            "the posterior's means and e-fold variances. Closed forms on the left, {} draws through elbo's own",
+            self.draws
+        )?;
+        writeln!(
+            f,
+            "forward passes (Monte Carlo, +- one standard error) on the right.\n"
+        )?;
+        writeln!(
+            f,
+            "log p(x) (closed form)                          {:>12.6}",
+            self.log_px
+        )?;
+        writeln!(
+            f,
+            "ELBO = E_q[log p(x|z)] - KL(q||p(z))            {:>12.6} = {:.6} - {:.6}\n",
+            elbo, self.recon, self.kl_prior
+        )?;
+        writeln!(
+            f,
+            "1. Jensen: log p(x) = log E_q[w] >= E_q[log w] = ELBO,  w = p(x,z)/q(z)"
+        )?;
+        writeln!(
+            f,
+            "   log E_q[w]    {:>12.6}   (log p(x) {:.6})",
+            self.log_mean_w, self.log_px
+        )?;
+        writeln!(
+            f,
+            "   E_q[log w]    {:>12.6} +- {:.6}   (ELBO {:.6})",
+            self.elbo_mc.0, self.elbo_mc.1, elbo
+        )?;
+        writeln!(
+            f,
+            "   (a) ELBO <= log p(x): {}\n",
+            if elbo <= self.log_px {
+                "holds"
+            } else {
+                "FAILS"
+            }
+        )?;
+        writeln!(f, "2. KL: log p(x) = ELBO + KL(q(z|x) || p(z|x))")?;
+        writeln!(
+            f,
+            "   log p(x) - ELBO            {:>12.6}",
+            self.log_px - elbo
+        )?;
+        writeln!(
+            f,
+            "   KL(q || p(z|x))            {:>12.6}",
+            self.kl_posterior
+        )?;
+        writeln!(
+            f,
+            "   E_q[log p(x) - log w]      {:>12.6} +- {:.6}",
+            self.log_px - self.elbo_mc.0,
+            self.elbo_mc.1
+        )?;
+        writeln!(
+            f,
+            "   (b) difference of the closed forms: {:.2e}\n",
+            (self.log_px - elbo - self.kl_posterior).abs()
+        )?;
+        writeln!(
+            f,
+            "3. Bayes: ln p(x) = ln p(x,z) - ln q(z) + ln(q(z)/p(z|x)) >= ln p(x,z) - ln q(z) + 1 - p(z|x)/q(z)"
+        )?;
+        writeln!(
+            f,
+            "   (ln y >= 1 - 1/y); the correction has mean 0 under q, so E_q gives the ELBO"
+        )?;
+        writeln!(
+            f,
+            "   (c) smallest slack over all draws   {:>12.3e}  (must be >= 0)",
+            self.bayes_min_slack
+        )?;
+        writeln!(
+            f,
+            "       E_q[1 - p(z|x)/q(z)]            {:>12.6} +- {:.6}  (0 in expectation)\n",
+            self.bayes_correction.0, self.bayes_correction.1
+        )?;
+        writeln!(
+            f,
+            "(d) k-sample bound E[log (1/k) sum_i w_i] rises towards log p(x) = {:.6}:",
+            self.log_px
+        )?;
+        for (k, m, se) in &self.k_estimates {
+            writeln!(
+                f,
+                "   k = {k:>5}   {m:>12.6} +- {se:.6}   gap {:.6}",
+                self.log_px - m
+            )?;
+        }
+        writeln!(
+            f,
+            "\n(e) q = p(z|x) (orthogonal W, so the posterior is diagonal):"
+        )?;
+        writeln!(
+            f,
+            "   ELBO - log p(x) = {:.2e};  spread of log w over 1000 draws = {:.2e} (zero variance)",
+            self.tight.0, self.tight.1
+        )
+    }
+}

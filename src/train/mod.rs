@@ -5,4 +5,7 @@ pub mod optim;
 pub mod trainer;
 
 pub use optim::{Optimizer, OptimizerConfig, clip_grad_norm};
-pub use trainer::{EpochReport, EpochTerms, TrainConfig, Trainer, evaluate};
+pub use trainer::{
+    ACTIVE_UNIT_THRESHOLD, EpochReport, EpochTerms, Evaluation, LatentStats, TrainConfig, Trainer,
+    evaluate,
+};

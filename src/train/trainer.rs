@@ -9,7 +9,7 @@ use crate::data::{Dataset, epoch_order};
 use crate::error::{Error, Result};
 use crate::float::Float;
 use crate::model::Vae;
-use crate::objective::{BatchElbo, Elbo, Workspace};
+use crate::objective::{BatchElbo, Elbo, Iwae, Workspace};
 use crate::rng::{Purpose, fill_normal, stream};
 use crate::train::optim::{Optimizer, OptimizerConfig, clip_grad_norm};
 
@@ -34,6 +34,10 @@ pub struct TrainConfig {
     pub seed: u64,
     /// Resample binary pixels from the grey levels at each step.
     pub binarize: bool,
+    /// Train the importance-weighted bound with this many samples per point instead of the
+    /// ELBO (Burda et al., 2015); `samples` must then be 1 and beta 1 with no warm-up.
+    #[serde(default)]
+    pub iw_samples: Option<usize>,
 }
 
 impl Default for TrainConfig {
@@ -49,6 +53,7 @@ impl Default for TrainConfig {
             clip_norm: None,
             seed: 0,
             binarize: false,
+            iw_samples: None,
         }
     }
 }
@@ -84,8 +89,56 @@ impl TrainConfig {
                 ));
             }
         }
+        if let Some(k) = self.iw_samples {
+            if k == 0 {
+                return Err(Error::config("importance samples", 0, "must be at least 1"));
+            }
+            if self.samples != 1 {
+                return Err(Error::config(
+                    "samples",
+                    self.samples,
+                    "the importance-weighted bound draws its own k samples; leave samples at 1",
+                ));
+            }
+            if self.beta != 1.0 || self.warmup_epochs != 0.0 {
+                return Err(Error::config(
+                    "beta",
+                    self.beta,
+                    "beta and warm-up weight the ELBO's KL; the importance-weighted bound has none",
+                ));
+            }
+        }
         self.optimizer.validate()
     }
+
+    /// z draws per data point in each step.
+    pub fn draws_per_point(&self) -> usize {
+        self.iw_samples.unwrap_or(self.samples)
+    }
+}
+
+/// A latent dimension counts as active when the variance over the data of its posterior mean
+/// exceeds this (Burda et al., 2015).
+pub const ACTIVE_UNIT_THRESHOLD: f64 = 1e-2;
+
+/// Posterior-collapse diagnostics over a dataset.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct LatentStats {
+    /// Mean over the data of each dimension's KL(q(z_j|x) || N(0, 1)).
+    pub kl_per_dim: Vec<f64>,
+    /// Variance over the data of each dimension's posterior mean, Cov_x(E_q[z_j]).
+    pub mean_variance: Vec<f64>,
+    /// Dimensions whose `mean_variance` exceeds [`ACTIVE_UNIT_THRESHOLD`].
+    pub active_units: usize,
+}
+
+/// The ELBO's terms and the latent diagnostics over a dataset.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Evaluation {
+    /// Means of the ELBO's terms.
+    pub terms: EpochTerms,
+    /// Per-dimension KL and active units.
+    pub latent: LatentStats,
 }
 
 /// Means over a pass of the loss and the ELBO's terms, per example (nats).
@@ -97,6 +150,9 @@ pub struct EpochTerms {
     pub recon: f64,
     /// KL(q(z|x) || p(z)).
     pub kl: f64,
+    /// The importance-weighted bound, when that is what was trained.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub iw_bound: Option<f64>,
 }
 
 impl From<BatchElbo> for EpochTerms {
@@ -105,6 +161,7 @@ impl From<BatchElbo> for EpochTerms {
             neg_elbo: -b.elbo(),
             recon: b.recon,
             kl: b.kl,
+            iw_bound: None,
         }
     }
 }
@@ -120,6 +177,8 @@ pub struct EpochReport {
     pub train: EpochTerms,
     /// On the test set after the epoch, if one was given.
     pub test: Option<EpochTerms>,
+    /// Per-dimension KL and active units on the test set, if one was given.
+    pub test_latent: Option<LatentStats>,
     /// Wall time of the training pass.
     pub train_seconds: f64,
     /// Training examples per second.
@@ -162,7 +221,7 @@ impl<T: Float> Trainer<T> {
             return Err(Error::shape("parameters", vae.num_params(), params.len()));
         }
         let n = vae.num_params();
-        let ws = Workspace::new(&vae, config.batch_size, config.samples, threads)?;
+        let ws = Workspace::new(&vae, config.batch_size, config.draws_per_point(), threads)?;
         let pool = rayon::ThreadPoolBuilder::new()
             .num_threads(threads)
             .build()
@@ -252,7 +311,8 @@ impl<T: Float> Trainer<T> {
         }
         let order = epoch_order(data.len(), self.config.seed, self.epoch as u64);
         let steps_per_epoch = data.len().div_ceil(bs);
-        let (mut sum, mut sum_loss, mut seen) = (BatchElbo::default(), 0.0, 0usize);
+        let (mut sum, mut sum_loss, mut sum_bound, mut seen) =
+            (BatchElbo::default(), 0.0, 0.0, 0usize);
         let d = self.vae.input_dim();
         let pool = self.pool.clone();
         let this = &mut *self;
@@ -266,15 +326,20 @@ impl<T: Float> Trainer<T> {
                 } else {
                     data.gather(idx, &mut this.ws.x[..rows * d]);
                 }
-                let zl = rows * this.config.samples * this.vae.latent_dim();
+                let zl = rows * this.config.draws_per_point() * this.vae.latent_dim();
                 fill_normal(
                     &mut stream(this.config.seed, Purpose::Noise, step),
                     &mut this.ws.eps[..zl],
                 );
                 let beta = this.beta_at(step, steps_per_epoch);
-                let elbo = Elbo::new(&this.vae);
-                let b = elbo.forward(&this.params, &mut this.ws, rows);
-                let loss = b.loss(beta);
+                let (b, loss, bound) = if this.config.iw_samples.is_some() {
+                    let iwae = Iwae::new(&this.vae);
+                    let r = iwae.forward(&this.params, &mut this.ws, rows);
+                    (r.elbo, -r.bound, Some(r.bound))
+                } else {
+                    let b = Elbo::new(&this.vae).forward(&this.params, &mut this.ws, rows);
+                    (b, b.loss(beta), None)
+                };
                 if !loss.is_finite() {
                     return Err(Error::Diverged {
                         epoch: this.epoch + 1,
@@ -284,13 +349,23 @@ impl<T: Float> Trainer<T> {
                                try a smaller --lr, or --clip to bound the gradient",
                     });
                 }
-                elbo.backward(
-                    &this.params,
-                    &mut this.ws,
-                    rows,
-                    T::of(beta),
-                    &mut this.grads,
-                );
+                if bound.is_some() {
+                    Iwae::new(&this.vae).backward(
+                        &this.params,
+                        &mut this.ws,
+                        rows,
+                        &mut this.grads,
+                    );
+                } else {
+                    Elbo::new(&this.vae).backward(
+                        &this.params,
+                        &mut this.ws,
+                        rows,
+                        T::of(beta),
+                        &mut this.grads,
+                    );
+                }
+                sum_bound += bound.unwrap_or(0.0) * rows as f64;
                 if let Some(c) = this.config.clip_norm {
                     clip_grad_norm(&mut this.grads, c);
                 }
@@ -307,23 +382,24 @@ impl<T: Float> Trainer<T> {
         })?;
         self.epoch += 1;
         let n = seen as f64;
-        Ok(BatchElbo {
+        let mut terms: EpochTerms = BatchElbo {
             recon: sum.recon / n,
             kl: sum.kl / n,
         }
-        .into())
+        .into();
+        terms.iw_bound = self.config.iw_samples.map(|_| sum_bound / n);
+        Ok(terms)
     }
 
     /// The ELBO's terms averaged over `data` with the current parameters, one noise stream per
     /// evaluation batch (the same for every call, so epochs are compared on equal noise).
-    pub fn evaluate(&mut self, data: &Dataset) -> Result<EpochTerms> {
+    pub fn evaluate(&mut self, data: &Dataset) -> Result<Evaluation> {
         self.check_data(data, "evaluation data")?;
         let params = &self.params;
         let (vae, ws, seed) = (&self.vae, &mut self.ws, self.config.seed);
-        let sum = self
+        Ok(self
             .pool
-            .install(|| evaluate_into(vae, params, data, ws, seed));
-        Ok(sum.into())
+            .install(|| evaluate_into(vae, params, data, ws, seed)))
     }
 
     /// Trains for the configured epochs, evaluating on `test` after each; `on_epoch` sees each
@@ -344,13 +420,14 @@ impl<T: Float> Trainer<T> {
             let start = Instant::now();
             let train_terms = self.train_epoch(train, progress)?;
             let secs = start.elapsed().as_secs_f64();
-            let test_terms = test.map(|t| self.evaluate(t)).transpose()?;
+            let test_eval = test.map(|t| self.evaluate(t)).transpose()?;
             let steps_per_epoch = train.len().div_ceil(self.config.batch_size);
             let report = EpochReport {
                 epoch: self.epoch,
                 beta: self.beta_at(self.step, steps_per_epoch),
                 train: train_terms,
-                test: test_terms,
+                test: test_eval.as_ref().map(|e| e.terms),
+                test_latent: test_eval.map(|e| e.latent),
                 train_seconds: secs,
                 images_per_sec: train.len() as f64 / secs,
             };
@@ -366,18 +443,19 @@ impl<T: Float> Trainer<T> {
     }
 }
 
-/// Sums the ELBO's terms over `data` in batches of the workspace's size; returns the means.
+/// The ELBO's terms and latent diagnostics over `data`, in batches of the workspace's size.
 fn evaluate_into<T: Float>(
     vae: &Vae,
     params: &[T],
     data: &Dataset,
     ws: &mut Workspace<T>,
     seed: u64,
-) -> BatchElbo {
+) -> Evaluation {
     let elbo = Elbo::new(vae);
     let (d, zd, l) = (vae.input_dim(), vae.latent_dim(), ws.samples());
     let indices: Vec<usize> = (0..data.len()).collect();
     let mut sum = BatchElbo::default();
+    let (mut s_mu, mut s_mu2, mut s_kl) = (vec![0.0; zd], vec![0.0; zd], vec![0.0; zd]);
     for (bi, idx) in indices.chunks(ws.max_rows()).enumerate() {
         let rows = idx.len();
         data.gather(idx, &mut ws.x[..rows * d]);
@@ -388,16 +466,38 @@ fn evaluate_into<T: Float>(
         let b = elbo.forward(params, ws, rows);
         sum.recon += b.recon * rows as f64;
         sum.kl += b.kl * rows as f64;
+        for s in ws.stats[..rows * 2 * zd].chunks_exact(2 * zd) {
+            for j in 0..zd {
+                let (mu, lv) = (s[j].as_f64(), s[zd + j].as_f64());
+                s_mu[j] += mu;
+                s_mu2[j] += mu * mu;
+                s_kl[j] += 0.5 * (lv.exp_m1() - lv + mu * mu);
+            }
+        }
     }
     let n = data.len() as f64;
-    BatchElbo {
-        recon: sum.recon / n,
-        kl: sum.kl / n,
+    let mean_variance: Vec<f64> = (0..zd)
+        .map(|j| (s_mu2[j] / n - (s_mu[j] / n).powi(2)).max(0.0))
+        .collect();
+    Evaluation {
+        terms: BatchElbo {
+            recon: sum.recon / n,
+            kl: sum.kl / n,
+        }
+        .into(),
+        latent: LatentStats {
+            kl_per_dim: s_kl.iter().map(|k| k / n).collect(),
+            active_units: mean_variance
+                .iter()
+                .filter(|&&v| v > ACTIVE_UNIT_THRESHOLD)
+                .count(),
+            mean_variance,
+        },
     }
 }
 
-/// The ELBO's terms over `data` for given parameters, in batches of `batch_size` with `samples`
-/// z draws each, on `threads` threads.
+/// The ELBO's terms and latent diagnostics over `data` for given parameters, in batches of
+/// `batch_size` with `samples` z draws each, on `threads` threads.
 pub fn evaluate<T: Float>(
     vae: &Vae,
     params: &[T],
@@ -406,7 +506,7 @@ pub fn evaluate<T: Float>(
     samples: usize,
     seed: u64,
     threads: usize,
-) -> Result<EpochTerms> {
+) -> Result<Evaluation> {
     if params.len() != vae.num_params() {
         return Err(Error::shape("parameters", vae.num_params(), params.len()));
     }
@@ -422,7 +522,5 @@ pub fn evaluate<T: Float>(
                 std::io::Error::other(e),
             )
         })?;
-    Ok(pool
-        .install(|| evaluate_into(vae, params, data, &mut ws, seed))
-        .into())
+    Ok(pool.install(|| evaluate_into(vae, params, data, &mut ws, seed)))
 }
