@@ -112,8 +112,7 @@ fn c_log_inequality_holds_for_every_z() {
     let (_, log_w, zs) = draws(&vae, &params, &x, 20_000, 3);
     let mut corrections = Vec::new();
     for (lw, z) in log_w.iter().zip(&zs) {
-        let log_q = lw.clone() - model.log_joint(&x, z);
-        let log_q = -log_q; // log w = log p(x,z) - log q(z)
+        let log_q = model.log_joint(&x, z) - lw; // log w = log p(x,z) - log q(z)
         let ratio = (model.log_posterior(&x, z) - log_q).exp();
         let bound = lw + 1.0 - ratio;
         assert!(bound <= lpx + 1e-9, "z = {z:?}: {bound} > {lpx}");

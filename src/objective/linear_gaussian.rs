@@ -18,6 +18,9 @@
 //! The same model is also a [`Vae`] with no hidden layers, an identity decoder and a Gaussian
 //! likelihood, so the library's own forward passes can be held to these formulas.
 
+// Small dense linear algebra reads best with the indices of its formulas.
+#![allow(clippy::needless_range_loop)]
+
 use rand::RngExt;
 use serde::{Deserialize, Serialize};
 
