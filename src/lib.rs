@@ -5,7 +5,8 @@
 //!
 //! Data flows one way: [`data`] -> [`model`] (layers, the Gaussian head, likelihoods) ->
 //! [`objective`] (the ELBO) -> [`train`] (optimizers, the loop, checkpoints). [`kernels`] sit
-//! below everything and know nothing above them.
+//! below everything and know nothing above them. [`derivation`] derives every formula the code
+//! uses, from log p(x) to Adam, naming the function and the test for each step.
 //!
 //! ```
 //! use elbo::{Dataset, Trainer, TrainConfig, Vae, VaeConfig};
@@ -23,6 +24,7 @@
 //! ```
 
 pub mod data;
+pub mod derivation;
 pub mod error;
 pub mod float;
 pub mod gradcheck;

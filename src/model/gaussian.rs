@@ -17,7 +17,7 @@ pub struct Reparameterize {
 }
 
 impl Reparameterize {
-    /// z[b L + l] = mu[b] + exp(logvar[b] / 2) * eps[b L + l], for `rows` data points.
+    /// `z[b L + l] = mu[b] + exp(logvar[b] / 2) * eps[b L + l]`, for `rows` data points.
     pub fn forward<T: Float>(&self, stats: &[T], eps: &[T], z: &mut [T], rows: usize) {
         let (zd, l) = (self.latent, self.samples);
         let z = &mut z[..rows * l * zd];

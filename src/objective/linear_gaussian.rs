@@ -445,7 +445,7 @@ pub struct IdentitiesReport {
     pub draws: usize,
     /// E_q[log w], w = p(x, z) / q(z): the ELBO by Monte Carlo, with its standard error.
     pub elbo_mc: (f64, f64),
-    /// log E_q[w] by Monte Carlo: log p(x) from the same draws.
+    /// `log E_q[w]` by Monte Carlo: log p(x) from the same draws.
     pub log_mean_w: f64,
     /// Smallest ln p(x) - [ln p(x,z) - ln q(z) + 1 - p(z|x)/q(z)] over the draws (>= 0).
     pub bayes_min_slack: f64,

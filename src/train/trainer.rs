@@ -126,7 +126,7 @@ pub const ACTIVE_UNIT_THRESHOLD: f64 = 1e-2;
 pub struct LatentStats {
     /// Mean over the data of each dimension's KL(q(z_j|x) || N(0, 1)).
     pub kl_per_dim: Vec<f64>,
-    /// Variance over the data of each dimension's posterior mean, Cov_x(E_q[z_j]).
+    /// Variance over the data of each dimension's posterior mean, `Cov_x(E_q[z_j])`.
     pub mean_variance: Vec<f64>,
     /// Dimensions whose `mean_variance` exceeds [`ACTIVE_UNIT_THRESHOLD`].
     pub active_units: usize,
