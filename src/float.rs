@@ -30,7 +30,30 @@ pub trait Float:
     fn from_byte(b: u8) -> Self {
         Self::of(b as f64 / 255.0)
     }
+
+    /// One row of the Bernoulli likelihood: returns sum_j (x_j a_j - softplus(a_j)) and writes
+    /// sigmoid(a_j) into `sig`. The default is the plain version; f32 overrides it with
+    /// [`crate::kernels::fast::bernoulli_row`].
+    #[inline]
+    fn bernoulli_row(x: &[Self], a: &[Self], sig: &mut [Self]) -> Self {
+        use crate::model::activation::{sigmoid, softplus};
+        let mut s = Self::zero();
+        for ((&xi, &ai), si) in x.iter().zip(a).zip(sig.iter_mut()) {
+            *si = sigmoid(ai);
+            s += xi * ai - softplus(ai);
+        }
+        s
+    }
+
+    /// Adam's update on one chunk. The default is the plain loop; f32 overrides it with a
+    /// vectorised build of the same loop.
+    #[inline]
+    fn adam(p: &mut [Self], g: &[Self], m: &mut [Self], v: &mut [Self], c: AdamStep<Self>) {
+        crate::kernels::fast::adam_body(p, g, m, v, c)
+    }
 }
+
+use crate::kernels::fast::AdamStep;
 
 impl Float for f32 {
     const NAME: &'static str = "F32";
@@ -46,6 +69,14 @@ impl Float for f32 {
     fn from_byte(b: u8) -> Self {
         // Division (not multiplication by 1/255) keeps 255 -> exactly 1.0.
         b as f32 / 255.0
+    }
+    #[inline]
+    fn bernoulli_row(x: &[Self], a: &[Self], sig: &mut [Self]) -> Self {
+        crate::kernels::fast::bernoulli_row(x, a, sig)
+    }
+    #[inline]
+    fn adam(p: &mut [Self], g: &[Self], m: &mut [Self], v: &mut [Self], c: AdamStep<Self>) {
+        crate::kernels::fast::adam_f32(p, g, m, v, c)
     }
 }
 

@@ -183,12 +183,15 @@ proptest! {
         let w = uniform(&mut rng, dec, 0.0, 1.0);
         let loss = |t: &[f64]| {
             let mut lp = vec![0.0; dec];
-            head.forward(t, &x, a.of(t), samples, &mut lp, dec);
+            let mut cache = vec![0.0; dec * dim];
+            head.forward(t, &x, a.of(t), samples, &mut lp, &mut cache, dec);
             -scale * lp.iter().zip(&w).map(|(l, w)| l * w).sum::<f64>()
         };
         let mut g = vec![0.0; layout.len()];
         let mut da = vec![0.0; dec * dim];
-        head.backward(&theta, &x, a.of(&theta), samples, scale, Some(&w), &mut da, &mut g, dec);
+        let (mut lp, mut cache) = (vec![0.0; dec], vec![0.0; dec * dim]);
+        head.forward(&theta, &x, a.of(&theta), samples, &mut lp, &mut cache, dec);
+        head.backward(&theta, &x, a.of(&theta), &cache, samples, scale, Some(&w), &mut da, &mut g, dec);
         a.of_mut(&mut g).copy_from_slice(&da);
         assert_all_pass(&check(&layout, &theta, &g, loss, H, TOL));
     }

@@ -109,10 +109,10 @@ fn bernoulli_value_and_grad(a: f64, x: f64) -> (f64, f64) {
         log_variance: None,
         dim: 1,
     };
-    let mut lp = [0.0];
-    head.forward(&[], &[x], &[a], 1, &mut lp, 1);
+    let (mut lp, mut cache) = ([0.0], [0.0]);
+    head.forward(&[], &[x], &[a], 1, &mut lp, &mut cache, 1);
     let mut da = [0.0];
-    head.backward(&[], &[x], &[a], 1, 1.0, None, &mut da, &mut [], 1);
+    head.backward(&[], &[x], &[a], &cache, 1, 1.0, None, &mut da, &mut [], 1);
     (lp[0], da[0])
 }
 
@@ -141,8 +141,8 @@ fn bernoulli_is_stable_at_extreme_logits() {
         log_variance: None,
         dim: 2,
     };
-    let mut lp = [0.0f32];
-    head.forward::<f32>(&[], &[0.0, 1.0], &[1e4, -1e4], 1, &mut lp, 1);
+    let (mut lp, mut cache) = ([0.0f32], [0.0f32; 2]);
+    head.forward::<f32>(&[], &[0.0, 1.0], &[1e4, -1e4], 1, &mut lp, &mut cache, 1);
     assert!(
         lp[0].is_finite() && (lp[0] + 2e4).abs() < 1.0,
         "f32: {}",

@@ -1,6 +1,7 @@
 //! The bottom layer: matrix products and parallel elementwise helpers. Nothing here knows what a
 //! layer or a VAE is.
 
+pub mod fast;
 pub mod matmul;
 pub mod par;
 

@@ -81,3 +81,33 @@ where
         .enumerate()
         .for_each(|(blk, chunk)| f(blk * GRAIN, chunk));
 }
+
+/// Calls `f(row_index, row, scalar)` for each `cols`-wide row of `out` with the matching
+/// element of `scalars` (one value per row).
+pub fn for_each_row_with_scalar<T, S, F>(out: &mut [T], cols: usize, scalars: &mut [S], f: F)
+where
+    T: Send,
+    S: Send,
+    F: Fn(usize, &mut [T], &mut S) + Sync,
+{
+    if cols == 0 {
+        return;
+    }
+    let rows = (out.len() / cols).min(scalars.len());
+    let (out, scalars) = (&mut out[..rows * cols], &mut scalars[..rows]);
+    let rpb = rows_per_block(cols);
+    if out.len() <= GRAIN {
+        for (r, (row, s)) in out.chunks_mut(cols).zip(scalars.iter_mut()).enumerate() {
+            f(r, row, s);
+        }
+        return;
+    }
+    out.par_chunks_mut(rpb * cols)
+        .zip(scalars.par_chunks_mut(rpb))
+        .enumerate()
+        .for_each(|(blk, (rows, ss))| {
+            for (i, (row, s)) in rows.chunks_mut(cols).zip(ss.iter_mut()).enumerate() {
+                f(blk * rpb + i, row, s);
+            }
+        });
+}

@@ -6,7 +6,6 @@ use serde::{Deserialize, Serialize};
 use crate::error::{Error, Result};
 use crate::float::Float;
 use crate::kernels::par;
-use crate::model::activation::{sigmoid, softplus};
 use crate::model::params::TensorId;
 
 /// ln(2 pi).
@@ -94,7 +93,10 @@ impl Likelihood {
 }
 
 impl LikelihoodHead {
-    /// log p(x|a) per decoder row. Decoder row r belongs to data row r / samples.
+    /// log p(x|a) per decoder row, in parallel over rows. Decoder row r belongs to data row
+    /// r / samples. For the Bernoulli, `cache` receives sigmoid(a), which the backward pass
+    /// reuses (computed from the same e^-|a| as the softplus); other likelihoods leave it alone.
+    #[allow(clippy::too_many_arguments)]
     pub fn forward<T: Float>(
         &self,
         params: &[T],
@@ -102,43 +104,48 @@ impl LikelihoodHead {
         a: &[T],
         samples: usize,
         logp: &mut [T],
+        cache: &mut [T],
         dec_rows: usize,
     ) {
         let d = self.dim;
+        let kind = self.kind;
         let log_var = self.log_variance.map(|t| t.of(params));
-        for (r, lp) in logp[..dec_rows].iter_mut().enumerate() {
-            let xr = &x[(r / samples) * d..(r / samples + 1) * d];
-            let ar = &a[r * d..(r + 1) * d];
-            *lp = match self.kind {
-                Likelihood::Bernoulli => xr
-                    .iter()
-                    .zip(ar)
-                    .fold(T::zero(), |s, (&x, &a)| s + x * a - softplus(a)),
-                Likelihood::Gaussian { variance } => {
-                    let sq = xr
-                        .iter()
-                        .zip(ar)
-                        .fold(T::zero(), |s, (&x, &a)| s + (x - a) * (x - a));
-                    let n = T::of(d as f64);
-                    -T::of(0.5) * (sq / T::of(variance) + n * T::of(LN_2PI + variance.ln()))
-                }
-                Likelihood::GaussianLearnedVariance => {
-                    let s = log_var.expect("learned variance has a tensor");
-                    let mut acc = T::zero();
-                    for j in 0..d {
-                        let e = xr[j] - ar[j];
-                        acc += e * e * (-s[j]).exp() + s[j] + T::of(LN_2PI);
+        par::for_each_row_with_scalar(
+            &mut cache[..dec_rows * d],
+            d,
+            &mut logp[..dec_rows],
+            |r, sig, lp| {
+                let xr = &x[(r / samples) * d..(r / samples + 1) * d];
+                let ar = &a[r * d..(r + 1) * d];
+                *lp = match kind {
+                    Likelihood::Bernoulli => T::bernoulli_row(xr, ar, sig),
+                    Likelihood::Gaussian { variance } => {
+                        let sq = xr
+                            .iter()
+                            .zip(ar)
+                            .fold(T::zero(), |s, (&x, &a)| s + (x - a) * (x - a));
+                        let n = T::of(d as f64);
+                        -T::of(0.5) * (sq / T::of(variance) + n * T::of(LN_2PI + variance.ln()))
                     }
-                    -T::of(0.5) * acc
-                }
-            };
-        }
+                    Likelihood::GaussianLearnedVariance => {
+                        let s = log_var.expect("learned variance has a tensor");
+                        let mut acc = T::zero();
+                        for j in 0..d {
+                            let e = xr[j] - ar[j];
+                            acc += e * e * (-s[j]).exp() + s[j] + T::of(LN_2PI);
+                        }
+                        -T::of(0.5) * acc
+                    }
+                };
+            },
+        );
     }
 
     /// Writes dL/da for L = -scale * sum_r c_r log p(x|a_r) into `da` (c_r = `row_weights[r]`,
-    /// or 1 when `None`), and for the learned variance writes dL/ds into `grads`:
+    /// or 1 when `None`), and for the learned variance writes dL/ds into `grads`. `cache` is
+    /// what [`forward`](Self::forward) left there for the same `a`.
     ///
-    /// - Bernoulli:        d(-log p)/da = sigmoid(a) - x
+    /// - Bernoulli:        d(-log p)/da = sigmoid(a) - x     (sigmoid(a) from the cache)
     /// - Gaussian (fixed): d(-log p)/da = (a - x) / variance
     /// - Gaussian learned: d(-log p)/da = (a - x) exp(-s),
     ///   d(-log p)/ds = (1 - (x - a)^2 exp(-s)) / 2, summed over rows
@@ -148,6 +155,7 @@ impl LikelihoodHead {
         params: &[T],
         x: &[T],
         a: &[T],
+        cache: &[T],
         samples: usize,
         scale: T,
         row_weights: Option<&[T]>,
@@ -165,8 +173,9 @@ impl LikelihoodHead {
             let ar = &a[r * d..(r + 1) * d];
             match kind {
                 Likelihood::Bernoulli => {
+                    let sig = &cache[r * d..(r + 1) * d];
                     for j in 0..d {
-                        dr[j] = scale * (sigmoid(ar[j]) - xr[j]);
+                        dr[j] = scale * (sig[j] - xr[j]);
                     }
                 }
                 Likelihood::Gaussian { variance } => {

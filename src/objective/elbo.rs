@@ -38,6 +38,8 @@ pub struct Workspace<T> {
     pub log_px_z: Vec<T>,
     /// KL per data point (`rows`).
     pub kl: Vec<T>,
+    /// What the likelihood's forward pass keeps for its backward pass, `rows L x D`.
+    lik_cache: Vec<T>,
     /// Log importance weights log p(x, z) - log q(z|x) per decoder row (importance sampling).
     pub log_w: Vec<T>,
     /// Per-decoder-row weights of the likelihood's gradient (self-normalised importance
@@ -82,6 +84,7 @@ impl<T: Float> Workspace<T> {
             dec: vae.decoder.buffers(dec_rows),
             log_px_z: zeros(dec_rows),
             kl: zeros(max_rows),
+            lik_cache: zeros(dec_rows * d),
             log_w: zeros(dec_rows),
             weights: zeros(dec_rows),
             grad_a: zeros(dec_rows * widest),
@@ -171,8 +174,15 @@ impl<'a> Elbo<'a> {
             .forward(&ws.stats, &ws.eps, &mut ws.z, rows);
         vae.decoder.forward(params, &ws.z, &mut ws.dec, rows * l, t);
         let out = ws.dec.outputs.last().expect("decoder has a layer");
-        vae.likelihood
-            .forward(params, &ws.x, out, l, &mut ws.log_px_z, rows * l);
+        vae.likelihood.forward(
+            params,
+            &ws.x,
+            out,
+            l,
+            &mut ws.log_px_z,
+            &mut ws.lik_cache,
+            rows * l,
+        );
         vae.kl.forward(&ws.stats, &mut ws.kl, rows);
         let recon = ws.log_px_z[..rows * l]
             .iter()
@@ -232,6 +242,7 @@ impl<'a> Elbo<'a> {
             params,
             &ws.x,
             out,
+            &ws.lik_cache,
             l,
             scale,
             weights,

@@ -152,23 +152,19 @@ impl<T: Float> Optimizer<T> {
                 beta2,
                 eps,
             } => {
-                let step_size = T::of(lr / (1.0 - beta1.powi(t)));
-                let inv_sqrt_bc2 = T::of(1.0 / (1.0 - beta2.powi(t)).sqrt());
-                let (b1, b2, eps) = (T::of(beta1), T::of(beta2), T::of(eps));
-                let (c1, c2) = (T::one() - b1, T::one() - b2);
+                let c = crate::kernels::fast::AdamStep {
+                    step_size: T::of(lr / (1.0 - beta1.powi(t))),
+                    inv_sqrt_bc2: T::of(1.0 / (1.0 - beta2.powi(t)).sqrt()),
+                    beta1: T::of(beta1),
+                    beta2: T::of(beta2),
+                    eps: T::of(eps),
+                };
                 let (m, v) = self.state.split_at_mut(self.n);
                 params
                     .par_chunks_mut(CHUNK)
                     .zip(grads.par_chunks(CHUNK))
                     .zip(m.par_chunks_mut(CHUNK).zip(v.par_chunks_mut(CHUNK)))
-                    .for_each(|((p, g), (m, v))| {
-                        for i in 0..p.len() {
-                            let gi = g[i];
-                            m[i] = b1 * m[i] + c1 * gi;
-                            v[i] = b2 * v[i] + c2 * gi * gi;
-                            p[i] -= step_size * m[i] / (v[i].sqrt() * inv_sqrt_bc2 + eps);
-                        }
-                    });
+                    .for_each(|((p, g), (m, v))| T::adam(p, g, m, v, c));
             }
             OptimizerConfig::Sgd { lr, momentum } => {
                 let (lr, mu) = (T::of(lr), T::of(momentum));

@@ -185,6 +185,17 @@ pub struct EpochReport {
     pub images_per_sec: f64,
 }
 
+/// What one training step saw.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct StepResult {
+    /// The batch means of the ELBO's terms.
+    pub elbo: BatchElbo,
+    /// The loss that was minimised.
+    pub loss: f64,
+    /// The importance-weighted bound, when that is the objective.
+    pub iw_bound: Option<f64>,
+}
+
 /// Trains a [`Vae`] and holds everything a run needs.
 pub struct Trainer<T: Float> {
     vae: Vae,
@@ -313,69 +324,16 @@ impl<T: Float> Trainer<T> {
         let steps_per_epoch = data.len().div_ceil(bs);
         let (mut sum, mut sum_loss, mut sum_bound, mut seen) =
             (BatchElbo::default(), 0.0, 0.0, 0usize);
-        let d = self.vae.input_dim();
         let pool = self.pool.clone();
-        let this = &mut *self;
         pool.install(|| -> Result<()> {
             for idx in order.chunks(bs) {
-                let rows = idx.len();
-                let step = this.step + 1;
-                if this.config.binarize {
-                    let mut rng = stream(this.config.seed, Purpose::Binarize, step);
-                    data.gather_binarized(idx, &mut this.ws.x[..rows * d], &mut rng);
-                } else {
-                    data.gather(idx, &mut this.ws.x[..rows * d]);
-                }
-                let zl = rows * this.config.draws_per_point() * this.vae.latent_dim();
-                fill_normal(
-                    &mut stream(this.config.seed, Purpose::Noise, step),
-                    &mut this.ws.eps[..zl],
-                );
-                let beta = this.beta_at(step, steps_per_epoch);
-                let (b, loss, bound) = if this.config.iw_samples.is_some() {
-                    let iwae = Iwae::new(&this.vae);
-                    let r = iwae.forward(&this.params, &mut this.ws, rows);
-                    (r.elbo, -r.bound, Some(r.bound))
-                } else {
-                    let b = Elbo::new(&this.vae).forward(&this.params, &mut this.ws, rows);
-                    (b, b.loss(beta), None)
-                };
-                if !loss.is_finite() {
-                    return Err(Error::Diverged {
-                        epoch: this.epoch + 1,
-                        step,
-                        loss,
-                        hint: "the learning rate is probably too high for this model; \
-                               try a smaller --lr, or --clip to bound the gradient",
-                    });
-                }
-                if bound.is_some() {
-                    Iwae::new(&this.vae).backward(
-                        &this.params,
-                        &mut this.ws,
-                        rows,
-                        &mut this.grads,
-                    );
-                } else {
-                    Elbo::new(&this.vae).backward(
-                        &this.params,
-                        &mut this.ws,
-                        rows,
-                        T::of(beta),
-                        &mut this.grads,
-                    );
-                }
-                sum_bound += bound.unwrap_or(0.0) * rows as f64;
-                if let Some(c) = this.config.clip_norm {
-                    clip_grad_norm(&mut this.grads, c);
-                }
-                this.optimizer.step(&mut this.params, &this.grads);
-                this.step = step;
-                let w = rows as f64;
-                sum.recon += b.recon * w;
-                sum.kl += b.kl * w;
-                sum_loss += loss * w;
-                seen += rows;
+                let s = self.step_on(data, idx, steps_per_epoch)?;
+                let w = idx.len() as f64;
+                sum.recon += s.elbo.recon * w;
+                sum.kl += s.elbo.kl * w;
+                sum_loss += s.loss * w;
+                sum_bound += s.iw_bound.unwrap_or(0.0) * w;
+                seen += idx.len();
                 progress(seen, sum_loss / seen as f64);
             }
             Ok(())
@@ -389,6 +347,90 @@ impl<T: Float> Trainer<T> {
         .into();
         terms.iw_bound = self.config.iw_samples.map(|_| sum_bound / n);
         Ok(terms)
+    }
+
+    /// One optimizer step on the examples `indices` of `data` (at most the batch size), as the
+    /// epoch loop takes it: gather, noise, forward, backward, clipping, update. The step's
+    /// random draws are those of the step number it is.
+    pub fn step(&mut self, data: &Dataset, indices: &[usize]) -> Result<StepResult> {
+        self.check_data(data, "training data")?;
+        if indices.is_empty()
+            || indices.len() > self.config.batch_size
+            || indices.iter().any(|&i| i >= data.len())
+        {
+            return Err(Error::shape(
+                "step indices",
+                format!(
+                    "1 to {} indices below {}",
+                    self.config.batch_size,
+                    data.len()
+                ),
+                format!("{} indices", indices.len()),
+            ));
+        }
+        let steps_per_epoch = data.len().div_ceil(self.config.batch_size);
+        let pool = self.pool.clone();
+        pool.install(|| self.step_on(data, indices, steps_per_epoch))
+    }
+
+    fn step_on(
+        &mut self,
+        data: &Dataset,
+        idx: &[usize],
+        steps_per_epoch: usize,
+    ) -> Result<StepResult> {
+        let rows = idx.len();
+        let step = self.step + 1;
+        let d = self.vae.input_dim();
+        if self.config.binarize {
+            let mut rng = stream(self.config.seed, Purpose::Binarize, step);
+            data.gather_binarized(idx, &mut self.ws.x[..rows * d], &mut rng);
+        } else {
+            data.gather(idx, &mut self.ws.x[..rows * d]);
+        }
+        let zl = rows * self.config.draws_per_point() * self.vae.latent_dim();
+        fill_normal(
+            &mut stream(self.config.seed, Purpose::Noise, step),
+            &mut self.ws.eps[..zl],
+        );
+        let beta = self.beta_at(step, steps_per_epoch);
+        let (elbo, loss, iw_bound) = if self.config.iw_samples.is_some() {
+            let r = Iwae::new(&self.vae).forward(&self.params, &mut self.ws, rows);
+            (r.elbo, -r.bound, Some(r.bound))
+        } else {
+            let b = Elbo::new(&self.vae).forward(&self.params, &mut self.ws, rows);
+            (b, b.loss(beta), None)
+        };
+        if !loss.is_finite() {
+            return Err(Error::Diverged {
+                epoch: self.epoch + 1,
+                step,
+                loss,
+                hint: "the learning rate is probably too high for this model; \
+                       try a smaller --lr, or --clip to bound the gradient",
+            });
+        }
+        if iw_bound.is_some() {
+            Iwae::new(&self.vae).backward(&self.params, &mut self.ws, rows, &mut self.grads);
+        } else {
+            Elbo::new(&self.vae).backward(
+                &self.params,
+                &mut self.ws,
+                rows,
+                T::of(beta),
+                &mut self.grads,
+            );
+        }
+        if let Some(c) = self.config.clip_norm {
+            clip_grad_norm(&mut self.grads, c);
+        }
+        self.optimizer.step(&mut self.params, &self.grads);
+        self.step = step;
+        Ok(StepResult {
+            elbo,
+            loss,
+            iw_bound,
+        })
     }
 
     /// The ELBO's terms averaged over `data` with the current parameters, one noise stream per

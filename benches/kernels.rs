@@ -1,0 +1,133 @@
+//! Each kernel alone. Matrix products report throughput in elements = floating-point
+//! operations (2 m n k), so criterion's "Gelem/s" reads as GFLOP/s.
+
+use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
+use elbo::kernels::fast::{AdamStep, adam_body, adam_f32, bernoulli_row, bernoulli_row_reference};
+use elbo::kernels::{Op, matmul};
+use std::hint::black_box;
+
+/// The training step's matrix products for the MNIST model at batch 128 (m x k x n), and the
+/// 1024^3 square from the reference measurements.
+pub const SHAPES: [(&str, usize, usize, usize, Op, Op); 8] = [
+    ("encoder x W (128x784x400)", 128, 784, 400, Op::N, Op::N),
+    ("heads (128x400x40)", 128, 400, 40, Op::N, Op::N),
+    ("decoder input (128x20x400)", 128, 20, 400, Op::N, Op::N),
+    ("decoder output (128x400x784)", 128, 400, 784, Op::N, Op::N),
+    (
+        "weight gradient X^T G (400x128x784)",
+        400,
+        128,
+        784,
+        Op::T,
+        Op::N,
+    ),
+    (
+        "weight gradient X^T G (784x128x400)",
+        784,
+        128,
+        400,
+        Op::T,
+        Op::N,
+    ),
+    (
+        "input gradient G W^T (128x784x400)",
+        128,
+        784,
+        400,
+        Op::N,
+        Op::T,
+    ),
+    ("square 1024^3", 1024, 1024, 1024, Op::N, Op::N),
+];
+
+fn gemm(c: &mut Criterion) {
+    for threads in [1usize, 2] {
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .build()
+            .unwrap();
+        let mut g = c.benchmark_group(format!("sgemm_{threads}t"));
+        for (name, m, k, n, oa, ob) in SHAPES {
+            let a = vec![0.5f32; m * k];
+            let b = vec![0.25f32; k * n];
+            let mut out = vec![0.0f32; m * n];
+            g.throughput(Throughput::Elements((2 * m * n * k) as u64));
+            g.bench_function(BenchmarkId::from_parameter(name), |bench| {
+                bench.iter(|| {
+                    pool.install(|| matmul(m, n, k, &a, oa, &b, ob, &mut out, false, threads))
+                })
+            });
+        }
+        g.finish();
+    }
+}
+
+fn bernoulli(c: &mut Criterion) {
+    let (rows, d) = (128, 784);
+    let a: Vec<f32> = (0..rows * d)
+        .map(|i| ((i * 7919) % 2001) as f32 / 100.0 - 10.0)
+        .collect();
+    let x: Vec<f32> = (0..rows * d)
+        .map(|i| ((i * 31) % 256) as f32 / 255.0)
+        .collect();
+    let mut sig = vec![0.0f32; rows * d];
+    let mut g = c.benchmark_group("bernoulli_128x784");
+    g.throughput(Throughput::Elements((rows * d) as u64));
+    g.bench_function("fast", |b| {
+        b.iter(|| {
+            let mut s = 0.0;
+            for r in 0..rows {
+                s += bernoulli_row(
+                    &x[r * d..(r + 1) * d],
+                    &a[r * d..(r + 1) * d],
+                    &mut sig[r * d..(r + 1) * d],
+                );
+            }
+            black_box(s)
+        })
+    });
+    g.bench_function("reference", |b| {
+        b.iter(|| {
+            let mut s = 0.0;
+            for r in 0..rows {
+                s += bernoulli_row_reference(
+                    &x[r * d..(r + 1) * d],
+                    &a[r * d..(r + 1) * d],
+                    &mut sig[r * d..(r + 1) * d],
+                );
+            }
+            black_box(s)
+        })
+    });
+    g.finish();
+}
+
+fn adam(c: &mut Criterion) {
+    let n = 652_824; // parameters of the MNIST model
+    let (mut p, grad, mut m, mut v) = (
+        vec![0.1f32; n],
+        vec![0.01f32; n],
+        vec![0.0f32; n],
+        vec![0.0f32; n],
+    );
+    let step = AdamStep {
+        step_size: 1e-3f32,
+        inv_sqrt_bc2: 1.0,
+        beta1: 0.9,
+        beta2: 0.999,
+        eps: 1e-8,
+    };
+    let mut g = c.benchmark_group("adam_652824");
+    // Bytes moved: read p, g, m, v and write p, m, v.
+    g.throughput(Throughput::Bytes((7 * 4 * n) as u64));
+    g.bench_function("dispatched", |b| {
+        b.iter(|| adam_f32(&mut p, &grad, &mut m, &mut v, step))
+    });
+    g.bench_function("plain", |b| {
+        b.iter(|| adam_body(&mut p, &grad, &mut m, &mut v, step))
+    });
+    g.finish();
+}
+
+criterion_group!(benches, gemm, bernoulli, adam);
+criterion_main!(benches);

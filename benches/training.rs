@@ -1,0 +1,58 @@
+//! A whole training step and a whole evaluation of the MNIST reference model (784-400-20-400-
+//! 784, ReLU, Bernoulli, Adam, batch 128, f32) on the real data from ../shared/data/mnist.
+//! Throughput of the step is in images; its effective GFLOP/s is 3.28 MFLOP per image.
+
+use criterion::{Criterion, Throughput, criterion_group, criterion_main};
+use elbo::data::mnist;
+use elbo::train::evaluate;
+use elbo::{TrainConfig, Trainer, Vae, VaeConfig};
+use std::path::Path;
+
+fn data() -> (elbo::Dataset, elbo::Dataset) {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/data/mnist");
+    (
+        mnist::load(&dir, mnist::Split::Train).expect("MNIST in ../shared/data/mnist"),
+        mnist::load(&dir, mnist::Split::Test).unwrap(),
+    )
+}
+
+fn step(c: &mut Criterion) {
+    let (train, _) = data();
+    let mut g = c.benchmark_group("train_step_batch128");
+    g.throughput(Throughput::Elements(128));
+    for threads in [1usize, 2] {
+        let mut t = Trainer::<f32>::new(
+            Vae::new(VaeConfig::mnist()).unwrap(),
+            TrainConfig::default(),
+            threads,
+        )
+        .unwrap();
+        let mut start = 0usize;
+        g.bench_function(format!("{threads}t"), |b| {
+            b.iter(|| {
+                let idx: Vec<usize> = (start..start + 128).collect();
+                start = (start + 128) % (train.len() - 128);
+                t.step(&train, &idx).unwrap()
+            })
+        });
+    }
+    g.finish();
+}
+
+fn eval(c: &mut Criterion) {
+    let (_, test) = data();
+    let vae = Vae::new(VaeConfig::mnist()).unwrap();
+    let params: Vec<f32> = vae.init_params(0);
+    let mut g = c.benchmark_group("evaluate_10000");
+    g.sample_size(10);
+    g.throughput(Throughput::Elements(test.len() as u64));
+    for threads in [1usize, 2] {
+        g.bench_function(format!("{threads}t"), |b| {
+            b.iter(|| evaluate(&vae, &params, &test, 1000, 1, 0, threads).unwrap())
+        });
+    }
+    g.finish();
+}
+
+criterion_group!(benches, step, eval);
+criterion_main!(benches);
