@@ -219,3 +219,31 @@ pub fn adam_f32(p: &mut [f32], g: &[f32], m: &mut [f32], v: &mut [f32], c: AdamS
     }
     adam_body(p, g, m, v, c)
 }
+
+/// Runs `body` compiled for the widest vector instructions this CPU has: the closure is
+/// inlined into a function built with those target features, so its loops vectorise for them.
+#[inline(always)]
+pub fn with_simd<R>(body: impl FnOnce() -> R) -> R {
+    #[cfg(target_arch = "x86_64")]
+    {
+        match instruction_set() {
+            // SAFETY: the CPU has the features each function is compiled for.
+            "avx512" => return unsafe { run_avx512(body) },
+            "avx2" => return unsafe { run_avx2(body) },
+            _ => {}
+        }
+    }
+    body()
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx512dq,avx2,fma")]
+unsafe fn run_avx512<R>(body: impl FnOnce() -> R) -> R {
+    body()
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn run_avx2<R>(body: impl FnOnce() -> R) -> R {
+    body()
+}

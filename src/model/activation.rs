@@ -5,6 +5,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
 use crate::float::Float;
+use crate::kernels::fast::with_simd;
 use crate::kernels::par;
 
 /// An elementwise nonlinearity.
@@ -96,33 +97,38 @@ impl Activation {
 
     /// y = f(a), in place over a buffer of `cols`-wide rows.
     pub fn forward<T: Float>(&self, a: &mut [T], cols: usize) {
+        self.forward_with_bias(a, None, cols);
+    }
+
+    /// y = f(a + b) for each row a, in place: the dense layer's bias and the activation in one
+    /// pass over memory.
+    pub fn forward_with_bias<T: Float>(&self, a: &mut [T], bias: Option<&[T]>, cols: usize) {
         let act = *self;
-        if act == Activation::Identity {
+        if act == Activation::Identity && bias.is_none() {
             return;
         }
         par::for_each_row(a, cols, |_, row| {
-            for v in row.iter_mut() {
-                *v = act.apply(*v);
-            }
-        });
-    }
-
-    #[inline]
-    fn apply<T: Float>(self, a: T) -> T {
-        match self {
-            Activation::Identity => a,
-            Activation::Relu => a.max(T::zero()),
-            Activation::LeakyRelu { slope } => {
-                if a > T::zero() {
-                    a
-                } else {
-                    T::of(slope) * a
+            with_simd(|| {
+                if let Some(b) = bias {
+                    for (v, &bj) in row.iter_mut().zip(b) {
+                        *v += bj;
+                    }
                 }
-            }
-            Activation::Tanh => a.tanh(),
-            Activation::Sigmoid => sigmoid(a),
-            Activation::Softplus => softplus(a),
-        }
+                // One loop per kind, so each is a plain loop the compiler can vectorise.
+                match act {
+                    Activation::Identity => {}
+                    Activation::Relu => row.iter_mut().for_each(|v| *v = v.max(T::zero())),
+                    Activation::LeakyRelu { slope } => {
+                        let s = T::of(slope);
+                        row.iter_mut()
+                            .for_each(|v| *v = if *v > T::zero() { *v } else { s * *v })
+                    }
+                    Activation::Tanh => row.iter_mut().for_each(|v| *v = v.tanh()),
+                    Activation::Sigmoid => row.iter_mut().for_each(|v| *v = sigmoid(*v)),
+                    Activation::Softplus => row.iter_mut().for_each(|v| *v = softplus(*v)),
+                }
+            })
+        });
     }
 
     /// dL/da = dL/dy * f'(a), in place on `grad` (which holds dL/dy on entry), with f'
@@ -142,9 +148,16 @@ impl Activation {
         let y = &y[..grad.len()];
         par::for_each_row(grad, cols, |r, g| {
             let yr = &y[r * cols..(r + 1) * cols];
-            for (g, &y) in g.iter_mut().zip(yr) {
-                *g *= act.derivative_from_output(y);
-            }
+            with_simd(|| match act {
+                Activation::Relu => g
+                    .iter_mut()
+                    .zip(yr)
+                    .for_each(|(g, &y)| *g = if y > T::zero() { *g } else { T::zero() }),
+                _ => g
+                    .iter_mut()
+                    .zip(yr)
+                    .for_each(|(g, &y)| *g *= act.derivative_from_output(y)),
+            })
         });
     }
 

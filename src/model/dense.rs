@@ -2,6 +2,7 @@
 
 use crate::float::Float;
 use crate::kernels::{Op, matmul};
+use crate::model::activation::Activation;
 use crate::model::params::{Layout, TensorId};
 
 /// y = x W + b for a batch of row vectors: x is `rows x n_in`, W is `n_in x n_out`, b is `n_out`.
@@ -51,7 +52,22 @@ impl Dense {
         rows: usize,
         threads: usize,
     ) {
-        let (w, b) = (self.weight.of(params), self.bias.of(params));
+        self.forward_without_bias(params, x, y, rows, threads);
+        let y = &mut y[..rows * self.n_out];
+        Activation::Identity.forward_with_bias(y, Some(self.bias.of(params)), self.n_out);
+    }
+
+    /// y = x W only; the caller adds the bias (an [`Mlp`](crate::model::Mlp) fuses it with
+    /// the activation in [`Activation::forward_with_bias`]).
+    pub fn forward_without_bias<T: Float>(
+        &self,
+        params: &[T],
+        x: &[T],
+        y: &mut [T],
+        rows: usize,
+        threads: usize,
+    ) {
+        let w = self.weight.of(params);
         let y = &mut y[..rows * self.n_out];
         matmul(
             rows,
@@ -65,11 +81,6 @@ impl Dense {
             false,
             threads,
         );
-        crate::kernels::par::for_each_row(y, self.n_out, |_, row| {
-            for (v, &bj) in row.iter_mut().zip(b) {
-                *v += bj;
-            }
-        });
     }
 
     /// Given G = dL/dy (`rows x n_out`), writes

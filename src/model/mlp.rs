@@ -78,8 +78,14 @@ impl Mlp {
             let (before, rest) = buf.outputs.split_at_mut(i);
             let input = if i == 0 { x } else { &before[i - 1][..] };
             let out = &mut rest[0][..rows * layer.dense.n_out];
-            layer.dense.forward(params, input, out, rows, threads);
-            layer.activation.forward(out, layer.dense.n_out);
+            layer
+                .dense
+                .forward_without_bias(params, input, out, rows, threads);
+            layer.activation.forward_with_bias(
+                out,
+                Some(layer.dense.bias.of(params)),
+                layer.dense.n_out,
+            );
         }
     }
 
