@@ -1,0 +1,138 @@
+#!/usr/bin/env python3
+"""Runs the MNIST reference VAE in elbo, JAX and PyTorch (and candle, with --candle) side by
+side on this machine, each pinned to the same cores, and writes the table into BENCHMARKS.md.
+
+    python3 benches/frameworks/run.py [--epochs 10] [--threads 2,1] [--candle]
+
+The Python packages are installed with pip into benches/frameworks/.venv on first use.
+Timings are per training epoch (evaluation excluded); the median over epochs is reported, so
+JAX's compile time in epoch 1 does not count. Peak memory is the process's maximum resident
+set size."""
+import argparse
+import datetime
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(os.path.dirname(HERE))
+VENV = os.path.join(HERE, ".venv")
+PY = os.path.join(VENV, "bin", "python")
+
+
+def ensure_venv():
+    if not os.path.exists(PY):
+        subprocess.run([sys.executable, "-m", "venv", VENV], check=True)
+    try:
+        subprocess.run([PY, "-c", "import torch, jax, optax, numpy"], check=True, capture_output=True)
+    except subprocess.CalledProcessError:
+        subprocess.run([PY, "-m", "pip", "install", "-q", "torch", "jax[cpu]", "optax", "numpy"], check=True)
+
+
+def run(cmd, cores, env=None):
+    """Runs cmd pinned to `cores`; returns (stdout, peak RSS in MiB)."""
+    full = ["taskset", "-c", ",".join(str(c) for c in range(cores))] + cmd
+    proc = subprocess.Popen(full, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=ROOT)
+    out, err = proc.communicate()
+    if proc.returncode != 0:
+        raise RuntimeError(f"{cmd[0]} failed:\n{err[-2000:]}")
+    return out, err
+
+
+def peak_rss_mib(cmd, cores, env=None):
+    """Runs cmd under a tiny wrapper that reports the child's peak RSS."""
+    wrapper = ("import resource, subprocess, sys; r = subprocess.run(sys.argv[1:]); "
+               "sys.stderr.write('\\nPEAK_RSS_KB %d\\n' % resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss); "
+               "sys.exit(r.returncode)")
+    out, err = run([sys.executable, "-c", wrapper] + cmd, cores, env)
+    kb = int([l for l in err.splitlines() if l.startswith("PEAK_RSS_KB")][-1].split()[1])
+    return out, kb / 1024.0
+
+
+def elbo(args, threads):
+    with tempfile.TemporaryDirectory() as d:
+        cmd = [os.path.join(ROOT, "target/release/elbo"), "train", "--data", "mnist", "--data-dir", args.data_dir,
+               "--epochs", str(args.epochs), "--threads", str(threads), "--out", d]
+        _, rss = peak_rss_mib(cmd, threads)
+        rep = json.load(open(os.path.join(d, "report.json")))
+    return [{"seconds": e["train_seconds"], "train_loss": e["train"]["neg_elbo"], "test_loss": e["test"]["neg_elbo"]}
+            for e in rep["epochs"]], rss
+
+
+def python_impl(script):
+    def go(args, threads):
+        env = dict(os.environ)
+        env["XLA_FLAGS"] = f"--xla_cpu_multi_thread_eigen={'true' if threads > 1 else 'false'} intra_op_parallelism_threads={threads}"
+        env["OMP_NUM_THREADS"] = str(threads)
+        cmd = [PY, os.path.join(HERE, script), "--data-dir", args.data_dir, "--epochs", str(args.epochs)]
+        if script.startswith("pytorch"):
+            cmd += ["--threads", str(threads)]
+        out, rss = peak_rss_mib(cmd, threads, env)
+        return [json.loads(l) for l in out.splitlines() if l.startswith("{")], rss
+    return go
+
+
+def candle(args, threads):
+    cmd = [os.path.join(ROOT, "target/release/candle_vae"), "--data-dir", args.data_dir, "--epochs", str(args.epochs),
+           "--threads", str(threads)]
+    out, rss = peak_rss_mib(cmd, threads)
+    return [json.loads(l) for l in out.splitlines() if l.startswith("{")], rss
+
+
+def main():
+    p = argparse.ArgumentParser()
+    p.add_argument("--epochs", type=int, default=10)
+    p.add_argument("--threads", default="2,1")
+    p.add_argument("--data-dir", default=os.path.join(ROOT, "..", "shared", "data", "mnist"))
+    p.add_argument("--candle", action="store_true", help="also build and run the candle version")
+    p.add_argument("--output", default=os.path.join(ROOT, "BENCHMARKS.md"))
+    args = p.parse_args()
+    args.data_dir = os.path.abspath(args.data_dir)
+    ensure_venv()
+    subprocess.run(["cargo", "build", "--release", "--quiet"], check=True, cwd=ROOT)
+    impls = [("elbo", elbo), ("JAX (jit + optax)", python_impl("jax_vae.py")), ("PyTorch", python_impl("pytorch_vae.py"))]
+    if args.candle:
+        subprocess.run(["cargo", "build", "--release", "--quiet", "--features", "candle-bench", "--bin", "candle_vae"], check=True, cwd=ROOT)
+        impls.append(("candle", candle))
+    results = []
+    for threads in [int(t) for t in args.threads.split(",")]:
+        for name, fn in impls:
+            print(f"running {name} on {threads} thread(s)...", file=sys.stderr, flush=True)
+            epochs, rss = fn(args, threads)
+            med = statistics.median(e["seconds"] for e in epochs)
+            results.append({"impl": name, "threads": threads, "median": med, "rss": rss, "epochs": epochs})
+            print(f"  median {med:.3f} s/epoch, peak {rss:.0f} MiB, test loss {epochs[-1]['test_loss']:.2f}", file=sys.stderr)
+    write(args, results)
+
+
+def write(args, results):
+    cpu = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")), platform.processor())
+    lines = [f"Measured {datetime.date.today()} on {cpu} ({os.cpu_count()} cores), each run pinned with taskset to as many",
+             f"cores as threads, one after another in one run of `python3 benches/frameworks/run.py --epochs {args.epochs}"
+             f" --threads {args.threads}{' --candle' if args.candle else ''}`.", "",
+             "| implementation | threads | median s/epoch | images/s | elbo's speed-up | peak RSS (MiB) | test loss after each epoch |",
+             "|---|---|---|---|---|---|---|"]
+    for r in results:
+        ours = next(x for x in results if x["impl"] == "elbo" and x["threads"] == r["threads"])
+        losses = " ".join(f"{e['test_loss']:.2f}" for e in r["epochs"])
+        lines.append(f"| {r['impl']} | {r['threads']} | {r['median']:.3f} | {60000 / r['median']:.0f} | "
+                     f"{r['median'] / ours['median']:.2f}x | {r['rss']:.0f} | {losses} |")
+    lines += ["", "Train loss after each epoch (mean -ELBO over the epoch's batches):", ""]
+    for r in results:
+        lines.append(f"- {r['impl']}, {r['threads']} thread(s): " + " ".join(f"{e['train_loss']:.2f}" for e in r["epochs"]))
+    block = "\n".join(lines)
+    text = open(args.output).read() if os.path.exists(args.output) else "# Benchmarks\n\n<!-- frameworks:begin -->\n<!-- frameworks:end -->\n"
+    begin, end = "<!-- frameworks:begin -->", "<!-- frameworks:end -->"
+    head, rest = text.split(begin, 1)
+    _, tail = rest.split(end, 1)
+    with open(args.output, "w") as f:
+        f.write(head + begin + "\n" + block + "\n" + end + tail)
+    print(block)
+
+
+if __name__ == "__main__":
+    main()
