@@ -63,8 +63,9 @@ for epoch in range(1, a.epochs + 1):
         losses.append(loss)
     total = float(sum(float(l) for l in losses))
     secs = time.perf_counter() - t0
-    tl = 0.0
+    tl, t1 = 0.0, time.perf_counter()
     for j in range(0, len(test), 1000):
         key, sub = jax.random.split(key)
         tl += float(eval_loss(params, test[j : j + 1000], sub))
-    print(json.dumps({"epoch": epoch, "seconds": secs, "train_loss": total / len(train), "test_loss": tl / len(test)}), flush=True)
+    eval_secs = time.perf_counter() - t1
+    print(json.dumps({"epoch": epoch, "seconds": secs, "eval_seconds": eval_secs, "train_loss": total / len(train), "test_loss": tl / len(test)}), flush=True)

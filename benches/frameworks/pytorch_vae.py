@@ -59,7 +59,9 @@ for epoch in range(1, a.epochs + 1):
         total += loss.item()
     secs = time.perf_counter() - t0
     model.eval()
+    t1 = time.perf_counter()
     with torch.no_grad():
         tl = sum(loss_fn(*(lambda r: (r[0], test[j : j + 1000], r[1], r[2]))(model(test[j : j + 1000]))).item()
                  for j in range(0, len(test), 1000))
-    print(json.dumps({"epoch": epoch, "seconds": secs, "train_loss": total / len(train), "test_loss": tl / len(test)}), flush=True)
+    eval_secs = time.perf_counter() - t1
+    print(json.dumps({"epoch": epoch, "seconds": secs, "eval_seconds": eval_secs, "train_loss": total / len(train), "test_loss": tl / len(test)}), flush=True)

@@ -5,8 +5,9 @@ side on this machine, each pinned to the same cores, and writes the table into B
     python3 benches/frameworks/run.py [--epochs 10] [--threads 2,1] [--candle]
 
 The Python packages are installed with pip into benches/frameworks/.venv on first use.
-Timings are per training epoch (evaluation excluded); the median over epochs is reported, so
-JAX's compile time in epoch 1 does not count. Peak memory is the process's maximum resident
+Timings are per training epoch (evaluation excluded) and per evaluation of the 10 000 test
+images (the ELBO with one z sample, in batches); medians over epochs are reported, so JAX's
+compile time in epoch 1 does not count. Peak memory is the process's maximum resident
 set size."""
 import argparse
 import datetime
@@ -59,8 +60,8 @@ def elbo(args, threads):
                "--epochs", str(args.epochs), "--threads", str(threads), "--out", d]
         _, rss = peak_rss_mib(cmd, threads)
         rep = json.load(open(os.path.join(d, "report.json")))
-    return [{"seconds": e["train_seconds"], "train_loss": e["train"]["neg_elbo"], "test_loss": e["test"]["neg_elbo"]}
-            for e in rep["epochs"]], rss
+    return [{"seconds": e["train_seconds"], "eval_seconds": e["test_seconds"], "train_loss": e["train"]["neg_elbo"],
+             "test_loss": e["test"]["neg_elbo"]} for e in rep["epochs"]], rss
 
 
 def python_impl(script):
@@ -104,7 +105,8 @@ def main():
             print(f"running {name} on {threads} thread(s)...", file=sys.stderr, flush=True)
             epochs, rss = fn(args, threads)
             med = statistics.median(e["seconds"] for e in epochs)
-            results.append({"impl": name, "threads": threads, "median": med, "rss": rss, "epochs": epochs})
+            ev = statistics.median(e["eval_seconds"] for e in epochs)
+            results.append({"impl": name, "threads": threads, "median": med, "eval": ev, "rss": rss, "epochs": epochs})
             print(f"  median {med:.3f} s/epoch, peak {rss:.0f} MiB, test loss {epochs[-1]['test_loss']:.2f}", file=sys.stderr)
     write(args, results)
 
@@ -114,13 +116,13 @@ def write(args, results):
     lines = [f"Measured {datetime.date.today()} on {cpu} ({os.cpu_count()} cores), each run pinned with taskset to as many",
              f"cores as threads, one after another in one run of `python3 benches/frameworks/run.py --epochs {args.epochs}"
              f" --threads {args.threads}{' --candle' if args.candle else ''}`.", "",
-             "| implementation | threads | median s/epoch | images/s | elbo's speed-up | peak RSS (MiB) | test loss after each epoch |",
-             "|---|---|---|---|---|---|---|"]
+             "| implementation | threads | median s/epoch | images/s | elbo's speed-up | test-set evaluation (s) | elbo's speed-up | peak RSS (MiB) | test loss after each epoch |",
+             "|---|---|---|---|---|---|---|---|---|"]
     for r in results:
         ours = next(x for x in results if x["impl"] == "elbo" and x["threads"] == r["threads"])
         losses = " ".join(f"{e['test_loss']:.2f}" for e in r["epochs"])
         lines.append(f"| {r['impl']} | {r['threads']} | {r['median']:.3f} | {60000 / r['median']:.0f} | "
-                     f"{r['median'] / ours['median']:.2f}x | {r['rss']:.0f} | {losses} |")
+                     f"{r['median'] / ours['median']:.2f}x | {r['eval']:.3f} | {r['eval'] / ours['eval']:.2f}x | {r['rss']:.0f} | {losses} |")
     lines += ["", "Train loss after each epoch (mean -ELBO over the epoch's batches):", ""]
     for r in results:
         lines.append(f"- {r['impl']}, {r['threads']} thread(s): " + " ".join(f"{e['train_loss']:.2f}" for e in r["epochs"]))

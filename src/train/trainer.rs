@@ -183,6 +183,9 @@ pub struct EpochReport {
     pub train_seconds: f64,
     /// Training examples per second.
     pub images_per_sec: f64,
+    /// Wall time of the test-set evaluation (0 without a test set).
+    #[serde(default)]
+    pub test_seconds: f64,
 }
 
 /// What one training step saw.
@@ -462,7 +465,9 @@ impl<T: Float> Trainer<T> {
             let start = Instant::now();
             let train_terms = self.train_epoch(train, progress)?;
             let secs = start.elapsed().as_secs_f64();
+            let eval_start = Instant::now();
             let test_eval = test.map(|t| self.evaluate(t)).transpose()?;
+            let test_seconds = eval_start.elapsed().as_secs_f64();
             let steps_per_epoch = train.len().div_ceil(self.config.batch_size);
             let report = EpochReport {
                 epoch: self.epoch,
@@ -472,6 +477,7 @@ impl<T: Float> Trainer<T> {
                 test_latent: test_eval.map(|e| e.latent),
                 train_seconds: secs,
                 images_per_sec: train.len() as f64 / secs,
+                test_seconds,
             };
             on_epoch(&report, self)?;
             reports.push(report);
