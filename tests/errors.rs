@@ -301,3 +301,35 @@ fn broken_model_files_are_refused() {
         Err(Error::Malformed { .. })
     ));
 }
+
+/// The ndarray interface: a dataset round-trips through `Array2`, and the per-point ELBO takes
+/// an array view (checked like a slice).
+#[test]
+fn ndarray_interface() {
+    let a = ndarray::Array2::from_shape_fn((5, 3), |(i, j)| (i * 3 + j) as f32 / 15.0);
+    let ds = Dataset::from_array(a.view()).unwrap();
+    assert_eq!(ds.to_array::<f32>(), a);
+    let bad = ndarray::Array2::from_elem((2, 3), f32::NAN);
+    assert!(matches!(
+        Dataset::from_array(bad.view()),
+        Err(Error::InvalidData(_))
+    ));
+    let vae = Vae::new(VaeConfig {
+        input_dim: 3,
+        ..small()
+    })
+    .unwrap();
+    let params: Vec<f32> = vae.init_params(0);
+    let elbo = Elbo::new(&vae);
+    let per = elbo.per_point_array(&params, a.view(), 2, 0, 1).unwrap();
+    let flat: Vec<f32> = a.iter().copied().collect();
+    assert_eq!(per, elbo.per_point(&params, &flat, 2, 0, 1).unwrap());
+    // Column-major views read the same values.
+    let t = a.t().to_owned();
+    assert_eq!(elbo.per_point_array(&params, t.t(), 2, 0, 1).unwrap(), per);
+    let wide = ndarray::Array2::<f32>::zeros((2, 4));
+    assert!(matches!(
+        elbo.per_point_array(&params, wide.view(), 1, 0, 1),
+        Err(Error::Shape { .. })
+    ));
+}

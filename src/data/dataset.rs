@@ -51,6 +51,19 @@ impl Dataset {
         Ok(Self::new(rows, cols, Pixels::F32(data)))
     }
 
+    /// From an `ndarray` matrix, one row an example; every value must be finite.
+    pub fn from_array(a: ndarray::ArrayView2<'_, f32>) -> Result<Self> {
+        let (rows, cols) = a.dim();
+        Self::from_f32(rows, cols, a.iter().copied().collect())
+    }
+
+    /// The examples as an `ndarray` matrix of `T` (grey levels as values in [0, 1]).
+    pub fn to_array<T: Float>(&self) -> ndarray::Array2<T> {
+        let mut out = vec![T::zero(); self.rows * self.cols];
+        self.gather(&(0..self.rows).collect::<Vec<_>>(), &mut out);
+        ndarray::Array2::from_shape_vec((self.rows, self.cols), out).expect("rows x cols values")
+    }
+
     fn new(rows: usize, cols: usize, pixels: Pixels) -> Self {
         Dataset {
             rows,

@@ -321,6 +321,27 @@ impl<'a> Elbo<'a> {
         Ok(x.len() / d)
     }
 
+    /// [`per_point`](Self::per_point) for an `ndarray` batch (any memory order).
+    pub fn per_point_array<T: Float>(
+        &self,
+        params: &[T],
+        x: ndarray::ArrayView2<'_, T>,
+        samples: usize,
+        seed: u64,
+        threads: usize,
+    ) -> Result<Vec<(f64, f64)>> {
+        let d = self.vae.input_dim();
+        if x.ncols() != d {
+            return Err(Error::shape(
+                "input batch",
+                format!("{d} columns"),
+                x.ncols(),
+            ));
+        }
+        let flat: Vec<T> = x.iter().copied().collect();
+        self.per_point(params, &flat, samples, seed, threads)
+    }
+
     /// The ELBO's two terms per data point for a caller's batch `x` (`rows x D`, checked), with
     /// `samples` z draws each from `seed`. Returns (recon, KL) per row.
     pub fn per_point<T: Float>(
