@@ -99,7 +99,8 @@ impl Error {
         }
     }
 
-    pub(crate) fn malformed(path: impl Into<PathBuf>, reason: impl Into<String>) -> Self {
+    /// A file that is not what it claims to be.
+    pub fn malformed(path: impl Into<PathBuf>, reason: impl Into<String>) -> Self {
         Error::Malformed {
             path: path.into(),
             reason: reason.into(),

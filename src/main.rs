@@ -166,9 +166,16 @@ struct TrainArgs {
     /// Examples per step.
     #[arg(long, default_value_t = 128)]
     batch_size: usize,
-    /// Passes over the training set.
-    #[arg(long, default_value_t = 10)]
-    epochs: usize,
+    /// Passes over the training set (with --resume: the new total) [default: 10].
+    #[arg(long)]
+    epochs: Option<usize>,
+    /// Continue a run from its output folder (or model file): model, settings and data come
+    /// from the checkpoint, and the result is bit-identical to a run never stopped.
+    #[arg(long, value_name = "DIR|FILE")]
+    resume: Option<PathBuf>,
+    /// Print one JSON object per epoch (and one at the end) instead of text.
+    #[arg(long)]
+    json: bool,
     /// z samples per example.
     #[arg(long, default_value_t = 1)]
     samples: usize,
@@ -302,13 +309,66 @@ fn default_threads(t: Option<usize>) -> usize {
     t.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
 }
 
+/// What a training run needs besides the trainer.
+struct RunContext<'a> {
+    data: DataArgs,
+    train_limit: Option<usize>,
+    precision: Precision,
+    threads: usize,
+    out: PathBuf,
+    json: bool,
+    train: &'a Dataset,
+    test: &'a Dataset,
+}
+
 fn train(args: TrainArgs) -> Result<()> {
+    let threads = default_threads(args.threads);
+    if let Some(resume) = &args.resume {
+        let path = if resume.is_dir() {
+            resume.join("model.safetensors")
+        } else {
+            resume.clone()
+        };
+        let meta = checkpoint::metadata(&path)?;
+        let data: DataArgs = match (args.data.data, meta.get("elbo.data")) {
+            (None, Some(s)) => serde_json::from_str(s)
+                .map_err(|e| Error::malformed(&path, format!("bad data settings ({e})")))?,
+            _ => args.data.clone(),
+        };
+        let train_limit = meta
+            .get("elbo.train_limit")
+            .and_then(|s| s.parse().ok())
+            .or(args.train_limit);
+        let (train, test) = load_data(&data, train_limit)?;
+        let ctx = RunContext {
+            data,
+            train_limit,
+            precision: if meta.get("elbo.precision").map(String::as_str) == Some("f64") {
+                Precision::F64
+            } else {
+                Precision::F32
+            },
+            threads,
+            out: args
+                .out
+                .clone()
+                .unwrap_or_else(|| path.parent().map(PathBuf::from).unwrap_or_default()),
+            json: args.json,
+            train: &train,
+            test: &test,
+        };
+        return match ctx.precision {
+            Precision::F32 => run(&ctx, Trainer::<f32>::resume(&path, threads, args.epochs)?),
+            Precision::F64 => run(&ctx, Trainer::<f64>::resume(&path, threads, args.epochs)?),
+        };
+    }
     let (train, test) = load_data(&args.data, args.train_limit)?;
-    let vae_config = args
-        .model
-        .config(train.dim(), args.data.data.unwrap_or(DataKind::Shapes))?;
+    let vae = Vae::new(
+        args.model
+            .config(train.dim(), args.data.data.unwrap_or(DataKind::Shapes))?,
+    )?;
     let config = TrainConfig {
-        epochs: args.epochs,
+        epochs: args.epochs.unwrap_or(10),
         batch_size: args.batch_size,
         samples: args.samples,
         beta: args.beta,
@@ -322,40 +382,52 @@ fn train(args: TrainArgs) -> Result<()> {
         binarize: args.binarize,
         iw_samples: args.iw_samples,
     };
-    let threads = default_threads(args.threads);
+    let ctx = RunContext {
+        data: args.data.clone(),
+        train_limit: args.train_limit,
+        precision: args.precision,
+        threads,
+        out: args.out.clone().unwrap_or_else(|| {
+            PathBuf::from("runs").join(match args.data.data.unwrap_or(DataKind::Shapes) {
+                DataKind::Shapes => "shapes",
+                DataKind::Mnist => "mnist",
+            })
+        }),
+        json: args.json,
+        train: &train,
+        test: &test,
+    };
     match args.precision {
-        Precision::F32 => run::<f32>(&args, vae_config, config, threads, &train, &test),
-        Precision::F64 => run::<f64>(&args, vae_config, config, threads, &train, &test),
+        Precision::F32 => run(&ctx, Trainer::<f32>::new(vae, config, threads)?),
+        Precision::F64 => run(&ctx, Trainer::<f64>::new(vae, config, threads)?),
     }
 }
 
-fn run<T: Float>(
-    args: &TrainArgs,
-    vae_config: VaeConfig,
-    config: TrainConfig,
-    threads: usize,
-    train: &Dataset,
-    test: &Dataset,
-) -> Result<()> {
-    let vae = Vae::new(vae_config)?;
-    let mut trainer = Trainer::<T>::new(vae, config, threads)?;
-    let out = args.out.clone().unwrap_or_else(|| {
-        PathBuf::from("runs").join(match args.data.data.unwrap_or(DataKind::Shapes) {
-            DataKind::Shapes => "shapes",
-            DataKind::Mnist => "mnist",
-        })
-    });
-    std::fs::create_dir_all(&out).map_err(|e| Error::io("creating", &out, e))?;
+fn run<T: Float>(ctx: &RunContext<'_>, mut trainer: Trainer<T>) -> Result<()> {
+    let (train, test, out) = (ctx.train, ctx.test, &ctx.out);
+    std::fs::create_dir_all(out).map_err(|e| Error::io("creating", out, e))?;
     let report_path = out.join("report.json");
     let model_path = out.join("model.safetensors");
-    let mut epochs: Vec<EpochReport> = Vec::new();
+    // A resumed run keeps the report of the epochs before it.
+    let mut epochs: Vec<EpochReport> = if trainer.epochs_done() > 0 {
+        std::fs::read(&report_path)
+            .ok()
+            .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
+            .and_then(|v| serde_json::from_value::<Vec<EpochReport>>(v["epochs"].clone()).ok())
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|e| e.epoch <= trainer.epochs_done())
+            .collect()
+    } else {
+        Vec::new()
+    };
     let write_report = |epochs: &[EpochReport], trainer: &Trainer<T>| -> Result<()> {
         let report = Report {
-            data: &args.data,
+            data: &ctx.data,
             train_examples: train.len(),
             test_examples: test.len(),
-            precision: args.precision,
-            threads,
+            precision: ctx.precision,
+            threads: ctx.threads,
             model: trainer.vae().config(),
             training: trainer.config(),
             epochs,
@@ -367,7 +439,7 @@ fn run<T: Float>(
     write_report(&epochs, &trainer)?;
     let v = trainer.vae();
     eprintln!(
-        "elbo: {} train / {} test examples of width {}; model {}-{:?}-{}, {} parameters, {} likelihood; {} thread(s), {:?}",
+        "elbo: {} train / {} test examples of width {}; model {}-{:?}-{}, {} parameters, {} likelihood; {} thread(s), {:?}{}",
         train.len(),
         test.len(),
         train.dim(),
@@ -376,11 +448,20 @@ fn run<T: Float>(
         v.latent_dim(),
         v.num_params(),
         v.config().likelihood,
-        threads,
-        args.precision
+        ctx.threads,
+        ctx.precision,
+        if trainer.epochs_done() > 0 {
+            format!("; resuming after epoch {}", trainer.epochs_done())
+        } else {
+            String::new()
+        }
     );
     let total_epochs = trainer.config().epochs;
-    let bar = ProgressBar::new(train.len() as u64);
+    let bar = if ctx.json {
+        ProgressBar::hidden()
+    } else {
+        ProgressBar::new(train.len() as u64)
+    };
     bar.set_style(
         ProgressStyle::with_template(
             "{prefix} [{bar:30}] {pos}/{len} {per_sec} loss {msg} eta {eta}",
@@ -395,44 +476,34 @@ fn run<T: Float>(
             bar.set_message(format!("{loss:.2}"));
         }
     };
-    bar.set_prefix(format!("epoch 1/{total_epochs}"));
+    bar.set_prefix(format!(
+        "epoch {}/{total_epochs}",
+        trainer.epochs_done() + 1
+    ));
+    let mut extra = vec![
+        (
+            "elbo.data",
+            serde_json::to_string(&ctx.data).expect("serialises"),
+        ),
+        (
+            "elbo.precision",
+            serde_json::to_string(&ctx.precision)
+                .expect("serialises")
+                .trim_matches('"')
+                .to_string(),
+        ),
+    ];
+    if let Some(n) = ctx.train_limit {
+        extra.push(("elbo.train_limit", n.to_string()));
+    }
     let mut on_epoch = |r: &EpochReport, t: &Trainer<T>| -> Result<()> {
         bar.finish_and_clear();
-        let test = r.test.map_or(String::new(), |e| {
-            format!(
-                "  test -ELBO {:.3} (recon {:.3}, KL {:.3})",
-                e.neg_elbo, -e.recon, e.kl
-            )
-        });
-        let active = r.test_latent.as_ref().map_or(String::new(), |l| {
-            format!("  active units {}/{}", l.active_units, l.kl_per_dim.len())
-        });
-        let iw = r
-            .train
-            .iw_bound
-            .map_or(String::new(), |b| format!("  train IW bound {b:.3}"));
-        println!(
-            "epoch {:>3}/{total_epochs}  train -ELBO {:.3} (recon {:.3}, KL {:.3}){iw}{test}{active}  beta {:.3}  {:.2} s, {:.0} img/s",
-            r.epoch,
-            r.train.neg_elbo,
-            -r.train.recon,
-            r.train.kl,
-            r.beta,
-            r.train_seconds,
-            r.images_per_sec
-        );
-        let meta = [
-            (
-                "elbo.training",
-                serde_json::to_string(t.config()).expect("serialises"),
-            ),
-            ("elbo.epoch", r.epoch.to_string()),
-            (
-                "elbo.data",
-                serde_json::to_string(&args.data).expect("serialises"),
-            ),
-        ];
-        checkpoint::save(&model_path, t.vae(), t.params(), &meta)?;
+        if ctx.json {
+            println!("{}", serde_json::to_string(r).expect("serialises"));
+        } else {
+            println!("{}", epoch_line(r, total_epochs));
+        }
+        t.save_checkpoint(&model_path, &extra)?;
         epochs.push(r.clone());
         write_report(&epochs, t)?;
         if r.epoch < total_epochs {
@@ -443,12 +514,45 @@ fn run<T: Float>(
     };
     trainer.fit(train, Some(test), &mut progress, &mut on_epoch)?;
     bar.finish_and_clear();
-    println!(
-        "wrote {} and {}",
-        model_path.display(),
-        report_path.display()
-    );
+    if ctx.json {
+        println!(
+            "{}",
+            serde_json::json!({"model": model_path, "report": report_path})
+        );
+    } else {
+        println!(
+            "wrote {} and {}",
+            model_path.display(),
+            report_path.display()
+        );
+    }
     Ok(())
+}
+
+fn epoch_line(r: &EpochReport, total_epochs: usize) -> String {
+    let test = r.test.map_or(String::new(), |e| {
+        format!(
+            "  test -ELBO {:.3} (recon {:.3}, KL {:.3})",
+            e.neg_elbo, -e.recon, e.kl
+        )
+    });
+    let active = r.test_latent.as_ref().map_or(String::new(), |l| {
+        format!("  active units {}/{}", l.active_units, l.kl_per_dim.len())
+    });
+    let iw = r
+        .train
+        .iw_bound
+        .map_or(String::new(), |b| format!("  train IW bound {b:.3}"));
+    format!(
+        "epoch {:>3}/{total_epochs}  train -ELBO {:.3} (recon {:.3}, KL {:.3}){iw}{test}{active}  beta {:.3}  {:.2} s, {:.0} img/s",
+        r.epoch,
+        r.train.neg_elbo,
+        -r.train.recon,
+        r.train.kl,
+        r.beta,
+        r.train_seconds,
+        r.images_per_sec
+    )
 }
 
 fn eval(args: EvalArgs) -> Result<()> {

@@ -25,12 +25,26 @@ fn to_bytes<T: Float>(values: &[T]) -> Vec<u8> {
     out
 }
 
+/// Name of the tensor holding the optimizer's state (Adam: first then second moments).
+pub const OPTIMIZER_STATE: &str = "optimizer.state";
+
 /// Writes `params` of `vae` to `path` atomically; `extra` goes into the metadata beside the
 /// configuration.
 pub fn save<T: Float>(
     path: &Path,
     vae: &Vae,
     params: &[T],
+    extra: &[(&str, String)],
+) -> Result<()> {
+    save_with_state(path, vae, params, None, extra)
+}
+
+/// Like [`save`], with the optimizer's flat state as the tensor [`OPTIMIZER_STATE`].
+pub fn save_with_state<T: Float>(
+    path: &Path,
+    vae: &Vae,
+    params: &[T],
+    optimizer_state: Option<&[T]>,
     extra: &[(&str, String)],
 ) -> Result<()> {
     if params.len() != vae.num_params() {
@@ -52,6 +66,9 @@ pub fn save<T: Float>(
                 t.shape.clone(),
             )
         })
+        .chain(
+            optimizer_state.map(|st| (OPTIMIZER_STATE.to_string(), to_bytes(st), vec![st.len()])),
+        )
         .collect();
     let views = bytes
         .iter()
@@ -81,6 +98,36 @@ pub struct Loaded<T> {
     pub params: Vec<T>,
     /// Every metadata entry.
     pub metadata: HashMap<String, String>,
+    /// The optimizer's flat state, if the file holds one.
+    pub optimizer_state: Option<Vec<T>>,
+}
+
+fn read_tensor<T: Float>(
+    t: &safetensors::tensor::TensorView<'_>,
+    out: &mut [T],
+) -> std::result::Result<(), String> {
+    match t.dtype() {
+        Dtype::F32 => {
+            for (o, c) in out.iter_mut().zip(t.data().chunks_exact(4)) {
+                *o = T::of(f32::from_le_bytes([c[0], c[1], c[2], c[3]]) as f64);
+            }
+        }
+        Dtype::F64 => {
+            for (o, c) in out.iter_mut().zip(t.data().chunks_exact(8)) {
+                *o = T::of(f64::from_le_bytes(c.try_into().expect("8 bytes")));
+            }
+        }
+        other => return Err(format!("type {other:?}, expected F32 or F64")),
+    }
+    Ok(())
+}
+
+/// Only the metadata of a model file.
+pub fn metadata(path: &Path) -> Result<HashMap<String, String>> {
+    let bytes = std::fs::read(path).map_err(|e| Error::io("reading", path, e))?;
+    let (_, meta) = SafeTensors::read_metadata(&bytes)
+        .map_err(|e| Error::malformed(path, format!("not a safetensors file ({e})")))?;
+    Ok(meta.metadata().clone().unwrap_or_default())
 }
 
 /// Reads a model file written by [`save`] (in f32 or f64), converting to `T`.
@@ -112,32 +159,24 @@ pub fn load<T: Float>(path: &Path) -> Result<Loaded<T>> {
                 spec.shape
             )));
         }
-        let out = &mut params[spec.range()];
-        match t.dtype() {
-            Dtype::F32 => {
-                for (o, c) in out.iter_mut().zip(t.data().chunks_exact(4)) {
-                    *o = T::of(f32::from_le_bytes([c[0], c[1], c[2], c[3]]) as f64);
-                }
-            }
-            Dtype::F64 => {
-                for (o, c) in out.iter_mut().zip(t.data().chunks_exact(8)) {
-                    *o = T::of(f64::from_le_bytes(c.try_into().expect("8 bytes")));
-                }
-            }
-            other => {
-                return Err(bad(format!(
-                    "tensor '{}' has type {other:?}, expected F32 or F64",
-                    spec.name
-                )));
-            }
-        }
+        read_tensor(&t, &mut params[spec.range()])
+            .map_err(|r| bad(format!("tensor '{}' has {r}", spec.name)))?;
     }
     if let Some(i) = params.iter().position(|v| !v.is_finite()) {
         return Err(bad(format!("parameter {i} is not finite")));
     }
+    let optimizer_state = match st.tensor(OPTIMIZER_STATE) {
+        Ok(t) => {
+            let mut state = vec![T::zero(); t.shape().iter().product()];
+            read_tensor(&t, &mut state).map_err(|r| bad(format!("the optimizer state has {r}")))?;
+            Some(state)
+        }
+        Err(_) => None,
+    };
     Ok(Loaded {
         vae,
         params,
         metadata,
+        optimizer_state,
     })
 }

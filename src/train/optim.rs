@@ -116,6 +116,29 @@ impl<T: Float> Optimizer<T> {
         })
     }
 
+    /// An optimizer continuing from a saved `state` after `steps` updates.
+    pub fn from_state(
+        config: OptimizerConfig,
+        n: usize,
+        state: Vec<T>,
+        steps: u64,
+    ) -> Result<Self> {
+        config.validate()?;
+        if state.len() != n * config.state_per_param() {
+            return Err(Error::shape(
+                "optimizer state",
+                n * config.state_per_param(),
+                state.len(),
+            ));
+        }
+        Ok(Optimizer {
+            config,
+            state,
+            steps,
+            n,
+        })
+    }
+
     /// Its settings.
     pub fn config(&self) -> &OptimizerConfig {
         &self.config

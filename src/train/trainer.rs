@@ -489,7 +489,75 @@ impl<T: Float> Trainer<T> {
     pub fn threads(&self) -> usize {
         self.threads
     }
+
+    /// Writes a checkpoint from which [`resume`](Self::resume) continues bit-identically:
+    /// parameters, the optimizer's state, the training settings, and where the run stands
+    /// (epochs, steps). Every random draw is a function of (seed, epoch or step), so nothing
+    /// else is needed. `extra` is added to the metadata.
+    pub fn save_checkpoint(&self, path: &std::path::Path, extra: &[(&str, String)]) -> Result<()> {
+        let mut meta = vec![
+            (
+                KEY_TRAINING,
+                serde_json::to_string(&self.config).expect("serialises"),
+            ),
+            (KEY_EPOCH, self.epoch.to_string()),
+            (KEY_STEP, self.step.to_string()),
+            (KEY_OPTIMIZER_STEPS, self.optimizer.steps().to_string()),
+        ];
+        meta.extend(extra.iter().map(|(k, v)| (*k, v.clone())));
+        crate::train::checkpoint::save_with_state(
+            path,
+            &self.vae,
+            &self.params,
+            Some(self.optimizer.state()),
+            &meta,
+        )
+    }
+
+    /// Continues a run from a checkpoint written by [`save_checkpoint`](Self::save_checkpoint),
+    /// on `threads` threads; `epochs`, if given, replaces the run's total number of epochs.
+    pub fn resume(path: &std::path::Path, threads: usize, epochs: Option<usize>) -> Result<Self> {
+        let loaded = crate::train::checkpoint::load::<T>(path)?;
+        let bad = |r: &str| Error::malformed(path, format!("cannot resume: {r}"));
+        let get = |k: &str| {
+            loaded
+                .metadata
+                .get(k)
+                .ok_or_else(|| bad(&format!("no '{k}' in the metadata")))
+        };
+        let mut config: TrainConfig =
+            serde_json::from_str(get(KEY_TRAINING)?).map_err(|e| bad(&e.to_string()))?;
+        if let Some(e) = epochs {
+            config.epochs = e;
+        }
+        let num = |k: &str| -> Result<u64> {
+            get(k)?
+                .parse()
+                .map_err(|_| bad(&format!("'{k}' is not a number")))
+        };
+        let (epoch, step, opt_steps) = (
+            num(KEY_EPOCH)? as usize,
+            num(KEY_STEP)?,
+            num(KEY_OPTIMIZER_STEPS)?,
+        );
+        let state = loaded
+            .optimizer_state
+            .clone()
+            .ok_or_else(|| bad("no optimizer state in the file"))?;
+        let n = loaded.vae.num_params();
+        let mut t = Self::with_params(loaded.vae, config, loaded.params, threads)?;
+        t.optimizer = Optimizer::from_state(t.config.optimizer, n, state, opt_steps)?;
+        t.epoch = epoch;
+        t.step = step;
+        Ok(t)
+    }
 }
+
+/// Metadata keys of a training checkpoint.
+const KEY_TRAINING: &str = "elbo.training";
+const KEY_EPOCH: &str = "elbo.epoch";
+const KEY_STEP: &str = "elbo.step";
+const KEY_OPTIMIZER_STEPS: &str = "elbo.optimizer_steps";
 
 /// The ELBO's terms and latent diagnostics over `data`, in batches of the workspace's size.
 fn evaluate_into<T: Float>(

@@ -1,0 +1,142 @@
+//! Resuming from a checkpoint is bit-identical to a run that was never stopped.
+
+use elbo::data::shapes;
+use elbo::train::checkpoint;
+use elbo::{TrainConfig, Trainer, Vae, VaeConfig};
+
+fn model() -> Vae {
+    Vae::new(VaeConfig {
+        input_dim: 784,
+        encoder_hidden: vec![64],
+        latent_dim: 4,
+        decoder_hidden: vec![64],
+        ..VaeConfig::mnist()
+    })
+    .unwrap()
+}
+
+fn bits<T: Copy + Into<f64>>(v: &[T]) -> Vec<u64> {
+    v.iter().map(|&x| x.into().to_bits()).collect()
+}
+
+#[test]
+fn library_resume_is_bit_identical() {
+    let data = shapes::generate(3, 0, 640).unwrap();
+    let test = shapes::generate(3, 640, 64).unwrap();
+    // Warm-up and binarisation make the step count and the per-step streams matter.
+    let config = TrainConfig {
+        epochs: 4,
+        batch_size: 64,
+        warmup_epochs: 3.0,
+        binarize: true,
+        ..TrainConfig::default()
+    };
+    let mut straight = Trainer::<f32>::new(model(), config.clone(), 2).unwrap();
+    let full = straight
+        .fit(&data, Some(&test), &mut |_, _| {}, &mut |_, _| Ok(()))
+        .unwrap();
+
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("m.safetensors");
+    let mut first = Trainer::<f32>::new(
+        model(),
+        TrainConfig {
+            epochs: 2,
+            ..config
+        },
+        1,
+    )
+    .unwrap();
+    first
+        .fit(&data, Some(&test), &mut |_, _| {}, &mut |_, _| Ok(()))
+        .unwrap();
+    first.save_checkpoint(&path, &[]).unwrap();
+    drop(first);
+    let mut resumed = Trainer::<f32>::resume(&path, 2, Some(4)).unwrap();
+    assert_eq!((resumed.epochs_done(), resumed.steps_done()), (2, 20));
+    let rest = resumed
+        .fit(&data, Some(&test), &mut |_, _| {}, &mut |_, _| Ok(()))
+        .unwrap();
+    assert_eq!(bits(resumed.params()), bits(straight.params()));
+    assert_eq!(
+        bits(resumed.optimizer().state()),
+        bits(straight.optimizer().state())
+    );
+    assert_eq!(rest.len(), 2);
+    assert_eq!(rest[1].test, full[3].test);
+    // A file without optimizer state cannot be resumed.
+    checkpoint::save(&path, resumed.vae(), resumed.params(), &[]).unwrap();
+    assert!(matches!(
+        Trainer::<f32>::resume(&path, 1, None),
+        Err(elbo::Error::Malformed { .. })
+    ));
+}
+
+#[test]
+fn command_line_resume_is_bit_identical() {
+    let elbo = env!("CARGO_BIN_EXE_elbo");
+    let dir = tempfile::tempdir().unwrap();
+    let (a, b) = (dir.path().join("a"), dir.path().join("b"));
+    let common = [
+        "train",
+        "--shapes-size",
+        "800",
+        "--hidden",
+        "32",
+        "--latent",
+        "3",
+        "--batch-size",
+        "50",
+        "--threads",
+        "2",
+    ];
+    let run = |extra: &[&str]| {
+        let o = std::process::Command::new(elbo)
+            .args(common)
+            .args(extra)
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        o
+    };
+    run(&["--epochs", "3", "--out", a.to_str().unwrap()]);
+    run(&["--epochs", "1", "--out", b.to_str().unwrap()]);
+    let o = std::process::Command::new(elbo)
+        .args([
+            "train",
+            "--resume",
+            b.to_str().unwrap(),
+            "--epochs",
+            "3",
+            "--threads",
+            "1",
+            "--json",
+        ])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let lines: Vec<serde_json::Value> = String::from_utf8_lossy(&o.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 3, "two epoch objects and the final one");
+    assert_eq!(lines[0]["epoch"], 2);
+    let (ma, mb) = (
+        checkpoint::load::<f32>(&a.join("model.safetensors")).unwrap(),
+        checkpoint::load::<f32>(&b.join("model.safetensors")).unwrap(),
+    );
+    assert_eq!(bits(&ma.params), bits(&mb.params));
+    assert_eq!(
+        bits(ma.optimizer_state.as_ref().unwrap()),
+        bits(mb.optimizer_state.as_ref().unwrap())
+    );
+    let report: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(b.join("report.json")).unwrap()).unwrap();
+    let epochs: Vec<u64> = report["epochs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["epoch"].as_u64().unwrap())
+        .collect();
+    assert_eq!(epochs, vec![1, 2, 3]);
+}
