@@ -49,6 +49,22 @@ pub struct TensorCheck {
 
 /// Checks `analytic` (laid out by `layout`) against central differences of `f` at `params`
 /// with step `h`. `f` is called 2 * params.len() times.
+///
+/// ```
+/// use elbo::gradcheck::{check, Tolerance};
+/// use elbo::model::{Layout, KlToStandardNormal};
+///
+/// // The KL's hand-written gradient at (mu, logvar) = (0.3, -0.5).
+/// let mut layout = Layout::new();
+/// let stats = layout.push("stats", &[1, 2]);
+/// let kl = KlToStandardNormal { latent: 1 };
+/// let theta = vec![0.3, -0.5];
+/// let mut grad = vec![0.0; 2];
+/// kl.backward(&theta, 1.0, &mut grad, 1);
+/// let f = |t: &[f64]| { let mut k = [0.0]; kl.forward(stats.of(t), &mut k, 1); k[0] };
+/// let report = check(&layout, &theta, &grad, f, 1e-5, Tolerance::DEFAULT);
+/// assert!(report[0].passed && report[0].max_abs_err < 1e-8);
+/// ```
 pub fn check(
     layout: &Layout,
     params: &[f64],

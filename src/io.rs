@@ -12,7 +12,13 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
         Some(p) if !p.as_os_str().is_empty() => p,
         _ => Path::new("."),
     };
-    let mut tmp = tempfile::NamedTempFile::new_in(dir)
+    let mut builder = tempfile::Builder::new();
+    // Temporary files are private by default; the finished file is an ordinary one (0644 less
+    // the umask).
+    #[cfg(unix)]
+    builder.permissions(std::os::unix::fs::PermissionsExt::from_mode(0o644));
+    let mut tmp = builder
+        .tempfile_in(dir)
         .map_err(|e| Error::io("creating a file in", dir, e))?;
     tmp.write_all(bytes)
         .and_then(|_| tmp.as_file().sync_all())

@@ -23,15 +23,21 @@
 //! # Ok::<(), elbo::Error>(())
 //! ```
 
+#![warn(missing_docs)]
+
 pub mod data;
 pub mod derivation;
 pub mod error;
+#[cfg(feature = "io")]
+pub mod files;
 pub mod float;
 pub mod gradcheck;
 pub mod io;
 pub mod kernels;
 pub mod model;
 pub mod objective;
+#[cfg(feature = "io")]
+pub mod pictures;
 pub mod rng;
 pub mod train;
 

@@ -46,6 +46,23 @@ enum Command {
     /// Show the ELBO derived three ways (Jensen, KL to the posterior, Bayes with ln x <= x - 1)
     /// on an exact linear-Gaussian model, each identity with its numbers.
     Identities(IdentitiesArgs),
+    /// Decode samples z ~ N(0, I) of a saved model into a PNG grid (and .npy files of z and
+    /// of the decoded means, for checking the model elsewhere).
+    #[command(
+        after_help = "Example:\n  elbo sample runs/mnist/model.safetensors --n 64 --out samples.png"
+    )]
+    Sample(SampleArgs),
+    /// Test inputs above their reconstructions (decoded posterior means), as a PNG.
+    Reconstruct(ModelFileArgs),
+    /// The posterior means and variances of the test set, to .npy or .csv (columns mu_j, then
+    /// var_j).
+    #[command(
+        after_help = "Example:\n  elbo encode runs/shapes/model.safetensors --output latents.csv"
+    )]
+    Encode(EncodeArgs),
+    /// Every picture of a saved model: samples, reconstructions, an interpolation, latent
+    /// traversals, and for 2-D latents the manifold and a scatter of the means.
+    Pictures(ModelFileArgs),
     /// Compare each parameter tensor's hand-written gradient of -ELBO with central finite
     /// differences (f64) for a model described with the same options as `train`.
     #[command(
@@ -61,6 +78,9 @@ enum DataKind {
     Shapes,
     /// MNIST from IDX files (raw or gzipped) in --data-dir.
     Mnist,
+    /// Your own matrix, one row an example: --data-path X.npy or X.csv (--test-path, or the
+    /// last tenth is held out for testing).
+    File,
 }
 
 #[derive(Clone, Copy, ValueEnum, PartialEq, Eq, Debug)]
@@ -91,6 +111,12 @@ struct DataArgs {
     /// Seed of the `shapes` images.
     #[arg(long, default_value_t = 0)]
     data_seed: u64,
+    /// Training matrix for --data file (.npy of f32/f64, or .csv).
+    #[arg(long)]
+    data_path: Option<PathBuf>,
+    /// Test matrix for --data file [default: the last tenth of --data-path].
+    #[arg(long)]
+    test_path: Option<PathBuf>,
 }
 
 /// The model's shape, shared by `train` and `gradcheck`.
@@ -125,6 +151,7 @@ impl ModelArgs {
             latent_dim: self.latent.unwrap_or(match data {
                 DataKind::Mnist => 20,
                 DataKind::Shapes => 10,
+                DataKind::File => 2,
             }),
             decoder_hidden: self.hidden.iter().rev().copied().collect(),
             activation: self.activation.parse::<Activation>()?,
@@ -220,6 +247,50 @@ struct EvalArgs {
 }
 
 #[derive(clap::Args, Debug)]
+struct ModelFileArgs {
+    /// The model file (model.safetensors from `elbo train`).
+    model: PathBuf,
+    #[command(flatten)]
+    data: DataArgs,
+    /// Output file (PNG) or folder (for `pictures`) [default: beside the model].
+    #[arg(long)]
+    out: Option<PathBuf>,
+    /// Seed of the random draws.
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// Threads [default: all cores].
+    #[arg(long)]
+    threads: Option<usize>,
+}
+
+#[derive(clap::Args, Debug)]
+struct SampleArgs {
+    #[command(flatten)]
+    common: ModelFileArgs,
+    /// Number of samples.
+    #[arg(long, default_value_t = 64)]
+    n: usize,
+    /// Also write the decoded means as a .npy matrix.
+    #[arg(long)]
+    npy: Option<PathBuf>,
+    /// Also write the z used as a .npy matrix.
+    #[arg(long)]
+    z_npy: Option<PathBuf>,
+}
+
+#[derive(clap::Args, Debug)]
+struct EncodeArgs {
+    #[command(flatten)]
+    common: ModelFileArgs,
+    /// Where to write: a .npy or .csv file.
+    #[arg(long)]
+    output: PathBuf,
+    /// Use only the first N test examples.
+    #[arg(long)]
+    limit: Option<usize>,
+}
+
+#[derive(clap::Args, Debug)]
 struct IdentitiesArgs {
     /// Seed of the model, the point and the draws.
     #[arg(long, default_value_t = 0)]
@@ -295,6 +366,30 @@ fn load_data(args: &DataArgs, train_limit: Option<usize>) -> Result<(Dataset, Da
                 mnist::load(&dir, mnist::Split::Train)?,
                 mnist::load(&dir, mnist::Split::Test)?,
             )
+        }
+        DataKind::File => {
+            let path = args.data_path.clone().ok_or_else(|| {
+                Error::config(
+                    "data-path",
+                    "(none)",
+                    "--data file needs --data-path with a .npy or .csv matrix",
+                )
+            })?;
+            let all = elbo::files::read_matrix(&path)?;
+            match &args.test_path {
+                Some(t) => (all, elbo::files::read_matrix(t)?),
+                None => {
+                    if all.len() < 2 {
+                        return Err(Error::InvalidData(format!(
+                            "{}: {} row(s); give --test-path or at least 2 rows",
+                            path.display(),
+                            all.len()
+                        )));
+                    }
+                    let n_test = (all.len() / 10).max(1);
+                    all.split_at(all.len() - n_test)
+                }
+            }
         }
     };
     let train = match train_limit {
@@ -391,6 +486,7 @@ fn train(args: TrainArgs) -> Result<()> {
             PathBuf::from("runs").join(match args.data.data.unwrap_or(DataKind::Shapes) {
                 DataKind::Shapes => "shapes",
                 DataKind::Mnist => "mnist",
+                DataKind::File => "file",
             })
         }),
         json: args.json,
@@ -506,6 +602,7 @@ fn run<T: Float>(ctx: &RunContext<'_>, mut trainer: Trainer<T>) -> Result<()> {
         t.save_checkpoint(&model_path, &extra)?;
         epochs.push(r.clone());
         write_report(&epochs, t)?;
+        elbo::pictures::write_curves(&out.join("curves.svg"), &epochs)?;
         if r.epoch < total_epochs {
             bar.reset();
             bar.set_prefix(format!("epoch {}/{total_epochs}", r.epoch + 1));
@@ -514,6 +611,20 @@ fn run<T: Float>(ctx: &RunContext<'_>, mut trainer: Trainer<T>) -> Result<()> {
     };
     trainer.fit(train, Some(test), &mut progress, &mut on_epoch)?;
     bar.finish_and_clear();
+    let pool = pool(ctx.threads)?;
+    let pictures = pool.install(|| {
+        elbo::pictures::write_gallery(
+            trainer.vae(),
+            trainer.params(),
+            test,
+            out,
+            trainer.config().seed,
+            ctx.threads,
+        )
+    });
+    if let Err(e) = &pictures {
+        eprintln!("note: no pictures: {e}");
+    }
     if ctx.json {
         println!(
             "{}",
@@ -553,6 +664,147 @@ fn epoch_line(r: &EpochReport, total_epochs: usize) -> String {
         r.train_seconds,
         r.images_per_sec
     )
+}
+
+fn pool(threads: usize) -> Result<rayon::ThreadPool> {
+    rayon::ThreadPoolBuilder::new()
+        .num_threads(threads.max(1))
+        .build()
+        .map_err(|e| {
+            Error::io(
+                "starting threads for",
+                "the thread pool",
+                std::io::Error::other(e),
+            )
+        })
+}
+
+/// A saved model and the test set it was trained beside (or the one the options name).
+fn load_model(args: &ModelFileArgs) -> Result<(checkpoint::Loaded<f32>, Dataset)> {
+    let loaded = checkpoint::load::<f32>(&args.model)?;
+    let saved: Option<DataArgs> = loaded
+        .metadata
+        .get("elbo.data")
+        .and_then(|s| serde_json::from_str(s).ok());
+    let data = match (args.data.data, saved) {
+        (None, Some(saved)) => saved,
+        _ => args.data.clone(),
+    };
+    let (_, test) = load_data(&data, None)?;
+    test.check_for(loaded.vae.input_dim(), loaded.vae.config().likelihood)?;
+    Ok((loaded, test))
+}
+
+fn beside_model(args: &ModelFileArgs, name: &str) -> PathBuf {
+    args.out.clone().unwrap_or_else(|| {
+        args.model
+            .parent()
+            .map(PathBuf::from)
+            .unwrap_or_default()
+            .join(name)
+    })
+}
+
+fn sample(args: SampleArgs) -> Result<()> {
+    let loaded = checkpoint::load::<f32>(&args.common.model)?;
+    if args.n == 0 {
+        return Err(Error::config("n", 0, "must be at least 1"));
+    }
+    let threads = default_threads(args.common.threads);
+    let zd = loaded.vae.latent_dim();
+    let mut z = vec![0f32; args.n * zd];
+    elbo::rng::fill_normal(
+        &mut elbo::rng::stream(args.common.seed, elbo::rng::Purpose::Eval, u64::MAX - 1),
+        &mut z,
+    );
+    let means = pool(threads)?.install(|| loaded.vae.decode_mean(&loaded.params, &z, threads))?;
+    let d = loaded.vae.input_dim();
+    let s = (d as f64).sqrt().round() as usize;
+    let out = beside_model(&args.common, "samples.png");
+    if s * s == d {
+        let images: Vec<Vec<f32>> = means.chunks(d).map(|c| c.to_vec()).collect();
+        elbo::pictures::write_grid(&out, &images, (s, s), 8, 2)?;
+        println!("wrote {}", out.display());
+    }
+    if let Some(p) = &args.npy {
+        elbo::files::write_matrix(p, args.n, d, &means, &[])?;
+        println!("wrote {}", p.display());
+    }
+    if let Some(p) = &args.z_npy {
+        elbo::files::write_matrix(p, args.n, zd, &z, &[])?;
+        println!("wrote {}", p.display());
+    }
+    Ok(())
+}
+
+fn reconstruct(args: ModelFileArgs) -> Result<()> {
+    let (loaded, test) = load_model(&args)?;
+    let threads = default_threads(args.threads);
+    let dir = tempfile::tempdir().map_err(|e| Error::io("creating", "a temporary folder", e))?;
+    let files = pool(threads)?.install(|| {
+        elbo::pictures::write_gallery(
+            &loaded.vae,
+            &loaded.params,
+            &test,
+            dir.path(),
+            args.seed,
+            threads,
+        )
+    })?;
+    let src = files
+        .iter()
+        .find(|f| f.ends_with("reconstructions.png"))
+        .expect("always written");
+    let out = beside_model(&args, "reconstructions.png");
+    std::fs::copy(src, &out).map_err(|e| Error::io("writing", &out, e))?;
+    println!("wrote {}", out.display());
+    Ok(())
+}
+
+fn pictures(args: ModelFileArgs) -> Result<()> {
+    let (loaded, test) = load_model(&args)?;
+    let threads = default_threads(args.threads);
+    let dir = args
+        .out
+        .clone()
+        .unwrap_or_else(|| args.model.parent().map(PathBuf::from).unwrap_or_default());
+    std::fs::create_dir_all(&dir).map_err(|e| Error::io("creating", &dir, e))?;
+    let files = pool(threads)?.install(|| {
+        elbo::pictures::write_gallery(&loaded.vae, &loaded.params, &test, &dir, args.seed, threads)
+    })?;
+    for f in files {
+        println!("wrote {}", f.display());
+    }
+    Ok(())
+}
+
+fn encode(args: EncodeArgs) -> Result<()> {
+    let (loaded, test) = load_model(&args.common)?;
+    let test = match args.limit {
+        Some(0) => return Err(Error::config("limit", 0, "must be at least 1")),
+        Some(n) => test.head(n),
+        None => test,
+    };
+    let threads = default_threads(args.common.threads);
+    let x = test.to_array::<f32>().into_raw_vec_and_offset().0;
+    let (mu, lv) = pool(threads)?.install(|| loaded.vae.encode(&loaded.params, &x, threads))?;
+    let zd = loaded.vae.latent_dim();
+    let mut out = Vec::with_capacity(test.len() * 2 * zd);
+    for (m, l) in mu.chunks(zd).zip(lv.chunks(zd)) {
+        out.extend_from_slice(m);
+        out.extend(l.iter().map(|v| v.exp()));
+    }
+    let header: Vec<String> = (0..zd)
+        .map(|j| format!("mu_{j}"))
+        .chain((0..zd).map(|j| format!("var_{j}")))
+        .collect();
+    elbo::files::write_matrix(&args.output, test.len(), 2 * zd, &out, &header)?;
+    println!(
+        "wrote {} ({} rows: {zd} means then {zd} variances)",
+        args.output.display(),
+        test.len()
+    );
+    Ok(())
 }
 
 fn eval(args: EvalArgs) -> Result<()> {
@@ -736,6 +988,10 @@ fn main() -> ExitCode {
                 .map(|r| print!("{r}"))
         }
         Command::Gradcheck(args) => gradcheck(args),
+        Command::Sample(args) => sample(args),
+        Command::Reconstruct(args) => reconstruct(args),
+        Command::Encode(args) => encode(args),
+        Command::Pictures(args) => pictures(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -148,6 +148,23 @@ impl Dataset {
         Ok(())
     }
 
+    /// The first `at` examples and the rest, as two datasets.
+    pub fn split_at(&self, at: usize) -> (Dataset, Dataset) {
+        let at = at.clamp(1, self.rows.saturating_sub(1).max(1));
+        let tail = Dataset {
+            rows: self.rows - at,
+            cols: self.cols,
+            pixels: match &self.pixels {
+                Pixels::U8(b) => Pixels::U8(b[at * self.cols..].to_vec()),
+                Pixels::F32(f) => Pixels::F32(f[at * self.cols..].to_vec()),
+            },
+            labels: self.labels.as_ref().map(|l| l[at..].to_vec()),
+            factors: self.factors.as_ref().map(|f| f[at..].to_vec()),
+            image_shape: self.image_shape,
+        };
+        (self.head(at), tail)
+    }
+
     /// The first `n` examples (or all, if fewer).
     pub fn head(&self, n: usize) -> Dataset {
         let n = n.min(self.rows).max(1);

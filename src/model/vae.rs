@@ -160,6 +160,79 @@ impl Vae {
             .chain(self.decoder.layers.iter().map(|l| &l.dense))
     }
 
+    fn check_input<T: Float>(
+        &self,
+        params: &[T],
+        x: &[T],
+        width: usize,
+        what: &str,
+    ) -> Result<usize> {
+        if params.len() != self.num_params() {
+            return Err(Error::shape("parameters", self.num_params(), params.len()));
+        }
+        if x.is_empty() || x.len() % width != 0 {
+            return Err(Error::shape(
+                what,
+                format!("a non-empty multiple of {width} values"),
+                x.len(),
+            ));
+        }
+        if let Some(i) = x.iter().position(|v| !v.is_finite()) {
+            return Err(Error::InvalidData(format!("{what}: value {i} is {}", x[i])));
+        }
+        Ok(x.len() / width)
+    }
+
+    /// The encoder's q(z|x) for each row of `x` (`rows x D`): returns (means, log-variances),
+    /// each `rows x Z`.
+    pub fn encode<T: Float>(
+        &self,
+        params: &[T],
+        x: &[T],
+        threads: usize,
+    ) -> Result<(Vec<T>, Vec<T>)> {
+        let rows = self.check_input(params, x, self.input_dim(), "input")?;
+        let zd = self.latent_dim();
+        let mut buf = self.encoder.buffers::<T>(rows);
+        self.encoder.forward(params, x, &mut buf, rows, threads);
+        let h = buf.outputs.last().map(|v| &v[..]).unwrap_or(x);
+        let mut stats = vec![T::zero(); rows * 2 * zd];
+        self.head.forward(params, h, &mut stats, rows, threads);
+        let (mut mu, mut lv) = (Vec::with_capacity(rows * zd), Vec::with_capacity(rows * zd));
+        for s in stats.chunks_exact(2 * zd) {
+            mu.extend_from_slice(&s[..zd]);
+            lv.extend_from_slice(&s[zd..]);
+        }
+        Ok((mu, lv))
+    }
+
+    /// The decoder's mean of p(x|z) for each row of `z` (`rows x Z`): sigmoid of the logits for
+    /// the Bernoulli, the mean itself for the Gaussians. Returns `rows x D`.
+    ///
+    /// ```
+    /// use elbo::{Vae, VaeConfig};
+    /// let vae = Vae::new(VaeConfig { input_dim: 6, encoder_hidden: vec![8], latent_dim: 2,
+    ///     decoder_hidden: vec![8], ..VaeConfig::mnist() })?;
+    /// let params: Vec<f32> = vae.init_params(0);
+    /// let x = vec![0.5f32; 3 * 6];
+    /// let (mu, logvar) = vae.encode(&params, &x, 1)?;
+    /// assert_eq!((mu.len(), logvar.len()), (3 * 2, 3 * 2));
+    /// let means = vae.decode_mean(&params, &mu, 1)?;
+    /// assert!(means.iter().all(|&p| p > 0.0 && p < 1.0)); // Bernoulli means
+    /// # Ok::<(), elbo::Error>(())
+    /// ```
+    pub fn decode_mean<T: Float>(&self, params: &[T], z: &[T], threads: usize) -> Result<Vec<T>> {
+        let rows = self.check_input(params, z, self.latent_dim(), "latent codes")?;
+        let mut buf = self.decoder.buffers::<T>(rows);
+        self.decoder.forward(params, z, &mut buf, rows, threads);
+        let mut out = buf.outputs.pop().expect("decoder has a layer");
+        if self.config.likelihood == Likelihood::Bernoulli {
+            out.iter_mut()
+                .for_each(|a| *a = crate::model::activation::sigmoid(*a));
+        }
+        Ok(out)
+    }
+
     /// Fresh parameters: PyTorch's default uniform initialisation for every dense layer and a
     /// learned log-variance of 0, drawn from `seed`.
     pub fn init_params<T: Float>(&self, seed: u64) -> Vec<T> {

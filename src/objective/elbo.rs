@@ -141,6 +141,22 @@ impl BatchElbo {
 }
 
 /// The ELBO of a [`Vae`], forward and backward.
+///
+/// ```
+/// use elbo::{Elbo, Vae, VaeConfig, Workspace};
+/// let vae = Vae::new(VaeConfig { input_dim: 4, encoder_hidden: vec![8], latent_dim: 2,
+///     decoder_hidden: vec![8], ..VaeConfig::mnist() })?;
+/// let params: Vec<f64> = vae.init_params(1);
+/// let mut ws = Workspace::<f64>::new(&vae, 2, 1, 1)?;   // 2 rows, 1 sample each
+/// ws.x.copy_from_slice(&[0.0, 0.5, 1.0, 0.2, 0.9, 0.1, 0.3, 0.7]);
+/// ws.eps.copy_from_slice(&[0.1, -0.3, 0.8, 0.2]);        // noise held fixed
+/// let terms = Elbo::new(&vae).forward(&params, &mut ws, 2);
+/// assert!(terms.kl >= 0.0 && terms.elbo() < 0.0);
+/// let mut grads = vec![0.0; vae.num_params()];
+/// Elbo::new(&vae).backward(&params, &mut ws, 2, 1.0, &mut grads); // d(-ELBO)/d(params)
+/// assert!(grads.iter().any(|g| *g != 0.0));
+/// # Ok::<(), elbo::Error>(())
+/// ```
 #[derive(Clone, Copy, Debug)]
 pub struct Elbo<'a> {
     /// The model.
