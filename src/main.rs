@@ -34,8 +34,14 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Train a VAE; prints each epoch's train and test ELBO and writes a checkpoint and a JSON
-    /// report into the output folder.
+    /// Train a VAE; prints each epoch's train and test ELBO and writes a checkpoint, a JSON
+    /// report, training curves and pictures into the output folder.
+    #[command(after_help = "Examples:\n  \
+        elbo train                                             # shapes, 10 epochs, into runs/shapes\n  \
+        elbo train --data mnist --data-dir ../shared/data/mnist --epochs 20\n  \
+        elbo train --data file --data-path points.npy --likelihood gaussian-learned --latent 2\n  \
+        elbo train --resume runs/mnist --epochs 30             # continue, bit-identically\n  \
+        elbo train --json > epochs.jsonl                       # machine-readable output")]
     Train(TrainArgs),
     /// Evaluate a saved model on a test set: the ELBO with its two terms, importance-sampled
     /// log p(x) for several k, the gap, per-dimension KL and active units.
@@ -45,6 +51,7 @@ enum Command {
     Eval(EvalArgs),
     /// Show the ELBO derived three ways (Jensen, KL to the posterior, Bayes with ln x <= x - 1)
     /// on an exact linear-Gaussian model, each identity with its numbers.
+    #[command(after_help = "Example:\n  elbo identities --seed 3 --draws 1000000")]
     Identities(IdentitiesArgs),
     /// Decode samples z ~ N(0, I) of a saved model into a PNG grid (and .npy files of z and
     /// of the decoded means, for checking the model elsewhere).
@@ -53,6 +60,9 @@ enum Command {
     )]
     Sample(SampleArgs),
     /// Test inputs above their reconstructions (decoded posterior means), as a PNG.
+    #[command(
+        after_help = "Example:\n  elbo reconstruct runs/shapes/model.safetensors --out recon.png"
+    )]
     Reconstruct(ModelFileArgs),
     /// The posterior means and variances of the test set, to .npy or .csv (columns mu_j, then
     /// var_j).
@@ -62,6 +72,9 @@ enum Command {
     Encode(EncodeArgs),
     /// Every picture of a saved model: samples, reconstructions, an interpolation, latent
     /// traversals, and for 2-D latents the manifold and a scatter of the means.
+    #[command(
+        after_help = "Example:\n  elbo pictures runs/mnist/model.safetensors --out pictures/"
+    )]
     Pictures(ModelFileArgs),
     /// Compare each parameter tensor's hand-written gradient of -ELBO with central finite
     /// differences (f64) for a model described with the same options as `train`.
