@@ -20,7 +20,82 @@ pub fn read_matrix(path: &Path) -> Result<Dataset> {
     }
 }
 
+/// Checks a `.npy` header against the file's size before anything is allocated: a 2-D f32
+/// or f64 array whose data the file really holds.
+fn check_npy_header(path: &Path) -> Result<()> {
+    use std::io::{Read, Seek};
+    let bad = |r: String| Error::malformed(path, r);
+    let len = std::fs::metadata(path)
+        .map_err(|e| Error::io("reading", path, e))?
+        .len();
+    let mut f = std::fs::File::open(path).map_err(|e| Error::io("opening", path, e))?;
+    let mut head = [0u8; 12];
+    let n = f
+        .read(&mut head)
+        .map_err(|e| Error::io("reading", path, e))?;
+    if n < 10 || &head[..6] != b"\x93NUMPY" {
+        return Err(bad("not a 2-D .npy matrix (no NUMPY magic)".into()));
+    }
+    let (header_len, start) = match head[6] {
+        1 => (u16::from_le_bytes([head[8], head[9]]) as u64, 10u64),
+        2 | 3 if n >= 12 => (
+            u32::from_le_bytes([head[8], head[9], head[10], head[11]]) as u64,
+            12u64,
+        ),
+        v => return Err(bad(format!("not a 2-D .npy matrix (version {v})"))),
+    };
+    if start + header_len > len || header_len > 1 << 20 {
+        return Err(bad("not a 2-D .npy matrix (truncated header)".into()));
+    }
+    let mut text = vec![0u8; header_len as usize];
+    f.seek(std::io::SeekFrom::Start(start))
+        .and_then(|_| f.read_exact(&mut text))
+        .map_err(|e| Error::io("reading", path, e))?;
+    let text = String::from_utf8_lossy(&text);
+    let item = if text.contains("f4'") {
+        4u64
+    } else if text.contains("f8'") {
+        8
+    } else {
+        return Err(bad("not a 2-D f32 or f64 .npy matrix (element type)".into()));
+    };
+    let shape = text
+        .split("'shape':")
+        .nth(1)
+        .and_then(|r| r.split('(').nth(1))
+        .and_then(|r| r.split(')').next())
+        .ok_or_else(|| bad("not a 2-D .npy matrix (no shape)".into()))?;
+    let dims: Vec<u64> = shape
+        .split(',')
+        .map(str::trim)
+        .filter(|d| !d.is_empty())
+        .map(|d| {
+            d.parse::<u64>()
+                .map_err(|_| bad(format!("not a 2-D .npy matrix (shape '{shape}')")))
+        })
+        .collect::<Result<_>>()?;
+    if dims.len() != 2 {
+        return Err(bad(format!("not a 2-D .npy matrix (shape ({shape}))")));
+    }
+    let need = dims[0]
+        .checked_mul(dims[1])
+        .and_then(|n| n.checked_mul(item))
+        .ok_or_else(|| {
+            bad(format!(
+                "not a 2-D .npy matrix (shape ({shape}) is too large)"
+            ))
+        })?;
+    if start + header_len + need > len {
+        return Err(bad(format!(
+            "not a 2-D .npy matrix (shape ({shape}) needs {need} bytes, the file holds {})",
+            len - start - header_len
+        )));
+    }
+    Ok(())
+}
+
 fn read_npy(path: &Path) -> Result<Dataset> {
+    check_npy_header(path)?;
     let bad = |e: &dyn std::fmt::Display| {
         Error::malformed(path, format!("not a 2-D f32 or f64 .npy matrix ({e})"))
     };

@@ -97,7 +97,9 @@ pub fn parse_idx(mut r: impl Read, path: &Path) -> Result<IdxArray> {
         .ok_or_else(|| bad(format!("dimensions {dims:?} are too large")))?;
     // Read at most one byte more than announced, so an oversized file is caught without
     // reading all of it.
-    let mut data = Vec::with_capacity(total.min(1 << 24));
+    // Start small: the vector grows with the data actually read, so a header that claims far
+    // more than the file holds costs nothing.
+    let mut data = Vec::with_capacity(total.min(1 << 16));
     r.take(total as u64 + 1)
         .read_to_end(&mut data)
         .map_err(io)?;

@@ -12,6 +12,9 @@ use crate::model::likelihood::{Likelihood, LikelihoodHead};
 use crate::model::mlp::Mlp;
 use crate::model::params::Layout;
 
+/// The largest model accepted: 2^34 parameters (64 GiB in f32).
+pub const MAX_PARAMS: usize = 1 << 34;
+
 /// What a VAE looks like: widths, activation and likelihood.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct VaeConfig {
@@ -63,7 +66,38 @@ impl VaeConfig {
             ));
         }
         self.activation.validate()?;
-        self.likelihood.validate()
+        self.likelihood.validate()?;
+        match self.checked_num_params() {
+            Some(n) if n <= MAX_PARAMS => Ok(()),
+            _ => Err(Error::config(
+                "model size",
+                format!("{:?} / {:?}", self.encoder_hidden, self.decoder_hidden),
+                "has more than 2^34 parameters",
+            )),
+        }
+    }
+
+    /// The number of parameters, or `None` if it overflows.
+    pub fn checked_num_params(&self) -> Option<usize> {
+        let dense = |a: usize, b: usize| a.checked_mul(b)?.checked_add(b);
+        let mut widths = vec![self.input_dim];
+        widths.extend(&self.encoder_hidden);
+        let mut total = 0usize;
+        for w in widths.windows(2) {
+            total = total.checked_add(dense(w[0], w[1])?)?;
+        }
+        let h = *widths.last()?;
+        total = total.checked_add(dense(h, self.latent_dim.checked_mul(2)?)?)?;
+        let mut dec = vec![self.latent_dim];
+        dec.extend(&self.decoder_hidden);
+        dec.push(self.input_dim);
+        for w in dec.windows(2) {
+            total = total.checked_add(dense(w[0], w[1])?)?;
+        }
+        if self.likelihood == Likelihood::GaussianLearnedVariance {
+            total = total.checked_add(self.input_dim)?;
+        }
+        Some(total)
     }
 }
 

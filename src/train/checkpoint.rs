@@ -144,7 +144,15 @@ pub fn load<T: Float>(path: &Path) -> Result<Loaded<T>> {
     })?;
     let config: VaeConfig = serde_json::from_str(cfg_json)
         .map_err(|e| bad(format!("bad model configuration ({e})")))?;
-    let vae = Vae::new(config)?;
+    let vae = Vae::new(config).map_err(|e| bad(format!("bad model configuration ({e})")))?;
+    // Refuse before allocating: the file must hold at least 4 bytes per parameter.
+    if vae.num_params().saturating_mul(4) > bytes.len() {
+        return Err(bad(format!(
+            "its configuration needs {} parameters, more than the file's {} bytes can hold",
+            vae.num_params(),
+            bytes.len()
+        )));
+    }
     let st = SafeTensors::deserialize(&bytes).map_err(|e| bad(e.to_string()))?;
     let mut params = vec![T::zero(); vae.num_params()];
     for spec in vae.layout().tensors() {
