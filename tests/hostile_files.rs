@@ -56,7 +56,10 @@ fn largest_allocation_reading(name: &str, bytes: &[u8], read: impl Fn(&Path)) ->
     LARGEST.with(|l| l.get())
 }
 
-fn readers() -> Vec<(&'static str, Box<dyn Fn(&Path)>)> {
+/// A file name (its extension picks the format) and the reader to run on it.
+type Reader = (&'static str, Box<dyn Fn(&Path)>);
+
+fn readers() -> Vec<Reader> {
     vec![
         (
             "x.idx",
