@@ -150,6 +150,9 @@ struct ModelArgs {
     /// Variance of the fixed Gaussian likelihood.
     #[arg(long, default_value_t = 1.0)]
     variance: f64,
+    /// Clamp the encoder's log-variances to [-C, C] (keeps e^logvar finite).
+    #[arg(long, value_name = "C", allow_negative_numbers = true)]
+    logvar_clamp: Option<f64>,
 }
 
 impl ModelArgs {
@@ -169,6 +172,7 @@ impl ModelArgs {
             decoder_hidden: self.hidden.iter().rev().copied().collect(),
             activation: self.activation.parse::<Activation>()?,
             likelihood,
+            logvar_clamp: self.logvar_clamp,
         })
     }
 }

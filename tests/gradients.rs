@@ -203,10 +203,12 @@ proptest! {
         input in 1usize..7, enc in prop::collection::vec(1usize..6, 0..3), latent in 1usize..4,
         dec in prop::collection::vec(1usize..6, 0..3), act in activation_strategy(),
         lik in likelihood_strategy(), rows in 1usize..5, samples in 1usize..3,
-        beta in 0.0f64..3.0, seed in any::<u64>(),
+        beta in 0.0f64..3.0, clamp in prop::option::of(0.05f64..1.0), seed in any::<u64>(),
     ) {
+        // With a clamp of 0.05 to 1, many log-variances sit beyond it, so both sides of the
+        // clamp's derivative are checked.
         let vae = Vae::new(VaeConfig { input_dim: input, encoder_hidden: enc, latent_dim: latent,
-            decoder_hidden: dec, activation: act, likelihood: lik }).unwrap();
+            decoder_hidden: dec, activation: act, likelihood: lik, logvar_clamp: clamp }).unwrap();
         let mut rng = ChaCha8Rng::seed_from_u64(seed);
         let mut params: Vec<f64> = vae.init_params(seed);
         if let Some(t) = vae.layout().get("likelihood.log_variance") {
@@ -241,7 +243,8 @@ proptest! {
         lik in likelihood_strategy(), rows in 1usize..4, k in 1usize..6, seed in any::<u64>(),
     ) {
         let vae = Vae::new(VaeConfig { input_dim: input, encoder_hidden: enc, latent_dim: latent,
-            decoder_hidden: dec, activation: act, likelihood: lik }).unwrap();
+            decoder_hidden: dec, activation: act, likelihood: lik,
+            logvar_clamp: None, }).unwrap();
         let mut rng = ChaCha8Rng::seed_from_u64(seed);
         let mut params: Vec<f64> = vae.init_params(seed);
         if let Some(t) = vae.layout().get("likelihood.log_variance") {

@@ -220,6 +220,7 @@ fn f_trained_linear_vae_reaches_the_pca_maximum_likelihood() {
         decoder_hidden: vec![],
         activation: elbo::Activation::Identity,
         likelihood: elbo::Likelihood::GaussianLearnedVariance,
+        logvar_clamp: None,
     })
     .unwrap();
     let config = TrainConfig {

@@ -228,3 +228,65 @@ fn gradient_clipping_bounds_the_norm() {
     clip_grad_norm(&mut small, 1.0);
     assert_eq!(small, vec![0.3, 0.4]);
 }
+
+/// At the edges, in f32: log-variances of +-80 (no clamp) and +-1e4 (with the clamp), decoder
+/// logits of +-1e4, learned likelihood log-variances of +-60: every value and gradient stays
+/// finite.
+#[test]
+fn extreme_values_give_finite_values_and_gradients() {
+    use elbo::objective::{Elbo, Workspace};
+    use elbo::{Likelihood, Vae, VaeConfig};
+    let cases: [(Option<f64>, f32, Likelihood, f32); 5] = [
+        (None, 80.0, Likelihood::Bernoulli, 0.0),
+        (None, -80.0, Likelihood::Bernoulli, 0.0),
+        (Some(20.0), 1e4, Likelihood::Bernoulli, 0.0),
+        (Some(20.0), -1e4, Likelihood::GaussianLearnedVariance, 60.0),
+        (Some(20.0), 5.0, Likelihood::GaussianLearnedVariance, -60.0),
+    ];
+    for (clamp, logvar, likelihood, lik_logvar) in cases {
+        let vae = Vae::new(VaeConfig {
+            input_dim: 6,
+            encoder_hidden: vec![4],
+            latent_dim: 2,
+            decoder_hidden: vec![4],
+            likelihood,
+            logvar_clamp: clamp,
+            ..VaeConfig::mnist()
+        })
+        .unwrap();
+        let mut params: Vec<f32> = vae.init_params(3);
+        // Encoder head: log-variance bias at the edge; decoder output bias at +-1e4 logits.
+        params[vae.head.bias.range()][2..].fill(logvar);
+        let out_bias = &mut params[vae.decoder.layers.last().unwrap().dense.bias.range()];
+        out_bias
+            .iter_mut()
+            .enumerate()
+            .for_each(|(i, b)| *b = if i % 2 == 0 { 1e4 } else { -1e4 });
+        if let Some(t) = vae.layout().get("likelihood.log_variance") {
+            params[t.range()].fill(lik_logvar);
+        }
+        let mut ws = Workspace::<f32>::new(&vae, 3, 2, 1).unwrap();
+        ws.x.iter_mut()
+            .enumerate()
+            .for_each(|(i, v)| *v = (i % 3) as f32 / 2.0);
+        ws.eps
+            .iter_mut()
+            .enumerate()
+            .for_each(|(i, v)| *v = (i as f32 - 5.0) / 4.0);
+        let elbo = Elbo::new(&vae);
+        let terms = elbo.forward(&params, &mut ws, 3);
+        let mut grads = vec![0.0f32; vae.num_params()];
+        elbo.backward(&params, &mut ws, 3, 1.0, &mut grads);
+        let case = format!(
+            "clamp {clamp:?}, logvar {logvar}, {likelihood}, likelihood log-variance {lik_logvar}"
+        );
+        assert!(
+            terms.recon.is_finite() && terms.kl.is_finite(),
+            "{case}: {terms:?}"
+        );
+        assert!(
+            grads.iter().all(|g| g.is_finite()),
+            "{case}: a gradient is not finite"
+        );
+    }
+}

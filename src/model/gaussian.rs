@@ -99,3 +99,41 @@ impl KlToStandardNormal {
         }
     }
 }
+
+/// Clamps the log-variance half of `stats` to [-limit, limit], so that exp(logvar) and the
+/// KL stay finite whatever the encoder's weights do.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct LogvarClamp {
+    /// Latent width Z.
+    pub latent: usize,
+    /// The bound c > 0.
+    pub limit: f64,
+}
+
+impl LogvarClamp {
+    /// logvar <- min(max(logvar, -c), c), in place.
+    pub fn forward<T: Float>(&self, stats: &mut [T], rows: usize) {
+        let (zd, c) = (self.latent, T::of(self.limit));
+        for s in stats[..rows * 2 * zd].chunks_exact_mut(2 * zd) {
+            for v in &mut s[zd..] {
+                *v = v.max(-c).min(c);
+            }
+        }
+    }
+
+    /// d clamp(v)/dv = 1 inside (-c, c), 0 where the clamp held: zeroes the log-variance
+    /// gradients at the bound. `stats` is the clamped output.
+    pub fn backward<T: Float>(&self, stats: &[T], dstats: &mut [T], rows: usize) {
+        let (zd, c) = (self.latent, T::of(self.limit));
+        for (s, d) in stats[..rows * 2 * zd]
+            .chunks_exact(2 * zd)
+            .zip(dstats.chunks_exact_mut(2 * zd))
+        {
+            for j in 0..zd {
+                if s[zd + j].abs() >= c {
+                    d[zd + j] = T::zero();
+                }
+            }
+        }
+    }
+}

@@ -30,6 +30,10 @@ pub struct VaeConfig {
     pub activation: Activation,
     /// p(x|z).
     pub likelihood: Likelihood,
+    /// Clamp the encoder's log-variances to [-c, c] (gradient zero outside), so that e^logvar
+    /// stays finite whatever the weights do. `None`: no clamp.
+    #[serde(default)]
+    pub logvar_clamp: Option<f64>,
 }
 
 impl VaeConfig {
@@ -42,6 +46,7 @@ impl VaeConfig {
             decoder_hidden: vec![400],
             activation: Activation::Relu,
             likelihood: Likelihood::Bernoulli,
+            logvar_clamp: None,
         }
     }
 
@@ -67,6 +72,15 @@ impl VaeConfig {
         }
         self.activation.validate()?;
         self.likelihood.validate()?;
+        if let Some(c) = self.logvar_clamp {
+            if !(c.is_finite() && c > 0.0) {
+                return Err(Error::config(
+                    "log-variance clamp",
+                    c,
+                    "must be finite and > 0",
+                ));
+            }
+        }
         match self.checked_num_params() {
             Some(n) if n <= MAX_PARAMS => Ok(()),
             _ => Err(Error::config(
@@ -113,6 +127,8 @@ pub struct Vae {
     pub head: Dense,
     /// KL(q(z|x) || N(0, I)).
     pub kl: KlToStandardNormal,
+    /// The optional log-variance clamp.
+    pub clamp: Option<crate::model::gaussian::LogvarClamp>,
     /// z -> decoder output (logits or means).
     pub decoder: Mlp,
     /// log p(x|z) from the decoder's output.
@@ -146,6 +162,12 @@ impl Vae {
             kl: KlToStandardNormal {
                 latent: config.latent_dim,
             },
+            clamp: config
+                .logvar_clamp
+                .map(|limit| crate::model::gaussian::LogvarClamp {
+                    latent: config.latent_dim,
+                    limit,
+                }),
             likelihood: LikelihoodHead {
                 kind: config.likelihood,
                 log_variance,
@@ -232,6 +254,9 @@ impl Vae {
         let h = buf.outputs.last().map(|v| &v[..]).unwrap_or(x);
         let mut stats = vec![T::zero(); rows * 2 * zd];
         self.head.forward(params, h, &mut stats, rows, threads);
+        if let Some(c) = &self.clamp {
+            c.forward(&mut stats, rows);
+        }
         let (mut mu, mut lv) = (Vec::with_capacity(rows * zd), Vec::with_capacity(rows * zd));
         for s in stats.chunks_exact(2 * zd) {
             mu.extend_from_slice(&s[..zd]);

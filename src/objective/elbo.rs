@@ -186,6 +186,9 @@ impl<'a> Elbo<'a> {
         vae.encoder.forward(params, &ws.x, &mut ws.enc, rows, t);
         let h = ws.enc.outputs.last().map(|v| &v[..]).unwrap_or(&ws.x);
         vae.head.forward(params, h, &mut ws.stats, rows, t);
+        if let Some(c) = &vae.clamp {
+            c.forward(&mut ws.stats, rows);
+        }
         self.reparam(ws)
             .forward(&ws.stats, &ws.eps, &mut ws.z, rows);
         vae.decoder.forward(params, &ws.z, &mut ws.dec, rows * l, t);
@@ -289,6 +292,9 @@ impl<'a> Elbo<'a> {
     ) {
         let vae = self.vae;
         let t = ws.threads;
+        if let Some(c) = &vae.clamp {
+            c.backward(&ws.stats, &mut ws.dstats, rows);
+        }
         let dstats = &ws.dstats[..rows * 2 * vae.latent_dim()];
         let has_hidden = !vae.encoder.layers.is_empty();
         let h = ws.enc.outputs.last().map(|v| &v[..]).unwrap_or(&ws.x);

@@ -340,6 +340,7 @@ impl LinearGaussian {
             decoder_hidden: vec![],
             activation: Activation::Identity,
             likelihood: Likelihood::Gaussian { variance: psi },
+            logvar_clamp: None,
         })?;
         let mut params = vec![0.0; vae.num_params()];
         let (zd, d) = (self.latent, self.dim);
