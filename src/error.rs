@@ -48,6 +48,18 @@ pub enum Error {
         /// The underlying error.
         source: std::io::Error,
     },
+    /// Training stopped at the caller's request (the stop flag), after a whole step.
+    #[error("interrupted after step {step} (epoch {epoch}, batch {batch} of {batches})")]
+    Interrupted {
+        /// The epoch under way (1-based).
+        epoch: usize,
+        /// Steps completed in the run.
+        step: u64,
+        /// Batches completed in the epoch.
+        batch: usize,
+        /// Batches in the epoch.
+        batches: usize,
+    },
     /// The loss became NaN or infinite during training.
     #[error(
         "training diverged at epoch {epoch}, step {step}: the loss is {loss}; {hint}. \

@@ -626,7 +626,36 @@ fn run<T: Float>(ctx: &RunContext<'_>, mut trainer: Trainer<T>) -> Result<()> {
         }
         Ok(())
     };
-    trainer.fit(train, Some(test), &mut progress, &mut on_epoch)?;
+    // Ctrl-C: finish the step under way, write a checkpoint, exit; a second Ctrl-C exits now.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    {
+        let stop = stop.clone();
+        let _ = ctrlc::set_handler(move || {
+            if stop.swap(true, std::sync::atomic::Ordering::SeqCst) {
+                std::process::exit(130);
+            }
+        });
+    }
+    trainer.set_stop_flag(stop);
+    match trainer.fit(train, Some(test), &mut progress, &mut on_epoch) {
+        Err(Error::Interrupted {
+            epoch,
+            step,
+            batch,
+            batches,
+        }) => {
+            bar.finish_and_clear();
+            trainer.save_checkpoint(&model_path, &extra)?;
+            eprintln!(
+                "interrupted after step {step} (epoch {epoch}, batch {batch} of {batches}); wrote {}. \
+                 Continue with: elbo train --resume {}",
+                model_path.display(),
+                out.display()
+            );
+            std::process::exit(130);
+        }
+        other => other?,
+    };
     bar.finish_and_clear();
     let pool = pool(ctx.threads)?;
     let pictures = pool.install(|| {

@@ -6,6 +6,6 @@ pub mod trainer;
 
 pub use optim::{Optimizer, OptimizerConfig, clip_grad_norm};
 pub use trainer::{
-    ACTIVE_UNIT_THRESHOLD, EpochReport, EpochTerms, Evaluation, LatentStats, StepResult,
-    TrainConfig, Trainer, evaluate,
+    ACTIVE_UNIT_THRESHOLD, EpochProgress, EpochReport, EpochTerms, Evaluation, LatentStats,
+    StepResult, TrainConfig, Trainer, evaluate,
 };

@@ -188,6 +188,24 @@ pub struct EpochReport {
     pub test_seconds: f64,
 }
 
+/// Running sums over the batches of an unfinished epoch, kept so that an epoch interrupted
+/// and resumed reports exactly what an uninterrupted one would.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct EpochProgress {
+    /// Batches done.
+    pub batches: usize,
+    /// Examples seen.
+    pub seen: usize,
+    /// Sum over examples of the reconstruction term.
+    pub recon: f64,
+    /// Sum over examples of the KL.
+    pub kl: f64,
+    /// Sum over examples of the loss.
+    pub loss: f64,
+    /// Sum over examples of the importance-weighted bound.
+    pub bound: f64,
+}
+
 /// What one training step saw.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct StepResult {
@@ -211,6 +229,8 @@ pub struct Trainer<T: Float> {
     threads: usize,
     step: u64,
     epoch: usize,
+    progress: EpochProgress,
+    stop: Option<std::sync::Arc<std::sync::atomic::AtomicBool>>,
 }
 
 impl<T: Float> Trainer<T> {
@@ -257,6 +277,8 @@ impl<T: Float> Trainer<T> {
             threads,
             step: 0,
             epoch: 0,
+            progress: EpochProgress::default(),
+            stop: None,
         })
     }
 
@@ -287,6 +309,19 @@ impl<T: Float> Trainer<T> {
     /// Steps completed.
     pub fn steps_done(&self) -> u64 {
         self.step
+    }
+
+    /// Where the epoch under way stands (all zero between epochs).
+    pub fn epoch_progress(&self) -> &EpochProgress {
+        &self.progress
+    }
+
+    /// A flag the caller may set (from a signal handler, say) to stop training after the step
+    /// under way: [`train_epoch`](Self::train_epoch) and [`fit`](Self::fit) then return
+    /// [`Error::Interrupted`], and [`save_checkpoint`](Self::save_checkpoint) writes a
+    /// checkpoint from which [`resume`](Self::resume) continues bit-identically.
+    pub fn set_stop_flag(&mut self, flag: std::sync::Arc<std::sync::atomic::AtomicBool>) {
+        self.stop = Some(flag);
     }
 
     /// The KL weight at step `step` (1-based) of a run with `steps_per_epoch`.
@@ -325,30 +360,43 @@ impl<T: Float> Trainer<T> {
         }
         let order = epoch_order(data.len(), self.config.seed, self.epoch as u64);
         let steps_per_epoch = data.len().div_ceil(bs);
-        let (mut sum, mut sum_loss, mut sum_bound, mut seen) =
-            (BatchElbo::default(), 0.0, 0.0, 0usize);
         let pool = self.pool.clone();
         pool.install(|| -> Result<()> {
-            for idx in order.chunks(bs) {
+            // A resumed epoch skips the batches it had already taken.
+            for idx in order.chunks(bs).skip(self.progress.batches) {
                 let s = self.step_on(data, idx, steps_per_epoch)?;
-                let w = idx.len() as f64;
-                sum.recon += s.elbo.recon * w;
-                sum.kl += s.elbo.kl * w;
-                sum_loss += s.loss * w;
-                sum_bound += s.iw_bound.unwrap_or(0.0) * w;
-                seen += idx.len();
-                progress(seen, sum_loss / seen as f64);
+                let (w, p) = (idx.len() as f64, &mut self.progress);
+                p.recon += s.elbo.recon * w;
+                p.kl += s.elbo.kl * w;
+                p.loss += s.loss * w;
+                p.bound += s.iw_bound.unwrap_or(0.0) * w;
+                p.seen += idx.len();
+                p.batches += 1;
+                progress(p.seen, p.loss / p.seen as f64);
+                let stop = self
+                    .stop
+                    .as_ref()
+                    .is_some_and(|f| f.load(std::sync::atomic::Ordering::SeqCst));
+                if stop && self.progress.batches < steps_per_epoch {
+                    return Err(Error::Interrupted {
+                        epoch: self.epoch + 1,
+                        step: self.step,
+                        batch: self.progress.batches,
+                        batches: steps_per_epoch,
+                    });
+                }
             }
             Ok(())
         })?;
+        let p = std::mem::take(&mut self.progress);
         self.epoch += 1;
-        let n = seen as f64;
+        let n = p.seen as f64;
         let mut terms: EpochTerms = BatchElbo {
-            recon: sum.recon / n,
-            kl: sum.kl / n,
+            recon: p.recon / n,
+            kl: p.kl / n,
         }
         .into();
-        terms.iw_bound = self.config.iw_samples.map(|_| sum_bound / n);
+        terms.iw_bound = self.config.iw_samples.map(|_| p.bound / n);
         Ok(terms)
     }
 
@@ -503,6 +551,10 @@ impl<T: Float> Trainer<T> {
             (KEY_EPOCH, self.epoch.to_string()),
             (KEY_STEP, self.step.to_string()),
             (KEY_OPTIMIZER_STEPS, self.optimizer.steps().to_string()),
+            (
+                KEY_PROGRESS,
+                serde_json::to_string(&self.progress).expect("serialises"),
+            ),
         ];
         meta.extend(extra.iter().map(|(k, v)| (*k, v.clone())));
         crate::train::checkpoint::save_with_state(
@@ -549,6 +601,10 @@ impl<T: Float> Trainer<T> {
         t.optimizer = Optimizer::from_state(t.config.optimizer, n, state, opt_steps)?;
         t.epoch = epoch;
         t.step = step;
+        if let Some(p) = loaded.metadata.get(KEY_PROGRESS) {
+            t.progress =
+                serde_json::from_str(p).map_err(|e| bad(&format!("bad epoch progress ({e})")))?;
+        }
         Ok(t)
     }
 }
@@ -558,6 +614,7 @@ const KEY_TRAINING: &str = "elbo.training";
 const KEY_EPOCH: &str = "elbo.epoch";
 const KEY_STEP: &str = "elbo.step";
 const KEY_OPTIMIZER_STEPS: &str = "elbo.optimizer_steps";
+const KEY_PROGRESS: &str = "elbo.epoch_progress";
 
 /// The ELBO's terms and latent diagnostics over `data`, in batches of the workspace's size.
 fn evaluate_into<T: Float>(
