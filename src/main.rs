@@ -712,17 +712,8 @@ fn epoch_line(r: &EpochReport, total_epochs: usize) -> String {
     )
 }
 
-fn pool(threads: usize) -> Result<rayon::ThreadPool> {
-    rayon::ThreadPoolBuilder::new()
-        .num_threads(threads.max(1))
-        .build()
-        .map_err(|e| {
-            Error::io(
-                "starting threads for",
-                "the thread pool",
-                std::io::Error::other(e),
-            )
-        })
+fn pool(threads: usize) -> Result<elbo::kernels::pool::ThreadPool> {
+    elbo::kernels::pool::ThreadPool::new(threads.max(1))
 }
 
 /// A saved model and the test set it was trained beside (or the one the options name).

@@ -4,5 +4,6 @@
 pub mod fast;
 pub mod matmul;
 pub mod par;
+pub mod pool;
 
 pub use matmul::{Op, matmul, matmul_reference};

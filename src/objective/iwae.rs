@@ -199,16 +199,7 @@ pub fn estimate_log_marginal<T: Float>(
     }
     data.check_for(vae.input_dim(), vae.config().likelihood)?;
     let chunk = CHUNK.min(kmax);
-    let pool = rayon::ThreadPoolBuilder::new()
-        .num_threads(threads.max(1))
-        .build()
-        .map_err(|e| {
-            Error::io(
-                "starting threads for",
-                "the thread pool",
-                std::io::Error::other(e),
-            )
-        })?;
+    let pool = crate::kernels::pool::ThreadPool::new(threads.max(1))?;
     let (d, zd) = (vae.input_dim(), vae.latent_dim());
     let per_point: Vec<(f64, f64, Vec<f64>)> = pool.install(|| {
         (0..data.len())

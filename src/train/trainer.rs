@@ -225,7 +225,7 @@ pub struct Trainer<T: Float> {
     grads: Vec<T>,
     optimizer: Optimizer<T>,
     ws: Workspace<T>,
-    pool: std::sync::Arc<rayon::ThreadPool>,
+    pool: std::sync::Arc<crate::kernels::pool::ThreadPool>,
     threads: usize,
     step: u64,
     epoch: usize,
@@ -256,16 +256,7 @@ impl<T: Float> Trainer<T> {
         }
         let n = vae.num_params();
         let ws = Workspace::new(&vae, config.batch_size, config.draws_per_point(), threads)?;
-        let pool = rayon::ThreadPoolBuilder::new()
-            .num_threads(threads)
-            .build()
-            .map_err(|e| {
-                Error::io(
-                    "starting threads for",
-                    "the thread pool",
-                    std::io::Error::other(e),
-                )
-            })?;
+        let pool = crate::kernels::pool::ThreadPool::new(threads)?;
         Ok(Trainer {
             optimizer: Optimizer::new(config.optimizer, n)?,
             grads: vec![T::zero(); n],
@@ -685,15 +676,6 @@ pub fn evaluate<T: Float>(
     }
     data.check_for(vae.input_dim(), vae.config().likelihood)?;
     let mut ws = Workspace::new(vae, batch_size, samples, threads)?;
-    let pool = rayon::ThreadPoolBuilder::new()
-        .num_threads(threads.max(1))
-        .build()
-        .map_err(|e| {
-            Error::io(
-                "starting threads for",
-                "the thread pool",
-                std::io::Error::other(e),
-            )
-        })?;
+    let pool = crate::kernels::pool::ThreadPool::new(threads.max(1))?;
     Ok(pool.install(|| evaluate_into(vae, params, data, &mut ws, seed)))
 }
