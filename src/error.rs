@@ -61,10 +61,7 @@ pub enum Error {
         batches: usize,
     },
     /// The loss became NaN or infinite during training.
-    #[error(
-        "training diverged at epoch {epoch}, step {step}: the loss is {loss}; {hint}. \
-         The last good checkpoint is kept"
-    )]
+    #[error("training diverged at epoch {epoch}, step {step}: the loss is {loss}; {hint}")]
     Diverged {
         /// Epoch (1-based).
         epoch: usize,

@@ -198,13 +198,13 @@ struct TrainArgs {
     /// Optimizer.
     #[arg(long, value_enum, default_value = "adam")]
     optimizer: OptimizerKind,
-    /// Learning rate.
-    #[arg(long, default_value_t = 1e-3, allow_negative_numbers = true)]
-    lr: f64,
+    /// Learning rate [default: 1e-3]; with --resume, replaces the saved one.
+    #[arg(long, allow_negative_numbers = true)]
+    lr: Option<f64>,
     /// Momentum (SGD).
     #[arg(long, default_value_t = 0.9, allow_negative_numbers = true)]
     momentum: f64,
-    /// Clip the gradient's norm to this value.
+    /// Clip the gradient's norm to this value; with --resume, replaces the saved setting.
     #[arg(long, allow_negative_numbers = true)]
     clip: Option<f64>,
     /// Examples per step.
@@ -469,9 +469,16 @@ fn train(args: TrainArgs) -> Result<()> {
             train: &train,
             test: &test,
         };
+        let overrides = (args.lr, args.clip);
         return match ctx.precision {
-            Precision::F32 => run(&ctx, Trainer::<f32>::resume(&path, threads, args.epochs)?),
-            Precision::F64 => run(&ctx, Trainer::<f64>::resume(&path, threads, args.epochs)?),
+            Precision::F32 => run(
+                &ctx,
+                Trainer::<f32>::resume(&path, threads, args.epochs)?.with_overrides(overrides)?,
+            ),
+            Precision::F64 => run(
+                &ctx,
+                Trainer::<f64>::resume(&path, threads, args.epochs)?.with_overrides(overrides)?,
+            ),
         };
     }
     let (train, test) = load_data(&args.data, args.train_limit)?;
@@ -486,8 +493,8 @@ fn train(args: TrainArgs) -> Result<()> {
         beta: args.beta,
         warmup_epochs: args.warmup,
         optimizer: match args.optimizer {
-            OptimizerKind::Adam => OptimizerConfig::adam(args.lr),
-            OptimizerKind::Sgd => OptimizerConfig::sgd(args.lr, args.momentum),
+            OptimizerKind::Adam => OptimizerConfig::adam(args.lr.unwrap_or(1e-3)),
+            OptimizerKind::Sgd => OptimizerConfig::sgd(args.lr.unwrap_or(1e-3), args.momentum),
         },
         clip_norm: args.clip,
         seed: args.seed,
@@ -653,6 +660,20 @@ fn run<T: Float>(ctx: &RunContext<'_>, mut trainer: Trainer<T>) -> Result<()> {
                 out.display()
             );
             std::process::exit(130);
+        }
+        Err(e @ Error::Diverged { .. }) => {
+            bar.finish_and_clear();
+            let kept = match trainer.epochs_done() {
+                0 => "no epoch finished, so nothing was saved".to_string(),
+                n => format!(
+                    "the checkpoint of epoch {n} in {} is kept; continue from it with: \
+                     elbo train --resume {} --lr <smaller>",
+                    out.display(),
+                    out.display()
+                ),
+            };
+            eprintln!("error: {e}. {kept}");
+            std::process::exit(1);
         }
         other => other?,
     };

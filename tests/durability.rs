@@ -166,3 +166,58 @@ fn an_output_folder_that_cannot_be_made_fails_before_training() {
         "no training may happen"
     );
 }
+
+/// A run that diverges keeps the last good checkpoint untouched, says so, and continues from it
+/// with a smaller learning rate.
+#[test]
+fn a_diverged_run_keeps_its_checkpoint_and_resumes_with_a_smaller_rate() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("run");
+    let o = out.to_str().unwrap();
+    let common = [
+        "--shapes-size",
+        "1000",
+        "--hidden",
+        "32",
+        "--latent",
+        "2",
+        "--likelihood",
+        "gaussian",
+        "--optimizer",
+        "sgd",
+    ];
+    let r = Command::new(ELBO)
+        .args(["train", "--epochs", "2", "--lr", "1e-3", "--out", o])
+        .args(common)
+        .output()
+        .unwrap();
+    assert!(r.status.success());
+    let before = std::fs::read(out.join("model.safetensors")).unwrap();
+    // Resume with a learning rate far too high: the loss overflows in epoch 3.
+    let r = Command::new(ELBO)
+        .args(["train", "--resume", o, "--epochs", "4", "--lr", "1000"])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&r.stderr);
+    assert_eq!(r.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("training diverged at epoch 3")
+            && err.contains("checkpoint of epoch 2")
+            && err.contains("--resume"),
+        "{err}"
+    );
+    assert_eq!(
+        std::fs::read(out.join("model.safetensors")).unwrap(),
+        before,
+        "the good checkpoint must be untouched"
+    );
+    let r = Command::new(ELBO)
+        .args(["train", "--resume", o, "--epochs", "4", "--lr", "1e-3"])
+        .output()
+        .unwrap();
+    assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
+    let report: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(out.join("report.json")).unwrap()).unwrap();
+    assert_eq!(report["epochs"].as_array().unwrap().len(), 4);
+    assert_eq!(report["training"]["optimizer"]["lr"], 1e-3);
+}

@@ -333,3 +333,22 @@ fn ndarray_interface() {
         Err(Error::Shape { .. })
     ));
 }
+
+#[test]
+fn a_model_file_of_another_architecture_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("m.safetensors");
+    let vae = Vae::new(small()).unwrap();
+    checkpoint::save(&path, &vae, &vae.init_params::<f32>(0), &[]).unwrap();
+    assert!(checkpoint::load_expecting::<f32>(&path, &small()).is_ok());
+    let wider = VaeConfig {
+        encoder_hidden: vec![32],
+        ..small()
+    };
+    let err = checkpoint::load_expecting::<f32>(&path, &wider).unwrap_err();
+    assert!(matches!(err, Error::Shape { .. }), "{err}");
+    assert!(
+        err.to_string().contains("784-[32]-3") && err.to_string().contains("784-[16]-3"),
+        "{err}"
+    );
+}

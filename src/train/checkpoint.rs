@@ -122,6 +122,31 @@ fn read_tensor<T: Float>(
     Ok(())
 }
 
+/// Like [`load`], refusing a file whose architecture differs from `expected`.
+pub fn load_expecting<T: Float>(path: &Path, expected: &VaeConfig) -> Result<Loaded<T>> {
+    let loaded = load::<T>(path)?;
+    if loaded.vae.config() != expected {
+        let describe = |c: &VaeConfig| {
+            format!(
+                "{}-{:?}-{}-{:?}-{}, {}, {}",
+                c.input_dim,
+                c.encoder_hidden,
+                c.latent_dim,
+                c.decoder_hidden,
+                c.input_dim,
+                c.activation,
+                c.likelihood
+            )
+        };
+        return Err(Error::Shape {
+            what: format!("model file {}", path.display()),
+            expected: describe(expected),
+            got: describe(loaded.vae.config()),
+        });
+    }
+    Ok(loaded)
+}
+
 /// Only the metadata of a model file.
 pub fn metadata(path: &Path) -> Result<HashMap<String, String>> {
     let bytes = std::fs::read(path).map_err(|e| Error::io("reading", path, e))?;

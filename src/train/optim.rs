@@ -139,6 +139,13 @@ impl<T: Float> Optimizer<T> {
         })
     }
 
+    /// Changes the settings of the same kind of optimizer (a new learning rate, say), keeping
+    /// the state.
+    pub(crate) fn set_config(&mut self, config: OptimizerConfig) {
+        debug_assert_eq!(config.state_per_param(), self.config.state_per_param());
+        self.config = config;
+    }
+
     /// Its settings.
     pub fn config(&self) -> &OptimizerConfig {
         &self.config

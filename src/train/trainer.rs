@@ -307,6 +307,22 @@ impl<T: Float> Trainer<T> {
         &self.progress
     }
 
+    /// Replaces the learning rate and the gradient clip, when given, keeping everything else
+    /// (the optimizer's state among it): how a diverged run is continued more gently.
+    pub fn with_overrides(mut self, (lr, clip): (Option<f64>, Option<f64>)) -> Result<Self> {
+        if let Some(lr) = lr {
+            match &mut self.config.optimizer {
+                OptimizerConfig::Adam { lr: l, .. } | OptimizerConfig::Sgd { lr: l, .. } => *l = lr,
+            }
+        }
+        if clip.is_some() {
+            self.config.clip_norm = clip;
+        }
+        self.config.validate()?;
+        self.optimizer.set_config(self.config.optimizer);
+        Ok(self)
+    }
+
     /// A flag the caller may set (from a signal handler, say) to stop training after the step
     /// under way: [`train_epoch`](Self::train_epoch) and [`fit`](Self::fit) then return
     /// [`Error::Interrupted`], and [`save_checkpoint`](Self::save_checkpoint) writes a
