@@ -221,3 +221,62 @@ fn a_diverged_run_keeps_its_checkpoint_and_resumes_with_a_smaller_rate() {
     assert_eq!(report["epochs"].as_array().unwrap().len(), 4);
     assert_eq!(report["training"]["optimizer"]["lr"], 1e-3);
 }
+
+/// A write that fails part-way (as on a full disk; simulated with a file-size limit, so the
+/// write fails with EFBIG) ends the run with a clear message and leaves the previous
+/// checkpoint whole.
+#[test]
+fn a_failing_write_keeps_the_previous_checkpoint() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("run");
+    let o = out.to_str().unwrap();
+    let r = Command::new(ELBO)
+        .args([
+            "train",
+            "--shapes-size",
+            "500",
+            "--epochs",
+            "1",
+            "--hidden",
+            "64",
+            "--latent",
+            "2",
+            "--out",
+            o,
+        ])
+        .output()
+        .unwrap();
+    assert!(r.status.success());
+    let before = std::fs::read(out.join("model.safetensors")).unwrap();
+    assert!(
+        before.len() > 200 * 1024,
+        "the checkpoint must exceed the limit below"
+    );
+    // 200 blocks of 512 bytes: room for the report, not for a checkpoint. SIGXFSZ is ignored
+    // (inherited through exec), so the write returns an error instead of killing the process.
+    let script =
+        format!("trap '' XFSZ; ulimit -f 200; exec '{ELBO}' train --resume '{o}' --epochs 2");
+    let r = Command::new("sh").args(["-c", &script]).output().unwrap();
+    let err = String::from_utf8_lossy(&r.stderr);
+    assert_eq!(r.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("error: writing")
+            && err.contains("model.safetensors")
+            && err.contains("too large"),
+        "{err}"
+    );
+    assert_eq!(
+        std::fs::read(out.join("model.safetensors")).unwrap(),
+        before,
+        "the previous checkpoint must be intact"
+    );
+    let leftovers: Vec<_> = std::fs::read_dir(&out)
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .filter(|n| n.to_string_lossy().starts_with(".tmp"))
+        .collect();
+    assert!(
+        leftovers.is_empty(),
+        "temporary files left behind: {leftovers:?}"
+    );
+}
