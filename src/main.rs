@@ -442,11 +442,7 @@ fn train(args: TrainArgs) -> Result<()> {
             resume.clone()
         };
         let meta = checkpoint::metadata(&path)?;
-        let data: DataArgs = match (args.data.data, meta.get("elbo.data")) {
-            (None, Some(s)) => serde_json::from_str(s)
-                .map_err(|e| Error::malformed(&path, format!("bad data settings ({e})")))?,
-            _ => args.data.clone(),
-        };
+        let data = data_for_model(&meta, &args.data, &path)?;
         let train_limit = meta
             .get("elbo.train_limit")
             .and_then(|s| s.parse().ok())
@@ -737,17 +733,24 @@ fn pool(threads: usize) -> Result<elbo::kernels::pool::ThreadPool> {
     elbo::kernels::pool::ThreadPool::new(threads.max(1))
 }
 
+/// The data a saved model goes with: the options' if they name a dataset, else the one in the
+/// file's metadata, else the default.
+fn data_for_model(
+    meta: &std::collections::HashMap<String, String>,
+    given: &DataArgs,
+    path: &std::path::Path,
+) -> Result<DataArgs> {
+    match (given.data, meta.get("elbo.data")) {
+        (None, Some(s)) => serde_json::from_str(s)
+            .map_err(|e| Error::malformed(path, format!("bad data settings ({e})"))),
+        _ => Ok(given.clone()),
+    }
+}
+
 /// A saved model and the test set it was trained beside (or the one the options name).
 fn load_model(args: &ModelFileArgs) -> Result<(checkpoint::Loaded<f32>, Dataset)> {
     let loaded = checkpoint::load::<f32>(&args.model)?;
-    let saved: Option<DataArgs> = loaded
-        .metadata
-        .get("elbo.data")
-        .and_then(|s| serde_json::from_str(s).ok());
-    let data = match (args.data.data, saved) {
-        (None, Some(saved)) => saved,
-        _ => args.data.clone(),
-    };
+    let data = data_for_model(&loaded.metadata, &args.data, &args.model)?;
     let (_, test) = load_data(&data, None)?;
     test.check_for(loaded.vae.input_dim(), loaded.vae.config().likelihood)?;
     Ok((loaded, test))
@@ -867,15 +870,7 @@ fn encode(args: EncodeArgs) -> Result<()> {
 
 fn eval(args: EvalArgs) -> Result<()> {
     let loaded = checkpoint::load::<f32>(&args.model)?;
-    // The data the model was trained on, unless told otherwise.
-    let saved: Option<DataArgs> = loaded
-        .metadata
-        .get("elbo.data")
-        .and_then(|s| serde_json::from_str(s).ok());
-    let mut data_args = saved.unwrap_or(args.data.clone());
-    if args.data.data.is_some() {
-        data_args = args.data.clone();
-    }
+    let data_args = data_for_model(&loaded.metadata, &args.data, &args.model)?;
     let (_, test) = load_data(&data_args, None)?;
     let test = match args.limit {
         Some(0) => return Err(Error::config("limit", 0, "must be at least 1")),

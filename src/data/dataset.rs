@@ -123,6 +123,17 @@ impl Dataset {
 
     /// Checks that it fits a model with input width `dim` and likelihood `lik`.
     pub fn check_for(&self, dim: usize, lik: Likelihood) -> Result<()> {
+        self.check_rows(0..self.rows, dim, lik)
+    }
+
+    /// Like [`check_for`](Self::check_for), reading only the values of the given rows (which
+    /// must exist): what a single step needs.
+    pub fn check_rows(
+        &self,
+        rows: impl IntoIterator<Item = usize>,
+        dim: usize,
+        lik: Likelihood,
+    ) -> Result<()> {
         if self.cols != dim {
             return Err(Error::shape(
                 "dataset width",
@@ -130,13 +141,15 @@ impl Dataset {
                 self.cols,
             ));
         }
-        if let Pixels::F32(f) = &self.pixels {
-            if let Some(i) = f.iter().position(|&v| !lik.check_value(v as f64)) {
+        let Pixels::F32(f) = &self.pixels else {
+            return Ok(());
+        };
+        for r in rows {
+            let row = &f[r * self.cols..(r + 1) * self.cols];
+            if let Some(j) = row.iter().position(|&v| !lik.check_value(v as f64)) {
                 return Err(Error::InvalidData(format!(
-                    "row {}, column {} is {}, outside what the {lik} likelihood can model{}",
-                    i / self.cols,
-                    i % self.cols,
-                    f[i],
+                    "row {r}, column {j} is {}, outside what the {lik} likelihood can model{}",
+                    row[j],
                     if lik == Likelihood::Bernoulli {
                         " (it needs values in [0, 1])"
                     } else {
@@ -148,38 +161,31 @@ impl Dataset {
         Ok(())
     }
 
-    /// The first `at` examples and the rest, as two datasets.
+    /// Examples `start..end` as a dataset of their own.
+    fn slice(&self, start: usize, end: usize) -> Dataset {
+        let c = self.cols;
+        Dataset {
+            rows: end - start,
+            cols: c,
+            pixels: match &self.pixels {
+                Pixels::U8(b) => Pixels::U8(b[start * c..end * c].to_vec()),
+                Pixels::F32(f) => Pixels::F32(f[start * c..end * c].to_vec()),
+            },
+            labels: self.labels.as_ref().map(|l| l[start..end].to_vec()),
+            factors: self.factors.as_ref().map(|f| f[start..end].to_vec()),
+            image_shape: self.image_shape,
+        }
+    }
+
+    /// The first `at` examples and the rest, as two datasets (each keeps at least one).
     pub fn split_at(&self, at: usize) -> (Dataset, Dataset) {
         let at = at.clamp(1, self.rows.saturating_sub(1).max(1));
-        let tail = Dataset {
-            rows: self.rows - at,
-            cols: self.cols,
-            pixels: match &self.pixels {
-                Pixels::U8(b) => Pixels::U8(b[at * self.cols..].to_vec()),
-                Pixels::F32(f) => Pixels::F32(f[at * self.cols..].to_vec()),
-            },
-            labels: self.labels.as_ref().map(|l| l[at..].to_vec()),
-            factors: self.factors.as_ref().map(|f| f[at..].to_vec()),
-            image_shape: self.image_shape,
-        };
-        (self.head(at), tail)
+        (self.slice(0, at), self.slice(at, self.rows))
     }
 
     /// The first `n` examples (or all, if fewer).
     pub fn head(&self, n: usize) -> Dataset {
-        let n = n.min(self.rows).max(1);
-        let take = n * self.cols;
-        Dataset {
-            rows: n,
-            cols: self.cols,
-            pixels: match &self.pixels {
-                Pixels::U8(b) => Pixels::U8(b[..take].to_vec()),
-                Pixels::F32(f) => Pixels::F32(f[..take].to_vec()),
-            },
-            labels: self.labels.as_ref().map(|l| l[..n].to_vec()),
-            factors: self.factors.as_ref().map(|f| f[..n].to_vec()),
-            image_shape: self.image_shape,
-        }
+        self.slice(0, n.min(self.rows).max(1))
     }
 
     /// Copies the examples `indices` into `out` (`indices.len() x dim`) as `T`.

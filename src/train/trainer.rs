@@ -342,7 +342,16 @@ impl<T: Float> Trainer<T> {
     }
 
     fn check_data(&self, data: &Dataset, what: &str) -> Result<()> {
-        data.check_for(self.vae.input_dim(), self.vae.config().likelihood)
+        self.check_rows(data, 0..data.len(), what)
+    }
+
+    fn check_rows(
+        &self,
+        data: &Dataset,
+        rows: impl IntoIterator<Item = usize>,
+        what: &str,
+    ) -> Result<()> {
+        data.check_rows(rows, self.vae.input_dim(), self.vae.config().likelihood)
             .map_err(|e| match e {
                 Error::InvalidData(m) => Error::InvalidData(format!("{what}: {m}")),
                 other => other,
@@ -411,7 +420,6 @@ impl<T: Float> Trainer<T> {
     /// epoch loop takes it: gather, noise, forward, backward, clipping, update. The step's
     /// random draws are those of the step number it is.
     pub fn step(&mut self, data: &Dataset, indices: &[usize]) -> Result<StepResult> {
-        self.check_data(data, "training data")?;
         if indices.is_empty()
             || indices.len() > self.config.batch_size
             || indices.iter().any(|&i| i >= data.len())
@@ -426,6 +434,8 @@ impl<T: Float> Trainer<T> {
                 format!("{} indices", indices.len()),
             ));
         }
+        // Only this step's rows: checking the whole dataset at every step would be O(N).
+        self.check_rows(data, indices.iter().copied(), "training data")?;
         let steps_per_epoch = data.len().div_ceil(self.config.batch_size);
         let pool = self.pool.clone();
         pool.install(|| self.step_on(data, indices, steps_per_epoch))
