@@ -4,6 +4,7 @@ use elbo::kernels::fast::{
     AdamStep, adam_body, adam_f32, bernoulli_row, bernoulli_row_reference, exp_nonpositive,
     instruction_set, ln_1p_unit,
 };
+use elbo::kernels::{Op, SparseRows, sparse_matmul, sparse_matmul_reference};
 use proptest::prelude::*;
 use proptest::test_runner::FileFailurePersistence;
 
@@ -85,4 +86,110 @@ proptest! {
 #[test]
 fn reports_the_instruction_set() {
     assert!(["avx512", "avx2", "portable"].contains(&instruction_set()));
+}
+
+/// A dense `rows x cols` matrix with about `density` of its entries nonzero, from `seed`.
+fn sparse_matrix(rows: usize, cols: usize, density: f64, seed: u64) -> Vec<f64> {
+    use rand::{RngExt, SeedableRng};
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
+    (0..rows * cols)
+        .map(|_| {
+            if rng.random::<f64>() < density {
+                rng.random_range(-2.0..2.0)
+            } else {
+                0.0
+            }
+        })
+        .collect()
+}
+
+fn dense_of<T: elbo::Float>(s: &SparseRows<T>) -> Vec<T> {
+    let mut d = vec![T::zero(); s.rows() * s.cols()];
+    for r in 0..s.rows() {
+        let (idx, vals) = s.row(r);
+        assert!(idx.windows(2).all(|p| p[0] < p[1]), "columns increase");
+        for (&j, &v) in idx.iter().zip(vals) {
+            d[r * s.cols() + j as usize] = v;
+        }
+    }
+    d
+}
+
+/// Runs `sparse_matmul` on a pool of `threads`.
+fn sparse_product<T: elbo::Float>(x: &SparseRows<T>, w: &[T], n: usize, threads: usize) -> Vec<T> {
+    let mut y = vec![T::of(f64::NAN); x.rows() * n];
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(threads)
+        .build()
+        .unwrap();
+    pool.install(|| sparse_matmul(x, w, n, &mut y, threads));
+    y
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig {
+        cases: 64,
+        failure_persistence: Some(Box::new(FileFailurePersistence::Direct("proptest-regressions/kernels.txt"))),
+        ..ProptestConfig::default()
+    })]
+
+    /// The sparse form round-trips, its transpose is the dense transpose, and the sparse
+    /// product (X W, and X^T G through the transpose) is bit-identical to the plain dense loop
+    /// in f32 and f64 on 1 and 2 threads: the kernel only skips terms that add exactly 0.
+    #[test]
+    fn sparse_matmul_is_bit_identical_to_the_plain_loop(
+        m in 1usize..40, k in 1usize..90, n in 1usize..150,
+        density in prop_oneof![Just(0.0), 0.0f64..1.0, Just(1.0)], seed in any::<u64>()
+    ) {
+        let x64 = sparse_matrix(m, k, density, seed);
+        let w64 = sparse_matrix(k, n, 1.0, seed ^ 1);
+        let g64 = sparse_matrix(m, n, 1.0, seed ^ 2);
+        let x32: Vec<f32> = x64.iter().map(|&v| v as f32).collect();
+        let w32: Vec<f32> = w64.iter().map(|&v| v as f32).collect();
+        let g32: Vec<f32> = g64.iter().map(|&v| v as f32).collect();
+
+        let mut xs = SparseRows::<f64>::with_capacity(m, k);
+        xs.fill_from_dense(&x64, m, k);
+        prop_assert_eq!(dense_of(&xs), x64.clone());
+        prop_assert_eq!(xs.nonzeros(), x64.iter().filter(|&&v| v != 0.0).count());
+        let mut xt = SparseRows::<f64>::with_capacity(k, m);
+        xs.transpose_into(&mut xt);
+        let mut x64_t = vec![0.0; k * m];
+        for i in 0..m {
+            for p in 0..k {
+                x64_t[p * m + i] = x64[i * k + p];
+            }
+        }
+        prop_assert_eq!(dense_of(&xt), x64_t.clone());
+
+        let mut want = vec![0.0f64; m * n];
+        sparse_matmul_reference(m, n, k, &x64, &w64, &mut want);
+        let mut want_t = vec![0.0f64; k * n];
+        sparse_matmul_reference(k, n, m, &x64_t, &g64, &mut want_t);
+        for threads in [1, 2] {
+            prop_assert_eq!(&sparse_product(&xs, &w64, n, threads), &want);
+            prop_assert_eq!(&sparse_product(&xt, &g64, n, threads), &want_t);
+        }
+
+        let mut xs32 = SparseRows::<f32>::with_capacity(1, 1);
+        xs32.fill_from_dense(&x32, m, k);
+        let mut want32 = vec![0.0f32; m * n];
+        sparse_matmul_reference(m, n, k, &x32, &w32, &mut want32);
+        let mut xt32 = SparseRows::<f32>::with_capacity(1, 1);
+        xs32.transpose_into(&mut xt32);
+        let x32_t: Vec<f32> = x64_t.iter().map(|&v| v as f32).collect();
+        let mut want32_t = vec![0.0f32; k * n];
+        sparse_matmul_reference(k, n, m, &x32_t, &g32, &mut want32_t);
+        for threads in [1, 2] {
+            prop_assert_eq!(&sparse_product(&xs32, &w32, n, threads), &want32);
+            prop_assert_eq!(&sparse_product(&xt32, &g32, n, threads), &want32_t);
+        }
+
+        // And the reference itself is the product: against the f64 dot products.
+        let mut exact = vec![0.0f64; m * n];
+        elbo::kernels::matmul_reference(m, n, k, &x64, Op::N, &w64, Op::N, &mut exact, false);
+        for (a, b) in want.iter().zip(&exact) {
+            prop_assert!((a - b).abs() <= 1e-12 * (1.0 + b.abs()));
+        }
+    }
 }

@@ -5,5 +5,7 @@ pub mod fast;
 pub mod matmul;
 pub mod par;
 pub mod pool;
+pub mod sparse;
 
 pub use matmul::{Op, matmul, matmul_reference};
+pub use sparse::{SparseRows, sparse_matmul, sparse_matmul_reference};
