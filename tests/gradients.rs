@@ -9,6 +9,7 @@
 use elbo::gradcheck::{Tolerance, check, format_table};
 use elbo::model::{
     Activation, Dense, KlToStandardNormal, Layout, Likelihood, LikelihoodHead, Mlp, Reparameterize,
+    SPARSE_INPUT_DENSITY,
 };
 use elbo::objective::{Elbo, Iwae, Workspace};
 use elbo::{Vae, VaeConfig};
@@ -99,16 +100,22 @@ proptest! {
         assert_all_pass(&check(&layout, &theta, &g, loss, H, TOL));
     }
 
-    /// A multi-layer perceptron of random depth, widths and activations.
+    /// A multi-layer perceptron of random depth, widths and activations. A random share of the
+    /// input is zero, so that both the dense and the sparse first-layer paths are checked.
     #[test]
     fn mlp(widths in prop::collection::vec(1usize..6, 2..5), hidden in activation_strategy(),
-           last in activation_strategy(), rows in 1usize..5, seed in any::<u64>()) {
+           last in activation_strategy(), rows in 1usize..5, zeros in 0.0f64..1.0,
+           seed in any::<u64>()) {
         let mut rng = ChaCha8Rng::seed_from_u64(seed);
         let mut layout = Layout::new();
         let x = layout.push("x", &[rows, widths[0]]);
         let mlp = Mlp::new(&mut layout, "mlp", &widths, hidden, last);
         let out_w = *widths.last().unwrap();
-        let theta = uniform(&mut rng, layout.len(), -1.0, 1.0);
+        let mut theta = uniform(&mut rng, layout.len(), -1.0, 1.0);
+        for v in x.of_mut(&mut theta) {
+            if rng.random::<f64>() < zeros { *v = 0.0; }
+        }
+        let sparse = elbo::kernels::sparse::density(x.of(&theta)) <= SPARSE_INPUT_DENSITY;
         let c = uniform(&mut rng, rows * out_w, -1.0, 1.0);
         let loss = |t: &[f64]| {
             let mut buf = mlp.buffers::<f64>(rows);
@@ -122,7 +129,8 @@ proptest! {
         ga[..c.len()].copy_from_slice(&c);
         let mut g = vec![0.0; layout.len()];
         let mut dx = vec![0.0; rows * widths[0]];
-        mlp.backward(&theta, x.of(&theta), &buf, &mut ga, &mut gb, &mut g, Some(&mut dx), rows, 1);
+        prop_assert_eq!(buf.input_was_sparse(), sparse);
+        mlp.backward(&theta, x.of(&theta), &mut buf, &mut ga, &mut gb, &mut g, Some(&mut dx), rows, 1);
         x.of_mut(&mut g).copy_from_slice(&dx);
         assert_all_pass(&check(&layout, &theta, &g, loss, H, TOL));
     }
@@ -203,7 +211,8 @@ proptest! {
         input in 1usize..7, enc in prop::collection::vec(1usize..6, 0..3), latent in 1usize..4,
         dec in prop::collection::vec(1usize..6, 0..3), act in activation_strategy(),
         lik in likelihood_strategy(), rows in 1usize..5, samples in 1usize..3,
-        beta in 0.0f64..3.0, clamp in prop::option::of(0.05f64..1.0), seed in any::<u64>(),
+        beta in 0.0f64..3.0, clamp in prop::option::of(0.05f64..1.0), zeros in 0.0f64..1.0,
+        seed in any::<u64>(),
     ) {
         // With a clamp of 0.05 to 1, many log-variances sit beyond it, so both sides of the
         // clamp's derivative are checked.
@@ -215,7 +224,10 @@ proptest! {
             for v in &mut params[t.range()] { *v = rng.random_range(-1.0..1.0); }
         }
         let mut ws = Workspace::<f64>::new(&vae, rows, samples, 1).unwrap();
-        for v in &mut ws.x[..rows * input] { *v = rng.random_range(0.0..1.0); }
+        // A random share of zeros: sparse inputs take the sparse first-layer path.
+        for v in &mut ws.x[..rows * input] {
+            *v = if rng.random::<f64>() < zeros { 0.0 } else { rng.random_range(0.0..1.0) };
+        }
         for v in &mut ws.eps { *v = rng.random_range(-2.0..2.0); }
         let elbo = Elbo::new(&vae);
         let mut grads = vec![0.0; vae.num_params()];

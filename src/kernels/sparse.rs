@@ -17,7 +17,7 @@
 use rayon::prelude::*;
 
 use crate::float::Float;
-use crate::kernels::fast::with_simd;
+use crate::kernels::fast::instruction_set;
 
 /// Rows of a matrix in compressed sparse row form: row `r`'s nonzeros are at columns
 /// `index[start[r]..start[r + 1]]` (increasing) with values `values[start[r]..start[r + 1]]`.
@@ -218,13 +218,39 @@ pub fn sparse_matmul<T: Float>(x: &SparseRows<T>, w: &[T], n: usize, y: &mut [T]
     let task = ROWS_PER_TASK * n;
     if threads <= 1 || m <= ROWS_PER_TASK {
         for (t, out) in y.chunks_mut(task).enumerate() {
-            with_simd(|| rows_body(x, w, n, t * ROWS_PER_TASK, out));
+            rows(x, w, n, t * ROWS_PER_TASK, out);
         }
     } else {
         y.par_chunks_mut(task).enumerate().for_each(|(t, out)| {
-            with_simd(|| rows_body(x, w, n, t * ROWS_PER_TASK, out));
+            rows(x, w, n, t * ROWS_PER_TASK, out);
         });
     }
+}
+
+/// [`rows_body`] compiled for the widest vector instructions this CPU has.
+fn rows<T: Float>(x: &SparseRows<T>, w: &[T], n: usize, r0: usize, out: &mut [T]) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        match instruction_set() {
+            // SAFETY: the CPU has the features each function is compiled for.
+            "avx512" => return unsafe { rows_avx512(x, w, n, r0, out) },
+            "avx2" => return unsafe { rows_avx2(x, w, n, r0, out) },
+            _ => {}
+        }
+    }
+    rows_body(x, w, n, r0, out)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx512dq,avx2,fma")]
+unsafe fn rows_avx512<T: Float>(x: &SparseRows<T>, w: &[T], n: usize, r0: usize, out: &mut [T]) {
+    rows_body(x, w, n, r0, out)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn rows_avx2<T: Float>(x: &SparseRows<T>, w: &[T], n: usize, r0: usize, out: &mut [T]) {
+    rows_body(x, w, n, r0, out)
 }
 
 /// The plain version of [`sparse_matmul`] on the dense `m x k` matrix `x`: every term,

@@ -1,7 +1,7 @@
 //! The dense (fully connected) layer y = x W + b.
 
 use crate::float::Float;
-use crate::kernels::{Op, matmul};
+use crate::kernels::{Op, SparseRows, matmul, sparse_matmul};
 use crate::model::activation::Activation;
 use crate::model::params::{Layout, TensorId};
 
@@ -83,6 +83,19 @@ impl Dense {
         );
     }
 
+    /// y = x W with x in sparse row form (`x.rows() x n_in`): only the nonzero terms are
+    /// computed ([`sparse_matmul`]). The caller adds the bias.
+    pub fn forward_sparse_without_bias<T: Float>(
+        &self,
+        params: &[T],
+        x: &SparseRows<T>,
+        y: &mut [T],
+        threads: usize,
+    ) {
+        debug_assert_eq!(x.cols(), self.n_in);
+        sparse_matmul(x, self.weight.of(params), self.n_out, y, threads);
+    }
+
     /// Given G = dL/dy (`rows x n_out`), writes
     ///
     /// - dL/dW = x^T G           (`n_in x n_out`)
@@ -115,6 +128,39 @@ impl Dense {
             false,
             threads,
         );
+        self.bias_and_input_grads(params, dy, grads, dx, rows, threads);
+    }
+
+    /// [`backward`](Self::backward) with the input given as its transpose x^T in sparse row
+    /// form (`n_in x rows`), so that dL/dW = x^T G skips the zeros of x. The same derivatives.
+    #[allow(clippy::too_many_arguments)]
+    pub fn backward_sparse<T: Float>(
+        &self,
+        params: &[T],
+        x_t: &SparseRows<T>,
+        dy: &[T],
+        grads: &mut [T],
+        dx: Option<&mut [T]>,
+        rows: usize,
+        threads: usize,
+    ) {
+        debug_assert_eq!((x_t.rows(), x_t.cols()), (self.n_in, rows));
+        let dy = &dy[..rows * self.n_out];
+        sparse_matmul(x_t, dy, self.n_out, self.weight.of_mut(grads), threads);
+        self.bias_and_input_grads(params, dy, grads, dx, rows, threads);
+    }
+
+    /// dL/db = column sums of G, and dL/dx = G W^T when asked for.
+    fn bias_and_input_grads<T: Float>(
+        &self,
+        params: &[T],
+        dy: &[T],
+        grads: &mut [T],
+        dx: Option<&mut [T]>,
+        rows: usize,
+        threads: usize,
+    ) {
+        let (n_in, n_out) = (self.n_in, self.n_out);
         // Column sums in row order: a fixed summation order whatever the thread count.
         let db = self.bias.of_mut(grads);
         db.fill(T::zero());

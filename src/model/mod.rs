@@ -13,6 +13,6 @@ pub use activation::Activation;
 pub use dense::Dense;
 pub use gaussian::{KlToStandardNormal, Reparameterize};
 pub use likelihood::{Likelihood, LikelihoodHead};
-pub use mlp::{Layer, Mlp, MlpBuffers};
+pub use mlp::{Layer, Mlp, MlpBuffers, SPARSE_INPUT_DENSITY};
 pub use params::{Layout, TensorId, TensorSpec};
 pub use vae::{Vae, VaeConfig};

@@ -272,7 +272,7 @@ impl<'a> Elbo<'a> {
         vae.decoder.backward(
             params,
             &ws.z,
-            &ws.dec,
+            &mut ws.dec,
             &mut ws.grad_a,
             &mut ws.grad_b,
             grads,
@@ -308,7 +308,7 @@ impl<'a> Elbo<'a> {
             vae.encoder.backward(
                 params,
                 &ws.x,
-                &ws.enc,
+                &mut ws.enc,
                 &mut ws.grad_a,
                 &mut ws.grad_b,
                 grads,
