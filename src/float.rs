@@ -45,6 +45,15 @@ pub trait Float:
         s
     }
 
+    /// Copies the nonzero entries of `row` and their positions (plus `base`) to the front of
+    /// `index` and `values`, which need [`COMPACT_SLACK`](crate::kernels::fast::COMPACT_SLACK)
+    /// entries of room past `row.len()`; returns how many. f32 overrides the plain loop with a
+    /// vectorised one.
+    #[inline]
+    fn compact_nonzeros(row: &[Self], base: u32, index: &mut [u32], values: &mut [Self]) -> usize {
+        crate::kernels::fast::compact_nonzeros_reference(row, base, index, values)
+    }
+
     /// Adam's update on one chunk. The default is the plain loop; f32 overrides it with a
     /// vectorised build of the same loop.
     #[inline]
@@ -77,6 +86,10 @@ impl Float for f32 {
     #[inline]
     fn adam(p: &mut [Self], g: &[Self], m: &mut [Self], v: &mut [Self], c: AdamStep<Self>) {
         crate::kernels::fast::adam_f32(p, g, m, v, c)
+    }
+    #[inline]
+    fn compact_nonzeros(row: &[Self], base: u32, index: &mut [u32], values: &mut [Self]) -> usize {
+        crate::kernels::fast::compact_nonzeros_f32(row, base, index, values)
     }
 }
 

@@ -193,3 +193,31 @@ proptest! {
         }
     }
 }
+
+proptest! {
+    #![proptest_config(ProptestConfig {
+        failure_persistence: Some(Box::new(FileFailurePersistence::Direct("proptest-regressions/kernels.txt"))),
+        ..ProptestConfig::default()
+    })]
+
+    /// The vectorised compaction keeps exactly the reference's entries (NaN kept, -0 dropped)
+    /// for every row length, including the partial last vector.
+    #[test]
+    fn compact_nonzeros_matches_reference(
+        row in prop::collection::vec(prop_oneof![
+            4 => Just(0.0f32), 1 => Just(-0.0f32), 1 => Just(f32::NAN), 4 => -3.0f32..3.0
+        ], 0..100),
+        base in 0u32..1000,
+    ) {
+        use elbo::kernels::fast::{COMPACT_SLACK, compact_nonzeros_f32, compact_nonzeros_reference};
+        let cap = row.len() + COMPACT_SLACK;
+        let (mut i1, mut v1) = (vec![0u32; cap], vec![0.0f32; cap]);
+        let (mut i2, mut v2) = (vec![0u32; cap], vec![0.0f32; cap]);
+        let n1 = compact_nonzeros_f32(&row, base, &mut i1, &mut v1);
+        let n2 = compact_nonzeros_reference(&row, base, &mut i2, &mut v2);
+        prop_assert_eq!(n1, n2);
+        prop_assert_eq!(&i1[..n1], &i2[..n2]);
+        let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+        prop_assert_eq!(bits(&v1[..n1]), bits(&v2[..n2]));
+    }
+}

@@ -247,3 +247,84 @@ unsafe fn run_avx512<R>(body: impl FnOnce() -> R) -> R {
 unsafe fn run_avx2<R>(body: impl FnOnce() -> R) -> R {
     body()
 }
+
+/// Writes the nonzero entries of `row` (NaN included) into `index` (their positions, plus
+/// `base`) and `values`, in order; returns how many. `index` and `values` need room for
+/// `row.len()` entries plus [`COMPACT_SLACK`]: the fast version stores whole vectors.
+pub fn compact_nonzeros_reference<T: crate::Float>(
+    row: &[T],
+    base: u32,
+    index: &mut [u32],
+    values: &mut [T],
+) -> usize {
+    let mut n = 0;
+    for (j, &v) in row.iter().enumerate() {
+        if v != T::zero() {
+            index[n] = base + j as u32;
+            values[n] = v;
+            n += 1;
+        }
+    }
+    n
+}
+
+/// Room past the last entry that [`compact_nonzeros_f32`] may write (and leave as garbage).
+pub const COMPACT_SLACK: usize = 16;
+
+/// [`compact_nonzeros_reference`] for f32 with AVX-512's compress instructions when the CPU
+/// has them (16 entries a step); the same output.
+pub fn compact_nonzeros_f32(
+    row: &[f32],
+    base: u32,
+    index: &mut [u32],
+    values: &mut [f32],
+) -> usize {
+    assert!(
+        index.len() >= row.len() + COMPACT_SLACK && values.len() >= row.len() + COMPACT_SLACK,
+        "compact_nonzeros_f32: output too small"
+    );
+    #[cfg(target_arch = "x86_64")]
+    if instruction_set() == "avx512" {
+        // SAFETY: the CPU has AVX-512F; the lengths were checked above.
+        return unsafe { compact_avx512(row, base, index, values) };
+    }
+    compact_nonzeros_reference(row, base, index, values)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+unsafe fn compact_avx512(row: &[f32], base: u32, index: &mut [u32], values: &mut [f32]) -> usize {
+    use std::arch::x86_64::*;
+    let len = row.len();
+    let mut n = 0usize;
+    let mut j = 0usize;
+    let step = _mm512_set1_epi32(16);
+    let mut pos = _mm512_add_epi32(
+        _mm512_set1_epi32(base as i32),
+        _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15),
+    );
+    let zero = _mm512_setzero_ps();
+    while j < len {
+        let left = len - j;
+        let lanes: __mmask16 = if left >= 16 {
+            0xFFFF
+        } else {
+            ((1u32 << left) - 1) as __mmask16
+        };
+        // SAFETY: the mask keeps the load inside `row`; the stores write 16 lanes at n, and
+        // n <= j < len, so n + 16 <= len + COMPACT_SLACK, checked by the caller.
+        unsafe {
+            let v = _mm512_maskz_loadu_ps(lanes, row.as_ptr().add(j));
+            // Not equal, unordered: NaN counts as nonzero, as in the reference.
+            let keep = _mm512_mask_cmp_ps_mask::<_CMP_NEQ_UQ>(lanes, v, zero);
+            let vals = _mm512_maskz_compress_ps(keep, v);
+            let idx = _mm512_maskz_compress_epi32(keep, pos);
+            _mm512_storeu_ps(values.as_mut_ptr().add(n), vals);
+            _mm512_storeu_si512(index.as_mut_ptr().add(n) as *mut __m512i, idx);
+            n += keep.count_ones() as usize;
+            pos = _mm512_add_epi32(pos, step);
+        }
+        j += 16;
+    }
+    n
+}

@@ -17,7 +17,7 @@
 use rayon::prelude::*;
 
 use crate::float::Float;
-use crate::kernels::fast::instruction_set;
+use crate::kernels::fast::{COMPACT_SLACK, instruction_set};
 
 /// Rows of a matrix in compressed sparse row form: row `r`'s nonzeros are at columns
 /// `index[start[r]..start[r + 1]]` (increasing) with values `values[start[r]..start[r + 1]]`.
@@ -34,7 +34,7 @@ pub struct SparseRows<T> {
 impl<T: Float> SparseRows<T> {
     /// Room for any `rows x cols` matrix with `rows <= max_rows`.
     pub fn with_capacity(max_rows: usize, cols: usize) -> Self {
-        let cap = max_rows * cols;
+        let cap = max_rows * cols + COMPACT_SLACK;
         SparseRows {
             rows: 0,
             cols,
@@ -70,9 +70,10 @@ impl<T: Float> SparseRows<T> {
         if self.start.len() < rows.max(cols) + 1 {
             self.start.resize(rows.max(cols) + 1, 0);
         }
-        if self.index.len() < rows * cols {
-            self.index.resize(rows * cols, 0);
-            self.values.resize(rows * cols, T::zero());
+        let cap = rows * cols + COMPACT_SLACK;
+        if self.index.len() < cap {
+            self.index.resize(cap, 0);
+            self.values.resize(cap, T::zero());
         }
     }
 
@@ -87,13 +88,7 @@ impl<T: Float> SparseRows<T> {
         for r in 0..rows {
             self.start[r] = n;
             let row = &x[r * cols..(r + 1) * cols];
-            // Branch-free compaction: always write, advance only past a nonzero. `n` never
-            // passes `r * cols + j`, which is in bounds.
-            for (j, &v) in row.iter().enumerate() {
-                self.index[n] = j as u32;
-                self.values[n] = v;
-                n += usize::from(v != T::zero());
-            }
+            n += T::compact_nonzeros(row, 0, &mut self.index[n..], &mut self.values[n..]);
         }
         self.start[rows] = n;
     }

@@ -83,14 +83,14 @@ pub fn sigmoid<T: Float>(a: T) -> T {
 impl Activation {
     /// Checks the activation's own settings.
     pub fn validate(&self) -> Result<()> {
-        if let Activation::LeakyRelu { slope } = *self {
-            if !(slope.is_finite() && slope > 0.0 && slope < 1.0) {
-                return Err(Error::config(
-                    "leaky-relu slope",
-                    slope,
-                    "must lie in (0, 1)",
-                ));
-            }
+        if let Activation::LeakyRelu { slope } = *self
+            && !(slope.is_finite() && slope > 0.0 && slope < 1.0)
+        {
+            return Err(Error::config(
+                "leaky-relu slope",
+                slope,
+                "must lie in (0, 1)",
+            ));
         }
         Ok(())
     }

@@ -71,14 +71,14 @@ pub struct LikelihoodHead {
 impl Likelihood {
     /// Checks the likelihood's own settings.
     pub fn validate(&self) -> Result<()> {
-        if let Likelihood::Gaussian { variance } = *self {
-            if !(variance.is_finite() && variance > 0.0) {
-                return Err(Error::config(
-                    "gaussian variance",
-                    variance,
-                    "must be finite and > 0",
-                ));
-            }
+        if let Likelihood::Gaussian { variance } = *self
+            && !(variance.is_finite() && variance > 0.0)
+        {
+            return Err(Error::config(
+                "gaussian variance",
+                variance,
+                "must be finite and > 0",
+            ));
         }
         Ok(())
     }

@@ -72,14 +72,14 @@ impl VaeConfig {
         }
         self.activation.validate()?;
         self.likelihood.validate()?;
-        if let Some(c) = self.logvar_clamp {
-            if !(c.is_finite() && c > 0.0) {
-                return Err(Error::config(
-                    "log-variance clamp",
-                    c,
-                    "must be finite and > 0",
-                ));
-            }
+        if let Some(c) = self.logvar_clamp
+            && !(c.is_finite() && c > 0.0)
+        {
+            return Err(Error::config(
+                "log-variance clamp",
+                c,
+                "must be finite and > 0",
+            ));
         }
         match self.checked_num_params() {
             Some(n) if n <= MAX_PARAMS => Ok(()),
@@ -226,7 +226,7 @@ impl Vae {
         if params.len() != self.num_params() {
             return Err(Error::shape("parameters", self.num_params(), params.len()));
         }
-        if x.is_empty() || x.len() % width != 0 {
+        if x.is_empty() || !x.len().is_multiple_of(width) {
             return Err(Error::shape(
                 what,
                 format!("a non-empty multiple of {width} values"),

@@ -323,7 +323,7 @@ impl<'a> Elbo<'a> {
     /// that suit the likelihood. Returns the number of rows.
     pub fn check_batch<T: Float>(&self, x: &[T]) -> Result<usize> {
         let d = self.vae.input_dim();
-        if x.is_empty() || x.len() % d != 0 {
+        if x.is_empty() || !x.len().is_multiple_of(d) {
             return Err(Error::shape(
                 "input batch",
                 format!("a non-empty multiple of the model's input width {d}"),

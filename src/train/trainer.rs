@@ -80,14 +80,14 @@ impl TrainConfig {
                 "must be finite and >= 0",
             ));
         }
-        if let Some(c) = self.clip_norm {
-            if !(c.is_finite() && c > 0.0) {
-                return Err(Error::config(
-                    "gradient clip norm",
-                    c,
-                    "must be finite and > 0",
-                ));
-            }
+        if let Some(c) = self.clip_norm
+            && !(c.is_finite() && c > 0.0)
+        {
+            return Err(Error::config(
+                "gradient clip norm",
+                c,
+                "must be finite and > 0",
+            ));
         }
         if let Some(k) = self.iw_samples {
             if k == 0 {
