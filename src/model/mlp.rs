@@ -39,12 +39,19 @@ pub struct MlpBuffers<T> {
     input: SparseRows<T>,
     input_t: SparseRows<T>,
     input_is_sparse: bool,
+    allow_sparse_input: bool,
 }
 
 impl<T> MlpBuffers<T> {
     /// Whether the last forward pass took its input in sparse form.
     pub fn input_was_sparse(&self) -> bool {
         self.input_is_sparse
+    }
+
+    /// Allows (the default) or forbids the sparse first-layer path. The results agree to
+    /// rounding either way; forbidding it is for measuring the dense products alone.
+    pub fn set_sparse_input(&mut self, allow: bool) {
+        self.allow_sparse_input = allow;
     }
 }
 
@@ -85,6 +92,7 @@ impl Mlp {
             input: SparseRows::with_capacity(max_rows, n_in),
             input_t: SparseRows::with_capacity(n_in, max_rows),
             input_is_sparse: false,
+            allow_sparse_input: true,
         }
     }
 
@@ -105,7 +113,7 @@ impl Mlp {
             if i == 0 {
                 let n_in = layer.dense.n_in;
                 let x = &x[..rows * n_in];
-                if density(x) <= SPARSE_INPUT_DENSITY {
+                if buf.allow_sparse_input && density(x) <= SPARSE_INPUT_DENSITY {
                     buf.input.fill_from_dense(x, rows, n_in);
                     buf.input_is_sparse = true;
                     layer

@@ -94,6 +94,13 @@ impl<T: Float> Workspace<T> {
         })
     }
 
+    /// Allows (the default) or forbids sparse first-layer products for inputs that are mostly
+    /// zeros ([`crate::model::SPARSE_INPUT_DENSITY`]). Results agree to rounding either way.
+    pub fn set_sparse_input(&mut self, allow: bool) {
+        self.enc.set_sparse_input(allow);
+        self.dec.set_sparse_input(allow);
+    }
+
     /// Largest batch it holds.
     pub fn max_rows(&self) -> usize {
         self.max_rows

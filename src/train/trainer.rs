@@ -550,6 +550,12 @@ impl<T: Float> Trainer<T> {
         Ok(reports)
     }
 
+    /// Allows (the default) or forbids the sparse first-layer products used when a batch is
+    /// mostly zeros; see [`Workspace::set_sparse_input`]. For measuring the dense path alone.
+    pub fn set_sparse_input(&mut self, allow: bool) {
+        self.ws.set_sparse_input(allow);
+    }
+
     /// Threads in use.
     pub fn threads(&self) -> usize {
         self.threads
