@@ -108,26 +108,29 @@ impl Activation {
             return;
         }
         par::for_each_row(a, cols, |_, row| {
-            with_simd(|| {
-                if let Some(b) = bias {
-                    for (v, &bj) in row.iter_mut().zip(b) {
-                        *v += bj;
+            with_simd(
+                #[inline(always)]
+                || {
+                    if let Some(b) = bias {
+                        for (v, &bj) in row.iter_mut().zip(b) {
+                            *v += bj;
+                        }
                     }
-                }
-                // One loop per kind, so each is a plain loop the compiler can vectorise.
-                match act {
-                    Activation::Identity => {}
-                    Activation::Relu => row.iter_mut().for_each(|v| *v = v.max(T::zero())),
-                    Activation::LeakyRelu { slope } => {
-                        let s = T::of(slope);
-                        row.iter_mut()
-                            .for_each(|v| *v = if *v > T::zero() { *v } else { s * *v })
+                    // One loop per kind, so each is a plain loop the compiler can vectorise.
+                    match act {
+                        Activation::Identity => {}
+                        Activation::Relu => row.iter_mut().for_each(|v| *v = v.max(T::zero())),
+                        Activation::LeakyRelu { slope } => {
+                            let s = T::of(slope);
+                            row.iter_mut()
+                                .for_each(|v| *v = if *v > T::zero() { *v } else { s * *v })
+                        }
+                        Activation::Tanh => row.iter_mut().for_each(|v| *v = v.tanh()),
+                        Activation::Sigmoid => row.iter_mut().for_each(|v| *v = sigmoid(*v)),
+                        Activation::Softplus => row.iter_mut().for_each(|v| *v = softplus(*v)),
                     }
-                    Activation::Tanh => row.iter_mut().for_each(|v| *v = v.tanh()),
-                    Activation::Sigmoid => row.iter_mut().for_each(|v| *v = sigmoid(*v)),
-                    Activation::Softplus => row.iter_mut().for_each(|v| *v = softplus(*v)),
-                }
-            })
+                },
+            )
         });
     }
 
@@ -148,16 +151,19 @@ impl Activation {
         let y = &y[..grad.len()];
         par::for_each_row(grad, cols, |r, g| {
             let yr = &y[r * cols..(r + 1) * cols];
-            with_simd(|| match act {
-                Activation::Relu => g
-                    .iter_mut()
-                    .zip(yr)
-                    .for_each(|(g, &y)| *g = if y > T::zero() { *g } else { T::zero() }),
-                _ => g
-                    .iter_mut()
-                    .zip(yr)
-                    .for_each(|(g, &y)| *g *= act.derivative_from_output(y)),
-            })
+            with_simd(
+                #[inline(always)]
+                || match act {
+                    Activation::Relu => g
+                        .iter_mut()
+                        .zip(yr)
+                        .for_each(|(g, &y)| *g = if y > T::zero() { *g } else { T::zero() }),
+                    _ => g
+                        .iter_mut()
+                        .zip(yr)
+                        .for_each(|(g, &y)| *g *= act.derivative_from_output(y)),
+                },
+            )
         });
     }
 
