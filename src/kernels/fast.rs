@@ -222,6 +222,8 @@ pub fn adam_f32(p: &mut [f32], g: &[f32], m: &mut [f32], v: &mut [f32], c: AdamS
 
 /// Runs `body` compiled for the widest vector instructions this CPU has: the closure is
 /// inlined into a function built with those target features, so its loops vectorise for them.
+/// Mark the closure `#[inline(always)]`: otherwise it may be compiled as a function of its own,
+/// for the baseline instruction set (seen with `perf`).
 #[inline(always)]
 pub fn with_simd<R>(body: impl FnOnce() -> R) -> R {
     #[cfg(target_arch = "x86_64")]
