@@ -191,19 +191,25 @@ impl Dataset {
     /// Copies the examples `indices` into `out` (`indices.len() x dim`) as `T`.
     pub fn gather<T: Float>(&self, indices: &[usize], out: &mut [T]) {
         let c = self.cols;
-        for (row, &i) in out.chunks_exact_mut(c).zip(indices) {
-            match &self.pixels {
-                Pixels::U8(b) => {
+        let rows = indices.len().min(out.len() / c.max(1));
+        let out = &mut out[..rows * c];
+        match &self.pixels {
+            Pixels::U8(b) => {
+                // One conversion per grey level, then lookups: the same values as `from_byte`.
+                let level: [T; 256] = std::array::from_fn(|v| T::from_byte(v as u8));
+                crate::kernels::par::for_each_row(out, c, |r, row| {
+                    let i = indices[r];
                     for (o, &v) in row.iter_mut().zip(&b[i * c..(i + 1) * c]) {
-                        *o = T::from_byte(v);
+                        *o = level[v as usize];
                     }
-                }
-                Pixels::F32(f) => {
-                    for (o, &v) in row.iter_mut().zip(&f[i * c..(i + 1) * c]) {
-                        *o = T::of(v as f64);
-                    }
-                }
+                });
             }
+            Pixels::F32(f) => crate::kernels::par::for_each_row(out, c, |r, row| {
+                let i = indices[r];
+                for (o, &v) in row.iter_mut().zip(&f[i * c..(i + 1) * c]) {
+                    *o = T::of(v as f64);
+                }
+            }),
         }
     }
 

@@ -35,8 +35,9 @@ fn check_sizes<T>(m: usize, n: usize, k: usize, a: &[T], b: &[T], c: &[T]) {
 }
 
 /// `C = op(A) op(B)` (or `C += ...` when `accumulate`), where `op(A)` is `m x k`, `op(B)` is
-/// `k x n` and `C` is `m x n`, all row-major. `threads` is the number of threads of the current
-/// rayon pool to use (1 runs on the calling thread).
+/// `k x n` and `C` is `m x n`, all row-major. `threads` is the number of threads to use: those of
+/// the session this thread leads (see [`super::team`]), else of the current rayon pool; 1 runs
+/// on the calling thread.
 #[allow(clippy::too_many_arguments)]
 pub fn matmul<T: Float>(
     m: usize,
@@ -63,6 +64,30 @@ pub fn matmul<T: Float>(
     // A stored as m x k (N) or k x m (T); B stored as k x n (N) or n x k (T).
     let (a_rs, a_cs) = strides(op_a, if op_a == Op::N { k } else { m });
     let (b_rs, b_cs) = strides(op_b, if op_b == Op::N { n } else { k });
+    let session = super::team::session_threads();
+    if threads > 1 && session > 1 {
+        let (row_tiles, col_tiles) = tiles(m, n, k, threads.min(session));
+        let (tm, tn) = (m.div_ceil(row_tiles), n.div_ceil(col_tiles));
+        let c = SharedOut(c.as_mut_ptr());
+        super::par::for_each_task(row_tiles * col_tiles, |t| {
+            let (i0, j0) = ((t / col_tiles) * tm, (t % col_tiles) * tn);
+            let (mt, nt) = (tm.min(m - i0), tn.min(n - j0));
+            // SAFETY: tile t covers rows i0..i0+mt and columns j0..j0+nt of C, inside it and
+            // disjoint from every other tile; A and B are only read, at offsets inside them.
+            unsafe {
+                gemm_tile::<T>(
+                    (mt, nt, k),
+                    c.at(i0 * n + j0),
+                    n,
+                    accumulate,
+                    (a.as_ptr().offset(i0 as isize * a_rs), a_rs, a_cs),
+                    (b.as_ptr().offset(j0 as isize * b_cs), b_rs, b_cs),
+                    gemm::Parallelism::None,
+                );
+            }
+        });
+        return;
+    }
     let parallelism = if threads <= 1 {
         gemm::Parallelism::None
     } else {
@@ -71,18 +96,79 @@ pub fn matmul<T: Float>(
     // SAFETY: the asserts above guarantee every index the strides reach lies inside the slices;
     // `c` is borrowed mutably, so it aliases neither `a` nor `b`.
     unsafe {
+        gemm_tile::<T>(
+            (m, n, k),
+            c.as_mut_ptr(),
+            n,
+            accumulate,
+            (a.as_ptr(), a_rs, a_cs),
+            (b.as_ptr(), b_rs, b_cs),
+            parallelism,
+        );
+    }
+}
+
+/// The output of a tiled product, written by tasks at disjoint tiles.
+struct SharedOut<T>(*mut T);
+// SAFETY: tasks write disjoint tiles only (see `matmul`).
+unsafe impl<T: Send> Sync for SharedOut<T> {}
+
+impl<T> SharedOut<T> {
+    /// # Safety
+    /// `offset` must lie inside the output.
+    unsafe fn at(&self, offset: usize) -> *mut T {
+        // SAFETY: the caller's promise.
+        unsafe { self.0.add(offset) }
+    }
+}
+
+/// Products smaller than this many multiply-adds run as one task: below it, a second thread
+/// saves less than it costs.
+const MIN_MACS_TO_SPLIT: usize = 1 << 19;
+
+/// How to cut an `m x n` output among `threads` threads in a session: (row tiles, column
+/// tiles). The larger side is cut, in multiples of 16 (the kernels' register tile), into
+/// one tile per thread.
+///
+/// How the output is cut never changes a result: `gemm` sums every element of C over k in
+/// one order whatever the tile, since its k-blocking depends on k alone.
+fn tiles(m: usize, n: usize, k: usize, threads: usize) -> (usize, usize) {
+    if m * n * k < MIN_MACS_TO_SPLIT {
+        return (1, 1);
+    }
+    let cut = |len: usize| threads.min(len.div_ceil(16)).max(1);
+    if m >= n { (cut(m), 1) } else { (1, cut(n)) }
+}
+
+/// One `gemm` call: `C (+)= A B` with `A` `m x k` at `(ptr, row stride, col stride)`, `B`
+/// `k x n` likewise, and `C` row-major with row stride `ldc`.
+///
+/// # Safety
+/// Every element the shapes and strides reach must lie inside live buffers, and `C` must alias
+/// neither `A` nor `B` nor another thread's output.
+unsafe fn gemm_tile<T: Float>(
+    (m, n, k): (usize, usize, usize),
+    c: *mut T,
+    ldc: usize,
+    accumulate: bool,
+    (a, a_rs, a_cs): (*const T, isize, isize),
+    (b, b_rs, b_cs): (*const T, isize, isize),
+    parallelism: gemm::Parallelism,
+) {
+    // SAFETY: the caller's promise.
+    unsafe {
         gemm::gemm(
             m,
             n,
             k,
-            c.as_mut_ptr(),
+            c,
             1,
-            n as isize,
+            ldc as isize,
             accumulate,
-            a.as_ptr(),
+            a,
             a_cs,
             a_rs,
-            b.as_ptr(),
+            b,
             b_cs,
             b_rs,
             T::one(),

@@ -6,6 +6,7 @@ pub mod matmul;
 pub mod par;
 pub mod pool;
 pub mod sparse;
+pub mod team;
 
 pub use matmul::{Op, matmul, matmul_reference};
 pub use sparse::{SparseRows, sparse_matmul, sparse_matmul_reference};

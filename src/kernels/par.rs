@@ -1,16 +1,81 @@
-//! Row-parallel elementwise loops on the current rayon pool.
+//! Parallel loops over tasks: on the session this thread leads (see [`super::team`]), else on
+//! the current rayon pool, else inline.
 //!
-//! Work is cut into blocks of whole rows whose size depends only on the shape, never on the
-//! thread count, and each element is computed independently, so results do not depend on how
-//! many threads run.
+//! Work is cut into tasks whose extent depends only on the shape, never on the thread count,
+//! and each element is computed independently, so results do not depend on how many threads
+//! run.
+
+use std::marker::PhantomData;
 
 use rayon::prelude::*;
+
+use super::team;
 
 /// About this many elements per task: below it, splitting costs more than it saves.
 const GRAIN: usize = 1 << 14;
 
 fn rows_per_block(cols: usize) -> usize {
     (GRAIN / cols.max(1)).max(1)
+}
+
+/// Calls `f(t)` for each `t` in `0..tasks`, in parallel when it can.
+pub fn for_each_task<F: Fn(usize) + Sync>(tasks: usize, f: F) {
+    if tasks <= 1 || team::inside_task() {
+        (0..tasks).for_each(f);
+    } else if !team::for_each_task(tasks, &f) {
+        (0..tasks).into_par_iter().for_each(&f);
+    }
+}
+
+/// A mutable slice handed out to tasks in disjoint pieces.
+pub struct Disjoint<'a, T> {
+    ptr: *mut T,
+    len: usize,
+    _borrow: PhantomData<&'a mut [T]>,
+}
+
+// SAFETY: a `Disjoint` only gives out non-overlapping pieces (the caller's promise in `piece`),
+// so sharing it between threads is sharing `&mut` borrows of distinct elements.
+unsafe impl<T: Send> Send for Disjoint<'_, T> {}
+unsafe impl<T: Send> Sync for Disjoint<'_, T> {}
+
+impl<'a, T> Disjoint<'a, T> {
+    /// Takes the whole slice for the lifetime of the borrow.
+    pub fn new(slice: &'a mut [T]) -> Self {
+        Disjoint {
+            ptr: slice.as_mut_ptr(),
+            len: slice.len(),
+            _borrow: PhantomData,
+        }
+    }
+
+    /// Elements `start..end` (clamped to the slice).
+    ///
+    /// # Safety
+    /// No two live pieces may overlap.
+    #[allow(clippy::mut_from_ref)]
+    pub unsafe fn piece(&self, start: usize, end: usize) -> &'a mut [T] {
+        let end = end.min(self.len);
+        let start = start.min(end);
+        // SAFETY: in bounds by the clamps; exclusive by the caller's promise.
+        unsafe { std::slice::from_raw_parts_mut(self.ptr.add(start), end - start) }
+    }
+}
+
+/// Calls `f(first_index, chunk)` on consecutive `chunk`-long pieces of `out` (the last may be
+/// shorter), in parallel.
+pub fn for_each_piece<T, F>(out: &mut [T], chunk: usize, f: F)
+where
+    T: Send,
+    F: Fn(usize, &mut [T]) + Sync,
+{
+    let chunk = chunk.max(1);
+    let tasks = out.len().div_ceil(chunk);
+    let out = Disjoint::new(out);
+    for_each_task(tasks, |t| {
+        // SAFETY: task t alone takes elements t*chunk..(t+1)*chunk.
+        f(t * chunk, unsafe { out.piece(t * chunk, (t + 1) * chunk) })
+    });
 }
 
 /// Calls `f(row_index, row)` for each `cols`-wide row of `out`.
@@ -23,19 +88,16 @@ where
         return;
     }
     let rpb = rows_per_block(cols);
-    if out.len() <= GRAIN {
-        out.chunks_mut(cols)
-            .enumerate()
-            .for_each(|(r, row)| f(r, row));
-        return;
-    }
-    out.par_chunks_mut(rpb * cols)
-        .enumerate()
-        .for_each(|(blk, rows)| {
-            for (i, row) in rows.chunks_mut(cols).enumerate() {
-                f(blk * rpb + i, row);
-            }
-        });
+    let rows = out.len() / cols;
+    let out = Disjoint::new(&mut out[..rows * cols]);
+    for_each_task(rows.div_ceil(rpb), |blk| {
+        let r0 = blk * rpb;
+        // SAFETY: block blk alone takes rows r0..r0 + rpb.
+        let piece = unsafe { out.piece(r0 * cols, (r0 + rpb) * cols) };
+        for (i, row) in piece.chunks_mut(cols).enumerate() {
+            f(r0 + i, row);
+        }
+    });
 }
 
 /// Calls `f(row_index, a_row, b_row)` on matching `cols`-wide rows of two buffers.
@@ -49,37 +111,20 @@ where
         return;
     }
     let rpb = rows_per_block(cols);
-    let n = a.len().min(b.len());
-    let (a, b) = (&mut a[..n], &mut b[..n]);
-    if n <= GRAIN {
-        for (r, (ar, br)) in a.chunks_mut(cols).zip(b.chunks_mut(cols)).enumerate() {
-            f(r, ar, br);
+    let rows = a.len().min(b.len()) / cols;
+    let (a, b) = (
+        Disjoint::new(&mut a[..rows * cols]),
+        Disjoint::new(&mut b[..rows * cols]),
+    );
+    for_each_task(rows.div_ceil(rpb), |blk| {
+        let r0 = blk * rpb;
+        let (s, e) = (r0 * cols, (r0 + rpb) * cols);
+        // SAFETY: block blk alone takes rows r0..r0 + rpb of each buffer.
+        let (pa, pb) = unsafe { (a.piece(s, e), b.piece(s, e)) };
+        for (i, (x, y)) in pa.chunks_mut(cols).zip(pb.chunks_mut(cols)).enumerate() {
+            f(r0 + i, x, y);
         }
-        return;
-    }
-    a.par_chunks_mut(rpb * cols)
-        .zip(b.par_chunks_mut(rpb * cols))
-        .enumerate()
-        .for_each(|(blk, (ar, br))| {
-            for (i, (x, y)) in ar.chunks_mut(cols).zip(br.chunks_mut(cols)).enumerate() {
-                f(blk * rpb + i, x, y);
-            }
-        });
-}
-
-/// Elementwise over equal-length chunks of a flat buffer, for loops without rows (optimizers).
-pub fn for_each_chunk<T, F>(out: &mut [T], f: F)
-where
-    T: Send,
-    F: Fn(usize, &mut [T]) + Sync,
-{
-    if out.len() <= GRAIN {
-        f(0, out);
-        return;
-    }
-    out.par_chunks_mut(GRAIN)
-        .enumerate()
-        .for_each(|(blk, chunk)| f(blk * GRAIN, chunk));
+    });
 }
 
 /// Calls `f(row_index, row, scalar)` for each `cols`-wide row of `out` with the matching
@@ -94,20 +139,22 @@ where
         return;
     }
     let rows = (out.len() / cols).min(scalars.len());
-    let (out, scalars) = (&mut out[..rows * cols], &mut scalars[..rows]);
     let rpb = rows_per_block(cols);
-    if out.len() <= GRAIN {
-        for (r, (row, s)) in out.chunks_mut(cols).zip(scalars.iter_mut()).enumerate() {
-            f(r, row, s);
+    let (out, scalars) = (
+        Disjoint::new(&mut out[..rows * cols]),
+        Disjoint::new(&mut scalars[..rows]),
+    );
+    for_each_task(rows.div_ceil(rpb), |blk| {
+        let r0 = blk * rpb;
+        // SAFETY: block blk alone takes rows r0..r0 + rpb and their scalars.
+        let (po, ps) = unsafe {
+            (
+                out.piece(r0 * cols, (r0 + rpb) * cols),
+                scalars.piece(r0, r0 + rpb),
+            )
+        };
+        for (i, (row, s)) in po.chunks_mut(cols).zip(ps.iter_mut()).enumerate() {
+            f(r0 + i, row, s);
         }
-        return;
-    }
-    out.par_chunks_mut(rpb * cols)
-        .zip(scalars.par_chunks_mut(rpb))
-        .enumerate()
-        .for_each(|(blk, (rows, ss))| {
-            for (i, (row, s)) in rows.chunks_mut(cols).zip(ss.iter_mut()).enumerate() {
-                f(blk * rpb + i, row, s);
-            }
-        });
+    });
 }

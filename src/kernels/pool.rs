@@ -49,6 +49,14 @@ impl ThreadPool {
             .expect("present until dropped")
             .install(f)
     }
+
+    /// Runs `f` inside the pool as a [`session`](super::team::session): the pool's other
+    /// threads wait, spinning, for the parallel loops `f` starts. For a run of many short loops
+    /// (a training epoch, an evaluation), not for long serial work.
+    pub fn install_session<R: Send>(&self, f: impl FnOnce() -> R + Send) -> R {
+        let threads = self.handles.len();
+        self.install(move || super::team::session(threads, f))
+    }
 }
 
 impl Drop for ThreadPool {

@@ -14,8 +14,6 @@
 //! the same order, on every instruction set and for any thread count (each output row is
 //! computed whole by one thread).
 
-use rayon::prelude::*;
-
 use crate::float::Float;
 use crate::kernels::fast::{COMPACT_SLACK, instruction_set};
 
@@ -197,8 +195,8 @@ fn rows_body<T: Float>(x: &SparseRows<T>, w: &[T], n: usize, r0: usize, out: &mu
 }
 
 /// `Y = X W`, where `X` is sparse `m x k` (`m = x.rows()`, `k = x.cols()`), `W` dense row-major
-/// `k x n`, and `Y` dense row-major `m x n`, overwritten. Runs on the current rayon pool when
-/// `threads > 1`.
+/// `k x n`, and `Y` dense row-major `m x n`, overwritten. Runs in parallel (`kernels::par`)
+/// when `threads > 1`.
 pub fn sparse_matmul<T: Float>(x: &SparseRows<T>, w: &[T], n: usize, y: &mut [T], threads: usize) {
     let (m, k) = (x.rows(), x.cols());
     // Internal invariant: callers size their buffers from validated shapes.
@@ -216,9 +214,7 @@ pub fn sparse_matmul<T: Float>(x: &SparseRows<T>, w: &[T], n: usize, y: &mut [T]
             rows(x, w, n, t * ROWS_PER_TASK, out);
         }
     } else {
-        y.par_chunks_mut(task).enumerate().for_each(|(t, out)| {
-            rows(x, w, n, t * ROWS_PER_TASK, out);
-        });
+        super::par::for_each_piece(y, task, |at, out| rows(x, w, n, at / n, out));
     }
 }
 

@@ -1,11 +1,11 @@
 //! Optimizers over the flat parameter buffer. Each update is one fused elementwise loop over
-//! parameters, gradients and state, split into fixed-size chunks on the current rayon pool.
+//! parameters, gradients and state, split into fixed-size chunks run in parallel (`kernels::par`).
 
-use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
 use crate::float::Float;
+use crate::kernels::par::{self, Disjoint};
 
 /// Elements per parallel task.
 const CHUNK: usize = 1 << 14;
@@ -190,25 +190,28 @@ impl<T: Float> Optimizer<T> {
                     eps: T::of(eps),
                 };
                 let (m, v) = self.state.split_at_mut(self.n);
-                params
-                    .par_chunks_mut(CHUNK)
-                    .zip(grads.par_chunks(CHUNK))
-                    .zip(m.par_chunks_mut(CHUNK).zip(v.par_chunks_mut(CHUNK)))
-                    .for_each(|((p, g), (m, v))| T::adam(p, g, m, v, c));
+                let (m, v) = (Disjoint::new(m), Disjoint::new(v));
+                par::for_each_piece(params, CHUNK, |at, p| {
+                    let end = at + p.len();
+                    // SAFETY: each piece of `params` is one task's; m and v follow it.
+                    let (m, v) = unsafe { (m.piece(at, end), v.piece(at, end)) };
+                    T::adam(p, &grads[at..end], m, v, c)
+                });
             }
             OptimizerConfig::Sgd { lr, momentum } => {
                 let (lr, mu) = (T::of(lr), T::of(momentum));
                 let first = t == 1;
-                params
-                    .par_chunks_mut(CHUNK)
-                    .zip(grads.par_chunks(CHUNK))
-                    .zip(self.state.par_chunks_mut(CHUNK))
-                    .for_each(|((p, g), u)| {
-                        for i in 0..p.len() {
-                            u[i] = if first { g[i] } else { mu * u[i] + g[i] };
-                            p[i] -= lr * u[i];
-                        }
-                    });
+                let state = Disjoint::new(&mut self.state[..]);
+                par::for_each_piece(params, CHUNK, |at, p| {
+                    let end = at + p.len();
+                    let g = &grads[at..end];
+                    // SAFETY: each piece of `params` is one task's; the state follows it.
+                    let u = unsafe { state.piece(at, end) };
+                    for i in 0..p.len() {
+                        u[i] = if first { g[i] } else { mu * u[i] + g[i] };
+                        p[i] -= lr * u[i];
+                    }
+                });
             }
         }
     }

@@ -377,7 +377,7 @@ impl<T: Float> Trainer<T> {
         let order = epoch_order(data.len(), self.config.seed, self.epoch as u64);
         let steps_per_epoch = data.len().div_ceil(bs);
         let pool = self.pool.clone();
-        pool.install(|| -> Result<()> {
+        pool.install_session(|| -> Result<()> {
             // A resumed epoch skips the batches it had already taken.
             for idx in order.chunks(bs).skip(self.progress.batches) {
                 let s = self.step_on(data, idx, steps_per_epoch)?;
@@ -438,7 +438,7 @@ impl<T: Float> Trainer<T> {
         self.check_rows(data, indices.iter().copied(), "training data")?;
         let steps_per_epoch = data.len().div_ceil(self.config.batch_size);
         let pool = self.pool.clone();
-        pool.install(|| self.step_on(data, indices, steps_per_epoch))
+        pool.install_session(|| self.step_on(data, indices, steps_per_epoch))
     }
 
     fn step_on(
@@ -509,7 +509,7 @@ impl<T: Float> Trainer<T> {
         let (vae, ws, seed) = (&self.vae, &mut self.ws, self.config.seed);
         Ok(self
             .pool
-            .install(|| evaluate_into(vae, params, data, ws, seed)))
+            .install_session(|| evaluate_into(vae, params, data, ws, seed)))
     }
 
     /// Trains for the configured epochs, evaluating on `test` after each; `on_epoch` sees each
@@ -709,5 +709,5 @@ pub fn evaluate<T: Float>(
     data.check_for(vae.input_dim(), vae.config().likelihood)?;
     let mut ws = Workspace::new(vae, batch_size, samples, threads)?;
     let pool = crate::kernels::pool::ThreadPool::new(threads.max(1))?;
-    Ok(pool.install(|| evaluate_into(vae, params, data, &mut ws, seed)))
+    Ok(pool.install_session(|| evaluate_into(vae, params, data, &mut ws, seed)))
 }

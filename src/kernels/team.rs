@@ -1,0 +1,228 @@
+//! A team of threads that stays awake through many short parallel loops.
+//!
+//! A training step runs about twenty parallel loops, each of 20 to 500 µs. On a rayon pool each
+//! loop is a new job: the other workers must find it, and between loops they yield and fall
+//! asleep, so every loop pays for waking them. A [`session`] instead takes the pool's other
+//! threads for its whole length: they spin on one atomic word, waiting for the next loop, and
+//! claim its tasks from the same word. Handing out a loop then costs a store and a few
+//! compare-and-swaps.
+//!
+//! The threads still come from rayon (the session is a rayon scope whose spawned jobs are the
+//! helpers), so a session only ever uses the pool the caller installed.
+//!
+//! Tasks carry no thread identity: which thread runs a task never changes what it computes.
+
+use std::cell::Cell;
+use std::panic::{AssertUnwindSafe, catch_unwind, resume_unwind};
+use std::sync::atomic::{AtomicBool, AtomicPtr, AtomicU64, AtomicUsize, Ordering};
+
+/// Spins before a waiting thread starts yielding its core: long enough to cover the gap
+/// between two loops of a step, short enough not to starve other programs for long.
+const SPINS_BEFORE_YIELD: u32 = 1 << 12;
+
+/// The job word: generation (24 bits) | task count (20 bits) | next unclaimed task (20 bits).
+const FIELD: u32 = 20;
+const FIELD_MASK: u64 = (1 << FIELD) - 1;
+/// Most tasks one published loop can have; larger loops group their tasks.
+const MAX_TASKS: usize = (1 << FIELD) - 1;
+
+type Job<'a> = &'a (dyn Fn(usize) + Sync);
+
+struct Team {
+    /// See [`FIELD`]. Claiming a task is a compare-and-swap that increments the low field.
+    word: AtomicU64,
+    /// Points at the current loop's `Job` on the leader's stack; valid while a task of the
+    /// current generation is unfinished.
+    job: AtomicPtr<()>,
+    /// Tasks of the current loop finished (run or panicked).
+    done: AtomicUsize,
+    stop: AtomicBool,
+    panicked: AtomicBool,
+    size: usize,
+}
+
+thread_local! {
+    /// The session this thread leads, if any.
+    static LEADING: Cell<*const Team> = const { Cell::new(std::ptr::null()) };
+    /// Set while this thread runs a session's task or helps one: nested loops run inline.
+    static INSIDE: Cell<bool> = const { Cell::new(false) };
+}
+
+/// Restores a thread-local on drop, so a panic cannot leave it set.
+struct Restore<T: Copy + 'static> {
+    key: &'static std::thread::LocalKey<Cell<T>>,
+    old: T,
+}
+
+impl<T: Copy + 'static> Restore<T> {
+    fn set(key: &'static std::thread::LocalKey<Cell<T>>, value: T) -> Self {
+        Restore {
+            key,
+            old: key.with(|c| c.replace(value)),
+        }
+    }
+}
+
+impl<T: Copy + 'static> Drop for Restore<T> {
+    fn drop(&mut self) {
+        self.key.with(|c| c.set(self.old));
+    }
+}
+
+impl Team {
+    fn generation(word: u64) -> u64 {
+        word >> (2 * FIELD)
+    }
+
+    /// Claims and runs one task of the current loop; false if none is left.
+    fn run_one(&self) -> bool {
+        let mut w = self.word.load(Ordering::Acquire);
+        loop {
+            let (total, next) = ((w >> FIELD) & FIELD_MASK, w & FIELD_MASK);
+            if next >= total {
+                return false;
+            }
+            match self
+                .word
+                .compare_exchange_weak(w, w + 1, Ordering::AcqRel, Ordering::Acquire)
+            {
+                Ok(_) => {
+                    // Task `next` is claimed and unfinished, so the leader is still inside this
+                    // loop and `job` still points at its closure.
+                    let job = unsafe { *(self.job.load(Ordering::Acquire) as *const Job<'_>) };
+                    if catch_unwind(AssertUnwindSafe(|| job(next as usize))).is_err() {
+                        self.panicked.store(true, Ordering::Relaxed);
+                    }
+                    self.done.fetch_add(1, Ordering::Release);
+                    return true;
+                }
+                Err(now) => w = now,
+            }
+        }
+    }
+
+    fn help(&self) {
+        let _inside = Restore::set(&INSIDE, true);
+        let mut idle = 0u32;
+        loop {
+            if self.run_one() {
+                idle = 0;
+                continue;
+            }
+            if self.stop.load(Ordering::Acquire) {
+                return;
+            }
+            idle = idle.saturating_add(1);
+            if idle < SPINS_BEFORE_YIELD {
+                std::hint::spin_loop();
+            } else {
+                std::thread::yield_now();
+            }
+        }
+    }
+
+    /// Publishes `tasks` tasks of `f`, runs them with the helpers, and returns when all are done.
+    fn run(&self, tasks: usize, f: Job<'_>) {
+        debug_assert!(tasks <= MAX_TASKS);
+        let job: Job<'_> = f;
+        self.job
+            .store(&job as *const Job<'_> as *mut (), Ordering::Relaxed);
+        self.done.store(0, Ordering::Relaxed);
+        let generation = Self::generation(self.word.load(Ordering::Relaxed)) + 1;
+        self.word.store(
+            (generation << (2 * FIELD)) | ((tasks as u64) << FIELD),
+            Ordering::Release,
+        );
+        {
+            let _inside = Restore::set(&INSIDE, true);
+            while self.run_one() {}
+        }
+        let mut idle = 0u32;
+        while self.done.load(Ordering::Acquire) < tasks {
+            idle = idle.saturating_add(1);
+            if idle < SPINS_BEFORE_YIELD {
+                std::hint::spin_loop();
+            } else {
+                std::thread::yield_now();
+            }
+        }
+        if self.panicked.swap(false, Ordering::Relaxed) {
+            resume_unwind(Box::new("a task of a parallel loop panicked"));
+        }
+    }
+}
+
+/// Runs `f` on the calling thread with the current rayon pool's other threads (up to
+/// `threads - 1` of them) waiting as helpers for [`for_each_task`] until `f` returns. Must be
+/// called inside the pool (`ThreadPool::install`); with `threads <= 1`, or inside another
+/// session, it simply calls `f`.
+pub fn session<R: Send>(threads: usize, f: impl FnOnce() -> R + Send) -> R {
+    let threads = threads.min(rayon::current_num_threads());
+    if threads <= 1 || INSIDE.with(Cell::get) || !LEADING.with(Cell::get).is_null() {
+        return f();
+    }
+    let team = Team {
+        word: AtomicU64::new(0),
+        job: AtomicPtr::new(std::ptr::null_mut()),
+        done: AtomicUsize::new(0),
+        stop: AtomicBool::new(false),
+        panicked: AtomicBool::new(false),
+        size: threads,
+    };
+    struct StopOnDrop<'a>(&'a Team);
+    impl Drop for StopOnDrop<'_> {
+        fn drop(&mut self) {
+            self.0.stop.store(true, Ordering::Release);
+        }
+    }
+    rayon::in_place_scope(|s| {
+        for _ in 1..threads {
+            s.spawn(|_| team.help());
+        }
+        let _stop = StopOnDrop(&team);
+        let _leading = Restore::set(&LEADING, &team as *const Team);
+        f()
+    })
+}
+
+/// The number of threads of the session this thread leads (0 outside a session, or inside one
+/// of its tasks).
+pub fn session_threads() -> usize {
+    if INSIDE.with(Cell::get) {
+        return 0;
+    }
+    let team = LEADING.with(Cell::get);
+    if team.is_null() {
+        0
+    } else {
+        // SAFETY: `LEADING` is set only while the session's `Team` lives on this thread's stack.
+        unsafe { (*team).size }
+    }
+}
+
+/// Whether this thread is running a session's task (or helping one): parallel loops started
+/// here should run inline.
+pub fn inside_task() -> bool {
+    INSIDE.with(Cell::get)
+}
+
+/// Calls `f(t)` for every `t` in `0..tasks` on the session this thread leads and returns true,
+/// or returns false (having run nothing) when there is no such session.
+pub fn for_each_task(tasks: usize, f: &(dyn Fn(usize) + Sync)) -> bool {
+    if session_threads() == 0 {
+        return false;
+    }
+    // SAFETY: as in `session_threads`.
+    let team = unsafe { &*LEADING.with(Cell::get) };
+    if tasks <= 1 {
+        (0..tasks).for_each(f);
+    } else if tasks <= MAX_TASKS {
+        team.run(tasks, f);
+    } else {
+        let group = tasks.div_ceil(MAX_TASKS);
+        team.run(tasks.div_ceil(group), &|g| {
+            (g * group..((g + 1) * group).min(tasks)).for_each(f)
+        });
+    }
+    true
+}
