@@ -4,7 +4,8 @@ use elbo::kernels::fast::{
     AdamStep, adam_body, adam_f32, bernoulli_row, bernoulli_row_reference, exp_nonpositive,
     instruction_set, ln_1p_unit,
 };
-use elbo::kernels::{Op, SparseRows, sparse_matmul, sparse_matmul_reference};
+use elbo::kernels::pool::ThreadPool;
+use elbo::kernels::{Op, SparseRows, matmul, par, sparse_matmul, sparse_matmul_reference};
 use proptest::prelude::*;
 use proptest::test_runner::FileFailurePersistence;
 
@@ -115,14 +116,29 @@ fn dense_of<T: elbo::Float>(s: &SparseRows<T>) -> Vec<T> {
     d
 }
 
+/// How a kernel is run in these tests: threads, and whether inside a session (see
+/// `elbo::kernels::team`) or as plain rayon jobs.
+const RUNS: [(usize, bool); 3] = [(1, false), (2, false), (2, true)];
+
+/// Runs `f` on a pool of `threads`, inside a session or not.
+fn on_pool<R: Send>(threads: usize, session: bool, f: impl FnOnce() -> R + Send) -> R {
+    let pool = ThreadPool::new(threads).unwrap();
+    if session {
+        pool.install_session(f)
+    } else {
+        pool.install(f)
+    }
+}
+
 /// Runs `sparse_matmul` on a pool of `threads`.
-fn sparse_product<T: elbo::Float>(x: &SparseRows<T>, w: &[T], n: usize, threads: usize) -> Vec<T> {
+fn sparse_product<T: elbo::Float>(
+    x: &SparseRows<T>,
+    w: &[T],
+    n: usize,
+    (threads, session): (usize, bool),
+) -> Vec<T> {
     let mut y = vec![T::of(f64::NAN); x.rows() * n];
-    let pool = rayon::ThreadPoolBuilder::new()
-        .num_threads(threads)
-        .build()
-        .unwrap();
-    pool.install(|| sparse_matmul(x, w, n, &mut y, threads));
+    on_pool(threads, session, || sparse_matmul(x, w, n, &mut y, threads));
     y
 }
 
@@ -166,9 +182,9 @@ proptest! {
         sparse_matmul_reference(m, n, k, &x64, &w64, &mut want);
         let mut want_t = vec![0.0f64; k * n];
         sparse_matmul_reference(k, n, m, &x64_t, &g64, &mut want_t);
-        for threads in [1, 2] {
-            prop_assert_eq!(&sparse_product(&xs, &w64, n, threads), &want);
-            prop_assert_eq!(&sparse_product(&xt, &g64, n, threads), &want_t);
+        for run in RUNS {
+            prop_assert_eq!(&sparse_product(&xs, &w64, n, run), &want);
+            prop_assert_eq!(&sparse_product(&xt, &g64, n, run), &want_t);
         }
 
         let mut xs32 = SparseRows::<f32>::with_capacity(1, 1);
@@ -180,9 +196,9 @@ proptest! {
         let x32_t: Vec<f32> = x64_t.iter().map(|&v| v as f32).collect();
         let mut want32_t = vec![0.0f32; k * n];
         sparse_matmul_reference(k, n, m, &x32_t, &g32, &mut want32_t);
-        for threads in [1, 2] {
-            prop_assert_eq!(&sparse_product(&xs32, &w32, n, threads), &want32);
-            prop_assert_eq!(&sparse_product(&xt32, &g32, n, threads), &want32_t);
+        for run in RUNS {
+            prop_assert_eq!(&sparse_product(&xs32, &w32, n, run), &want32);
+            prop_assert_eq!(&sparse_product(&xt32, &g32, n, run), &want32_t);
         }
 
         // And the reference itself is the product: against the f64 dot products.
@@ -220,4 +236,126 @@ proptest! {
         let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
         prop_assert_eq!(bits(&v1[..n1]), bits(&v2[..n2]));
     }
+}
+
+/// A product on `run`, in `T`, from f64 inputs.
+#[allow(clippy::too_many_arguments)]
+fn product<T: elbo::Float>(
+    (m, n, k): (usize, usize, usize),
+    a: &[f64],
+    op_a: Op,
+    b: &[f64],
+    op_b: Op,
+    c0: &[f64],
+    acc: bool,
+    (threads, session): (usize, bool),
+) -> Vec<T> {
+    let conv = |v: &[f64]| v.iter().map(|&x| T::of(x)).collect::<Vec<T>>();
+    let (a, b, mut c) = (conv(a), conv(b), conv(c0));
+    on_pool(threads, session, || {
+        matmul(m, n, k, &a, op_a, &b, op_b, &mut c, acc, threads)
+    });
+    c
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig {
+        cases: 48,
+        failure_persistence: Some(Box::new(FileFailurePersistence::Direct("proptest-regressions/kernels.txt"))),
+        ..ProptestConfig::default()
+    })]
+
+    /// In a session a product is cut into one tile per thread, each a separate `gemm` call.
+    /// That must not change a single bit, in f32 or f64, for any transposes and with or
+    /// without accumulation. The shapes are large enough to be cut (2^19 multiply-adds).
+    #[test]
+    fn matmul_is_bit_identical_on_any_threads_in_or_out_of_a_session(
+        m in 1usize..300, n in 1usize..300, k in 1usize..120,
+        ta in any::<bool>(), tb in any::<bool>(), acc in any::<bool>(), seed in any::<u64>()
+    ) {
+        use rand::{Rng, SeedableRng};
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
+        let (op_a, op_b) = (if ta { Op::T } else { Op::N }, if tb { Op::T } else { Op::N });
+        let mut draw = |len: usize| (0..len).map(|_| rng.random_range(-1.0..1.0)).collect::<Vec<f64>>();
+        let (a, b, c0) = (draw(m * k), draw(k * n), draw(m * n));
+        let one64 = product::<f64>((m, n, k), &a, op_a, &b, op_b, &c0, acc, RUNS[0]);
+        let one32 = product::<f32>((m, n, k), &a, op_a, &b, op_b, &c0, acc, RUNS[0]);
+        for run in &RUNS[1..] {
+            prop_assert_eq!(&product::<f64>((m, n, k), &a, op_a, &b, op_b, &c0, acc, *run), &one64);
+            prop_assert_eq!(&product::<f32>((m, n, k), &a, op_a, &b, op_b, &c0, acc, *run), &one32);
+        }
+        let mut exact = c0.clone();
+        elbo::kernels::matmul_reference(m, n, k, &a, op_a, &b, op_b, &mut exact, acc);
+        for (f, s) in one64.iter().zip(&exact) {
+            prop_assert!((f - s).abs() <= 1e-12 * (1.0 + s.abs()), "{} vs {}", f, s);
+        }
+    }
+}
+
+/// Every task of a session's loop runs exactly once: loops of 0, 1, a few and more than one
+/// published loop holds (2^20 tasks are grouped), one after another, with loops started inside
+/// a task running inline.
+#[test]
+fn a_session_runs_every_task_exactly_once() {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    let pool = ThreadPool::new(2).unwrap();
+    pool.install_session(|| {
+        for tasks in [0usize, 1, 2, 3, 17, 1000, (1 << 20) + 3] {
+            let hits: Vec<AtomicU32> = (0..tasks).map(|_| AtomicU32::new(0)).collect();
+            par::for_each_task(tasks, |t| {
+                hits[t].fetch_add(1, Ordering::Relaxed);
+            });
+            assert!(
+                hits.iter().all(|h| h.load(Ordering::Relaxed) == 1),
+                "{tasks} tasks"
+            );
+        }
+        let inner: Vec<AtomicU32> = (0..8 * 50).map(|_| AtomicU32::new(0)).collect();
+        par::for_each_task(8, |outer| {
+            par::for_each_task(50, |t| {
+                inner[outer * 50 + t].fetch_add(1, Ordering::Relaxed);
+            })
+        });
+        assert!(inner.iter().all(|h| h.load(Ordering::Relaxed) == 1));
+        // The helper takes part: tasks that each wait 1 ms leave it time to claim some.
+        let threads = std::sync::Mutex::new(std::collections::HashSet::new());
+        par::for_each_task(200, |_| {
+            threads.lock().unwrap().insert(std::thread::current().id());
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        });
+        assert_eq!(threads.into_inner().unwrap().len(), 2);
+        let mut rows = vec![0usize; 3000 * 7];
+        par::for_each_row(&mut rows, 7, |r, row| row.fill(r + 1));
+        assert!(
+            rows.chunks(7)
+                .enumerate()
+                .all(|(r, row)| row.iter().all(|&v| v == r + 1))
+        );
+    });
+}
+
+/// A task that panics (wherever it runs) makes the session's caller panic after the loop's
+/// other tasks finish, and the pool stays usable.
+#[test]
+fn a_panicking_task_reaches_the_caller() {
+    let pool = ThreadPool::new(2).unwrap();
+    for bad in [0usize, 5, 63] {
+        let caught = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            pool.install_session(|| {
+                par::for_each_task(64, |t| {
+                    if t == bad {
+                        panic!("task {t}");
+                    }
+                })
+            })
+        }));
+        assert!(caught.is_err(), "task {bad} panicked");
+    }
+    let sum = std::sync::atomic::AtomicUsize::new(0);
+    pool.install_session(|| {
+        par::for_each_task(100, |t| {
+            sum.fetch_add(t, std::sync::atomic::Ordering::Relaxed);
+        })
+    });
+    assert_eq!(sum.into_inner(), 4950);
 }
