@@ -273,7 +273,7 @@ proptest! {
         m in 1usize..300, n in 1usize..300, k in 1usize..120,
         ta in any::<bool>(), tb in any::<bool>(), acc in any::<bool>(), seed in any::<u64>()
     ) {
-        use rand::{Rng, SeedableRng};
+        use rand::SeedableRng;
         let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
         let (op_a, op_b) = (if ta { Op::T } else { Op::N }, if tb { Op::T } else { Op::N });
         let mut draw = |len: usize| (0..len).map(|_| rng.random_range(-1.0..1.0)).collect::<Vec<f64>>();
