@@ -16,30 +16,35 @@
 
 use crate::float::Float;
 use crate::kernels::fast::{COMPACT_SLACK, instruction_set};
+use crate::kernels::par::{self, Disjoint};
 
-/// Rows of a matrix in compressed sparse row form: row `r`'s nonzeros are at columns
-/// `index[start[r]..start[r + 1]]` (increasing) with values `values[start[r]..start[r + 1]]`.
+/// Rows of a matrix in sparse row form: row `r`'s nonzeros are at columns
+/// `index[r * stride..][..len[r]]` (increasing) with values `values[r * stride..][..len[r]]`.
+/// Each row has its own fixed region, so rows are filled in parallel without a prefix sum.
 /// Buffers are sized once for the largest shape and reused, so refilling allocates nothing.
 #[derive(Clone, Debug, Default)]
 pub struct SparseRows<T> {
     rows: usize,
     cols: usize,
-    start: Vec<usize>,
+    /// Room per row: `cols` plus what the compress kernel may write past its last entry.
+    stride: usize,
+    len: Vec<usize>,
+    nonzeros: usize,
     index: Vec<u32>,
     values: Vec<T>,
 }
 
+/// Rows filled per parallel task.
+const FILL_ROWS_PER_TASK: usize = 8;
+/// Columns of the source (rows of the transpose) gathered per parallel task.
+const TRANSPOSE_COLS_PER_TASK: usize = 64;
+
 impl<T: Float> SparseRows<T> {
     /// Room for any `rows x cols` matrix with `rows <= max_rows`.
     pub fn with_capacity(max_rows: usize, cols: usize) -> Self {
-        let cap = max_rows * cols + COMPACT_SLACK;
-        SparseRows {
-            rows: 0,
-            cols,
-            start: vec![0; max_rows.max(cols) + 1],
-            index: vec![0; cap],
-            values: vec![T::zero(); cap],
-        }
+        let mut s = SparseRows::default();
+        s.ensure(max_rows, cols);
+        s
     }
 
     /// Rows held.
@@ -54,21 +59,25 @@ impl<T: Float> SparseRows<T> {
 
     /// Stored (nonzero) entries.
     pub fn nonzeros(&self) -> usize {
-        self.start[self.rows]
+        self.nonzeros
     }
 
     /// Row `r`'s column indices and values.
     pub fn row(&self, r: usize) -> (&[u32], &[T]) {
-        let (a, b) = (self.start[r], self.start[r + 1]);
-        (&self.index[a..b], &self.values[a..b])
+        let at = r * self.stride;
+        let end = at + self.len[r];
+        (&self.index[at..end], &self.values[at..end])
     }
 
+    /// Sets the shape; grows the buffers only if asked for more than they hold.
     fn ensure(&mut self, rows: usize, cols: usize) {
-        // Grows only if asked for more than the capacity given at construction.
-        if self.start.len() < rows.max(cols) + 1 {
-            self.start.resize(rows.max(cols) + 1, 0);
+        self.rows = rows;
+        self.cols = cols;
+        self.stride = cols + COMPACT_SLACK;
+        if self.len.len() < rows {
+            self.len.resize(rows, 0);
         }
-        let cap = rows * cols + COMPACT_SLACK;
+        let cap = rows * self.stride;
         if self.index.len() < cap {
             self.index.resize(cap, 0);
             self.values.resize(cap, T::zero());
@@ -76,54 +85,65 @@ impl<T: Float> SparseRows<T> {
     }
 
     /// Refills from the dense row-major `rows x cols` matrix `x`, keeping entries `!= 0`
-    /// (NaN included).
+    /// (NaN included). Rows are compacted in parallel (`kernels::par`).
     pub fn fill_from_dense(&mut self, x: &[T], rows: usize, cols: usize) {
         assert!(x.len() >= rows * cols, "fill_from_dense: buffer too small");
         self.ensure(rows, cols);
-        self.rows = rows;
-        self.cols = cols;
-        let mut n = 0usize;
-        for r in 0..rows {
-            self.start[r] = n;
-            let row = &x[r * cols..(r + 1) * cols];
-            n += T::compact_nonzeros(row, 0, &mut self.index[n..], &mut self.values[n..]);
-        }
-        self.start[rows] = n;
+        let stride = self.stride;
+        let (index, values) = (
+            Disjoint::new(&mut self.index[..]),
+            Disjoint::new(&mut self.values[..]),
+        );
+        par::for_each_piece(&mut self.len[..rows], FILL_ROWS_PER_TASK, |r0, lens| {
+            for (i, len) in lens.iter_mut().enumerate() {
+                let r = r0 + i;
+                let (a, b) = (r * stride, (r + 1) * stride);
+                // SAFETY: row r's region belongs to the task that holds len[r].
+                let (idx, vals) = unsafe { (index.piece(a, b), values.piece(a, b)) };
+                *len = T::compact_nonzeros(&x[r * cols..(r + 1) * cols], 0, idx, vals);
+            }
+        });
+        self.nonzeros = self.len[..rows].iter().sum();
     }
 
     /// Writes the transpose (`cols x rows`, also in sparse row form) into `out`. Each of its
-    /// rows lists the original rows in increasing order.
+    /// rows lists the original rows in increasing order. Built in parallel over ranges of
+    /// columns: each task walks every row's entries that fall in its range.
     pub fn transpose_into(&self, out: &mut SparseRows<T>) {
         let (rows, cols) = (self.rows, self.cols);
         out.ensure(cols, rows);
-        out.rows = cols;
-        out.cols = rows;
-        let nnz = self.nonzeros();
-        // Counting sort by column: count, prefix-sum, then place in row order.
-        out.start[..=cols].fill(0);
-        for &j in &self.index[..nnz] {
-            out.start[j as usize + 1] += 1;
-        }
-        for j in 0..cols {
-            out.start[j + 1] += out.start[j];
-        }
-        for r in 0..rows {
-            let (idx, vals) = (
-                &self.index[self.start[r]..self.start[r + 1]],
-                &self.values[self.start[r]..self.start[r + 1]],
-            );
-            for (&j, &v) in idx.iter().zip(vals) {
-                let slot = &mut out.start[j as usize];
-                out.index[*slot] = r as u32;
-                out.values[*slot] = v;
-                *slot += 1;
+        out.nonzeros = self.nonzeros;
+        let stride = out.stride;
+        let (index, values) = (
+            Disjoint::new(&mut out.index[..]),
+            Disjoint::new(&mut out.values[..]),
+        );
+        par::for_each_piece(&mut out.len[..cols], TRANSPOSE_COLS_PER_TASK, |c0, lens| {
+            let c1 = c0 + lens.len();
+            // SAFETY: the regions of rows c0..c1 of the transpose belong to this task.
+            let (idx_out, val_out) = unsafe {
+                (
+                    index.piece(c0 * stride, c1 * stride),
+                    values.piece(c0 * stride, c1 * stride),
+                )
+            };
+            lens.fill(0);
+            for r in 0..rows {
+                let (idx, vals) = self.row(r);
+                let from = idx.partition_point(|&j| (j as usize) < c0);
+                for (&j, &v) in idx[from..].iter().zip(&vals[from..]) {
+                    let j = j as usize;
+                    if j >= c1 {
+                        break;
+                    }
+                    let len = &mut lens[j - c0];
+                    let at = (j - c0) * stride + *len;
+                    idx_out[at] = r as u32;
+                    val_out[at] = v;
+                    *len += 1;
+                }
             }
-        }
-        // Each start[j] now points at the end of column j; shift back by one column.
-        for j in (1..=cols).rev() {
-            out.start[j] = out.start[j - 1];
-        }
-        out.start[0] = 0;
+        });
     }
 }
 

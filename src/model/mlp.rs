@@ -2,7 +2,6 @@
 
 use crate::float::Float;
 use crate::kernels::SparseRows;
-use crate::kernels::sparse::density;
 use crate::model::activation::Activation;
 use crate::model::dense::Dense;
 use crate::model::params::Layout;
@@ -113,9 +112,12 @@ impl Mlp {
             if i == 0 {
                 let n_in = layer.dense.n_in;
                 let x = &x[..rows * n_in];
-                if buf.allow_sparse_input && density(x) <= SPARSE_INPUT_DENSITY {
+                if buf.allow_sparse_input {
                     buf.input.fill_from_dense(x, rows, n_in);
-                    buf.input_is_sparse = true;
+                    let nonzero = buf.input.nonzeros() as f64 / (rows * n_in).max(1) as f64;
+                    buf.input_is_sparse = nonzero <= SPARSE_INPUT_DENSITY;
+                }
+                if buf.input_is_sparse {
                     layer
                         .dense
                         .forward_sparse_without_bias(params, &buf.input, out, threads);
