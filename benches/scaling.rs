@@ -8,6 +8,7 @@ use std::path::Path;
 use std::time::Instant;
 
 use elbo::data::mnist;
+use elbo::kernels::pool::ThreadPool;
 use elbo::kernels::{Op, matmul};
 use elbo::{TrainConfig, Trainer, Vae, VaeConfig};
 
@@ -34,80 +35,109 @@ fn median(mut v: Vec<f64>) -> f64 {
     v[v.len() / 2]
 }
 
-/// Seconds per step of the products alone.
-fn gemm_only(b: usize, h: usize, z: usize, threads: usize) -> (f64, f64) {
-    let pool = rayon::ThreadPoolBuilder::new()
-        .num_threads(threads)
-        .build()
-        .unwrap();
-    let prods = step_products(b, h, z);
-    let bufs: Vec<(Vec<f32>, Vec<f32>, Vec<f32>)> = prods
-        .iter()
-        .map(|&(m, k, n, _, _)| (vec![0.5; m * k], vec![0.25; k * n], vec![0.0; m * n]))
-        .collect();
-    let flops: f64 = prods
-        .iter()
-        .map(|&(m, k, n, _, _)| 2.0 * (m * k * n) as f64)
-        .sum();
-    let mut bufs = bufs;
-    let mut run = || {
-        pool.install(|| {
-            for (&(m, k, n, oa, ob), (a, bb, c)) in prods.iter().zip(bufs.iter_mut()) {
-                matmul(m, n, k, a, oa, bb, ob, c, false, threads);
-            }
-        })
-    };
-    for _ in 0..5 {
-        run();
-    }
-    let reps = (2e9 / flops).clamp(10.0, 400.0) as usize;
-    let times: Vec<f64> = (0..5)
-        .map(|_| {
-            let t = Instant::now();
-            for _ in 0..reps {
-                run();
-            }
-            t.elapsed().as_secs_f64() / reps as f64
-        })
-        .collect();
-    (median(times), flops)
+/// Rounds per configuration. Each round times the dense-input step, the sparse-input step and
+/// the products alone back to back, so a slow spell of the shared machine lands on all three
+/// and the per-round ratios stay fair.
+const ROUNDS: usize = 5;
+
+/// The step's products alone, on buffers made once.
+struct Products {
+    prods: Vec<(usize, usize, usize, Op, Op)>,
+    bufs: Vec<(Vec<f32>, Vec<f32>, Vec<f32>)>,
+    flops: f64,
+    threads: usize,
+    pool: ThreadPool,
 }
 
-/// Seconds per training step, with or without the sparse first-layer products.
-fn train_step(data: &elbo::Dataset, b: usize, h: usize, threads: usize, sparse: bool) -> f64 {
-    let cfg = VaeConfig {
-        encoder_hidden: vec![h],
-        decoder_hidden: vec![h],
-        ..VaeConfig::mnist()
-    };
-    let mut t = Trainer::<f32>::new(
-        Vae::new(cfg).unwrap(),
-        TrainConfig {
+impl Products {
+    fn new(b: usize, h: usize, z: usize, threads: usize) -> Self {
+        let prods = step_products(b, h, z);
+        let bufs = prods
+            .iter()
+            .map(|&(m, k, n, _, _)| (vec![0.5; m * k], vec![0.25; k * n], vec![0.0; m * n]))
+            .collect();
+        let flops = prods
+            .iter()
+            .map(|&(m, k, n, _, _)| 2.0 * (m * k * n) as f64)
+            .sum();
+        let pool = ThreadPool::new(threads).unwrap();
+        Products {
+            prods,
+            bufs,
+            flops,
+            threads,
+            pool,
+        }
+    }
+
+    /// Seconds per step: the faster of the products as rayon jobs (the `gemm` crate's own
+    /// threading) and in a session (one tile per thread), each the median of 3 timings.
+    fn time(&mut self) -> f64 {
+        let reps = (1e9 / self.flops).clamp(5.0, 200.0) as usize;
+        let (prods, bufs, threads) = (&self.prods, &mut self.bufs, self.threads);
+        let mut time = || {
+            let mut run = || {
+                for (&(m, k, n, oa, ob), (a, bb, c)) in prods.iter().zip(bufs.iter_mut()) {
+                    matmul(m, n, k, a, oa, bb, ob, c, false, threads);
+                }
+            };
+            run();
+            let times: Vec<f64> = (0..3)
+                .map(|_| {
+                    let t = Instant::now();
+                    for _ in 0..reps {
+                        run();
+                    }
+                    t.elapsed().as_secs_f64() / reps as f64
+                })
+                .collect();
+            median(times)
+        };
+        let as_jobs = self.pool.install(&mut time);
+        let in_session = self.pool.install_session(&mut time);
+        as_jobs.min(in_session)
+    }
+}
+
+/// A trainer for batch b and hidden width h; `epoch` times one epoch over the first 20 000
+/// images (or 20 batches), as `elbo train` runs it, in seconds per step.
+struct Steps {
+    trainer: Trainer<f32>,
+    part: elbo::Dataset,
+    steps: usize,
+}
+
+impl Steps {
+    fn new(data: &elbo::Dataset, b: usize, h: usize, threads: usize, sparse: bool) -> Self {
+        let cfg = VaeConfig {
+            encoder_hidden: vec![h],
+            decoder_hidden: vec![h],
+            ..VaeConfig::mnist()
+        };
+        let config = TrainConfig {
             batch_size: b,
             ..TrainConfig::default()
-        },
-        threads,
-    )
-    .unwrap();
-    t.set_sparse_input(sparse);
-    let steps = (20_000 / b).max(20);
-    let mut start = 0;
-    let mut go = |n: usize| {
-        for _ in 0..n {
-            let idx: Vec<usize> = (start..start + b).collect();
-            start = (start + b) % (data.len() - b);
-            t.step(data, &idx).unwrap();
+        };
+        let mut trainer = Trainer::<f32>::new(Vae::new(cfg).unwrap(), config, threads).unwrap();
+        trainer.set_sparse_input(sparse);
+        trainer
+            .train_epoch(&data.head(5 * b), &mut |_, _| {})
+            .unwrap();
+        let steps = (20_000 / b).max(20);
+        Steps {
+            trainer,
+            part: data.head(steps * b),
+            steps,
         }
-    };
-    go(5);
-    let times: Vec<f64> = (0..3)
-        .map(|_| {
-            let s = Instant::now();
-            go(steps);
-            s.elapsed().as_secs_f64() / steps as f64
-        })
-        .collect();
-    median(times)
+    }
+
+    fn epoch(&mut self) -> f64 {
+        let s = Instant::now();
+        self.trainer
+            .train_epoch(&self.part, &mut |_, _| {})
+            .unwrap();
+        s.elapsed().as_secs_f64() / self.steps as f64
+    }
 }
 
 fn main() {
@@ -126,27 +156,42 @@ fn main() {
     ];
     for &(b, h) in &configs {
         for threads in [1usize, 2] {
-            let dense = train_step(&data, b, h, threads, false);
-            let sparse = train_step(&data, b, h, threads, true);
-            let (g, flops) = gemm_only(b, h, 20, threads);
+            let mut dense = Steps::new(&data, b, h, threads, false);
+            let mut sparse = Steps::new(&data, b, h, threads, true);
+            let mut gemm = Products::new(b, h, 20, threads);
+            let (mut td, mut ts, mut tg) = (vec![], vec![], vec![]);
+            let (mut share, mut share_sparse) = (vec![], vec![]);
+            for _ in 0..ROUNDS {
+                let (d, s, g) = (dense.epoch(), sparse.epoch(), gemm.time());
+                share.push(g / d);
+                share_sparse.push(g / s);
+                td.push(d);
+                ts.push(s);
+                tg.push(g);
+            }
+            let (d, s, g) = (median(td), median(ts), median(tg));
+            let flops = gemm.flops;
             let row = format!(
                 "| {b} | {h} | {threads} | {:.2} | {:.1} | {:.1} | {:.0}% | {:.2} | {:.0} | {:.0}% |",
-                dense * 1e3,
-                flops / dense / 1e9,
+                d * 1e3,
+                flops / d / 1e9,
                 flops / g / 1e9,
-                100.0 * g / dense,
-                sparse * 1e3,
-                b as f64 / sparse,
-                100.0 * g / sparse
+                100.0 * median(share),
+                s * 1e3,
+                b as f64 / s,
+                100.0 * median(share_sparse)
             );
             println!("{row}");
             rows.push(row);
         }
     }
     let block = format!(
-        "Measured with `cargo bench --bench scaling` (f32, MNIST, latent 20, Adam; medians of 3 runs). GFLOP/s counts \
-         the step's matrix products (2 m n k each); the roofline is the same dense products timed alone on the same \
-         threads, so \"share of roofline\" is the share of the dense-input step that is matrix products. The sparse-input \
+        "Measured with `cargo bench --bench scaling` (f32, MNIST, latent 20, Adam). Each configuration runs {ROUNDS} \
+         rounds of: an epoch of 20 000 images (or 20 batches) with dense input, the same with sparse input, and the \
+         step's dense products alone on the same threads (the roofline: the faster of the `gemm` crate's own \
+         threading and one tile per thread). Times are medians over the rounds; the shares are medians of each \
+         round's ratio. GFLOP/s counts the step's matrix products (2 m n k each), so \"share of roofline\" is the \
+         share of the dense-input step that is matrix products. The sparse-input \
          step (the default; MNIST batches are about 19% nonzero) skips the zero terms of the two products that touch \
          the images, so it does less arithmetic than the roofline counts and its last column can pass 100%.\n\n{}",
         rows.join("\n")
