@@ -154,6 +154,9 @@ fn main() {
         "| batch | hidden | threads | step, dense input (ms) | GFLOP/s | GEMM-only GFLOP/s (roofline) | share of roofline | step, sparse input (ms) | images/s | against the dense roofline |".to_string(),
         "|---|---|---|---|---|---|---|---|---|---|".to_string(),
     ];
+    if let Ok(only) = std::env::var("ONLY") {
+        configs.retain(|&(b, h)| format!("{b}x{h}") == only);
+    }
     for &(b, h) in &configs {
         for threads in [1usize, 2] {
             let mut dense = Steps::new(&data, b, h, threads, false);

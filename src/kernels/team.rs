@@ -14,11 +14,16 @@
 
 use std::cell::Cell;
 use std::panic::{AssertUnwindSafe, catch_unwind, resume_unwind};
+use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicPtr, AtomicU64, AtomicUsize, Ordering};
+use std::thread::Thread;
+use std::time::Instant;
 
-/// Spins before a waiting thread starts yielding its core: long enough to cover the gap
-/// between two loops of a step, short enough not to starve other programs for long.
-const SPINS_BEFORE_YIELD: u32 = 1 << 12;
+/// How long a waiting thread spins before it parks: longer than most gaps between two loops
+/// of a step, short enough that an idle team gives its cores back at once. Spinning longer is
+/// harmful on a virtual machine whose cores are shared: a spinning core takes time from the
+/// one doing the work.
+const SPIN: std::time::Duration = std::time::Duration::from_micros(50);
 
 /// The job word: generation (24 bits) | task count (20 bits) | next unclaimed task (20 bits).
 const FIELD: u32 = 20;
@@ -39,6 +44,31 @@ struct Team {
     stop: AtomicBool,
     panicked: AtomicBool,
     size: usize,
+    /// Threads parked (or about to park) waiting for work or for the loop's end.
+    parked: AtomicUsize,
+    /// Every thread of the team, to unpark them.
+    threads: Mutex<Vec<Thread>>,
+}
+
+/// Waits until `ready()` holds: spins for [`SPIN`], then parks. A thread that makes `ready()`
+/// true must then call [`Team::wake`]; the `parked` count, in sequentially consistent order on
+/// both sides, makes sure that a wake-up is never lost.
+fn wait_until(team: &Team, ready: impl Fn() -> bool) {
+    let start = Instant::now();
+    let mut spins = 0u32;
+    while !ready() {
+        spins = spins.wrapping_add(1);
+        if spins % 64 != 0 || start.elapsed() < SPIN {
+            std::hint::spin_loop();
+            continue;
+        }
+        team.parked.fetch_add(1, Ordering::SeqCst);
+        if !ready() {
+            // Spurious returns and stale unpark tokens only cost another check.
+            std::thread::park();
+        }
+        team.parked.fetch_sub(1, Ordering::SeqCst);
+    }
 }
 
 thread_local! {
@@ -93,7 +123,11 @@ impl Team {
                     if catch_unwind(AssertUnwindSafe(|| job(next as usize))).is_err() {
                         self.panicked.store(true, Ordering::Relaxed);
                     }
-                    self.done.fetch_add(1, Ordering::Release);
+                    let total = ((w >> FIELD) & FIELD_MASK) as usize;
+                    if self.done.fetch_add(1, Ordering::SeqCst) + 1 == total {
+                        // The leader may be parked waiting for this loop's end.
+                        self.wake();
+                    }
                     return true;
                 }
                 Err(now) => w = now,
@@ -103,20 +137,34 @@ impl Team {
 
     fn help(&self) {
         let _inside = Restore::set(&INSIDE, true);
-        let mut idle = 0u32;
+        self.threads
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(std::thread::current());
         loop {
-            if self.run_one() {
-                idle = 0;
-                continue;
-            }
-            if self.stop.load(Ordering::Acquire) {
+            wait_until(self, || {
+                self.stop.load(Ordering::SeqCst) || {
+                    let w = self.word.load(Ordering::SeqCst);
+                    w & FIELD_MASK < (w >> FIELD) & FIELD_MASK
+                }
+            });
+            while self.run_one() {}
+            if self.stop.load(Ordering::SeqCst) {
                 return;
             }
-            idle = idle.saturating_add(1);
-            if idle < SPINS_BEFORE_YIELD {
-                std::hint::spin_loop();
-            } else {
-                std::thread::yield_now();
+        }
+    }
+
+    /// Unparks every parked thread of the team, after a change they may wait for.
+    fn wake(&self) {
+        if self.parked.load(Ordering::SeqCst) > 0 {
+            for t in self
+                .threads
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .iter()
+            {
+                t.unpark();
             }
         }
     }
@@ -131,21 +179,14 @@ impl Team {
         let generation = Self::generation(self.word.load(Ordering::Relaxed)) + 1;
         self.word.store(
             (generation << (2 * FIELD)) | ((tasks as u64) << FIELD),
-            Ordering::Release,
+            Ordering::SeqCst,
         );
+        self.wake();
         {
             let _inside = Restore::set(&INSIDE, true);
             while self.run_one() {}
         }
-        let mut idle = 0u32;
-        while self.done.load(Ordering::Acquire) < tasks {
-            idle = idle.saturating_add(1);
-            if idle < SPINS_BEFORE_YIELD {
-                std::hint::spin_loop();
-            } else {
-                std::thread::yield_now();
-            }
-        }
+        wait_until(self, || self.done.load(Ordering::SeqCst) >= tasks);
         if self.panicked.swap(false, Ordering::Relaxed) {
             resume_unwind(Box::new("a task of a parallel loop panicked"));
         }
@@ -168,11 +209,14 @@ pub fn session<R: Send>(threads: usize, f: impl FnOnce() -> R + Send) -> R {
         stop: AtomicBool::new(false),
         panicked: AtomicBool::new(false),
         size: threads,
+        parked: AtomicUsize::new(0),
+        threads: Mutex::new(vec![std::thread::current()]),
     };
     struct StopOnDrop<'a>(&'a Team);
     impl Drop for StopOnDrop<'_> {
         fn drop(&mut self) {
-            self.0.stop.store(true, Ordering::Release);
+            self.0.stop.store(true, Ordering::SeqCst);
+            self.0.wake();
         }
     }
     rayon::in_place_scope(|s| {
