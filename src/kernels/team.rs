@@ -58,7 +58,7 @@ fn wait_until(team: &Team, ready: impl Fn() -> bool) {
     let mut spins = 0u32;
     while !ready() {
         spins = spins.wrapping_add(1);
-        if spins % 64 != 0 || start.elapsed() < SPIN {
+        if !spins.is_multiple_of(64) || start.elapsed() < SPIN {
             std::hint::spin_loop();
             continue;
         }
