@@ -359,3 +359,27 @@ fn a_panicking_task_reaches_the_caller() {
     });
     assert_eq!(sum.into_inner(), 4950);
 }
+
+/// Loops separated by serial work longer than the helpers' spin, so that they park between
+/// loops and the leader parks waiting for a slow task: every loop still completes, with every
+/// task run once. A lost wake-up would hang here.
+#[test]
+fn parked_threads_are_woken_for_every_loop() {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    let pool = ThreadPool::new(2).unwrap();
+    pool.install_session(|| {
+        for round in 0..300 {
+            if round % 2 == 0 {
+                std::thread::sleep(std::time::Duration::from_micros(200));
+            }
+            let hits: Vec<AtomicU32> = (0..2).map(|_| AtomicU32::new(0)).collect();
+            par::for_each_task(2, |t| {
+                if (round + t) % 3 == 0 {
+                    std::thread::sleep(std::time::Duration::from_micros(300));
+                }
+                hits[t].fetch_add(1, Ordering::Relaxed);
+            });
+            assert!(hits.iter().all(|h| h.load(Ordering::Relaxed) == 1), "round {round}");
+        }
+    });
+}

@@ -1,5 +1,5 @@
-//! The bottom layer: matrix products and parallel elementwise helpers. Nothing here knows what a
-//! layer or a VAE is.
+//! The bottom layer: matrix products, parallel loops (on a [`team`] session or the current rayon
+//! pool) and vectorised elementwise kernels. Nothing here knows what a layer or a VAE is.
 
 pub mod fast;
 pub mod matmul;
