@@ -379,7 +379,10 @@ fn parked_threads_are_woken_for_every_loop() {
                 }
                 hits[t].fetch_add(1, Ordering::Relaxed);
             });
-            assert!(hits.iter().all(|h| h.load(Ordering::Relaxed) == 1), "round {round}");
+            assert!(
+                hits.iter().all(|h| h.load(Ordering::Relaxed) == 1),
+                "round {round}"
+            );
         }
     });
 }
