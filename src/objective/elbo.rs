@@ -22,7 +22,8 @@ use crate::model::{MlpBuffers, Reparameterize, Vae};
 pub struct Workspace<T> {
     max_rows: usize,
     samples: usize,
-    /// Threads the matrix products may use (of the current rayon pool).
+    /// Threads the matrix products may use (of the session this thread leads, else of the
+    /// current rayon pool).
     pub threads: usize,
     /// The input batch, `rows x D`; callers fill it.
     pub x: Vec<T>,

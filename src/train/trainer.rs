@@ -1,5 +1,7 @@
 //! The training loop: minibatches, noise, forward, backward, clipping and the optimizer step,
-//! all in one workspace on a rayon pool of the caller's size.
+//! all in one workspace on a pool of the caller's size. Each epoch (and each evaluation) runs as
+//! one session of that pool ([`crate::kernels::team`]), so its threads stay with the many short
+//! parallel loops of every step.
 
 use std::time::Instant;
 
