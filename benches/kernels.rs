@@ -3,8 +3,10 @@
 
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use elbo::kernels::fast::{AdamStep, adam_body, adam_f32, bernoulli_row, bernoulli_row_reference};
+use elbo::kernels::pool::ThreadPool;
 use elbo::kernels::{Op, SparseRows, matmul, sparse_matmul};
 use std::hint::black_box;
+use std::time::{Duration, Instant};
 
 /// The training step's matrix products for the MNIST model at batch 128 (m x k x n), and the
 /// 1024^3 square from the reference measurements.
@@ -40,21 +42,42 @@ pub const SHAPES: [(&str, usize, usize, usize, Op, Op); 8] = [
     ("square 1024^3", 1024, 1024, 1024, Op::N, Op::N),
 ];
 
+/// How each product or sparse kernel is run: threads, inside a session or not (as training
+/// runs it on 2 threads), and the group suffix.
+const RUNS: [(usize, bool, &str); 3] =
+    [(1, false, "1t"), (2, false, "2t"), (2, true, "2t_session")];
+
+/// Runs `f` `iters` times on `pool`, as plain rayon jobs or inside one session, and returns the
+/// time taken (the pool is entered once per sample, not per iteration).
+fn timed<F: FnMut() + Send>(pool: &ThreadPool, session: bool, iters: u64, mut f: F) -> Duration {
+    let run = move || {
+        let t = Instant::now();
+        for _ in 0..iters {
+            f();
+        }
+        t.elapsed()
+    };
+    if session {
+        pool.install_session(run)
+    } else {
+        pool.install(run)
+    }
+}
+
 fn gemm(c: &mut Criterion) {
-    for threads in [1usize, 2] {
-        let pool = rayon::ThreadPoolBuilder::new()
-            .num_threads(threads)
-            .build()
-            .unwrap();
-        let mut g = c.benchmark_group(format!("sgemm_{threads}t"));
+    for (threads, session, label) in RUNS {
+        let pool = ThreadPool::new(threads).unwrap();
+        let mut g = c.benchmark_group(format!("sgemm_{label}"));
         for (name, m, k, n, oa, ob) in SHAPES {
             let a = vec![0.5f32; m * k];
             let b = vec![0.25f32; k * n];
             let mut out = vec![0.0f32; m * n];
             g.throughput(Throughput::Elements((2 * m * n * k) as u64));
             g.bench_function(BenchmarkId::from_parameter(name), |bench| {
-                bench.iter(|| {
-                    pool.install(|| matmul(m, n, k, &a, oa, &b, ob, &mut out, false, threads))
+                bench.iter_custom(|iters| {
+                    timed(&pool, session, iters, || {
+                        matmul(m, n, k, &a, oa, &b, ob, &mut out, false, threads)
+                    })
                 })
             });
         }
@@ -152,38 +175,39 @@ fn sparse(c: &mut Criterion) {
     let w = vec![0.01f32; k * n];
     let w2 = vec![0.01f32; n * k];
     let g_grad = vec![0.02f32; m * n];
-    for threads in [1usize, 2] {
-        let pool = rayon::ThreadPoolBuilder::new()
-            .num_threads(threads)
-            .build()
-            .unwrap();
-        let mut g = c.benchmark_group(format!("sparse_{threads}t"));
+    for (threads, session, label) in RUNS {
+        let pool = ThreadPool::new(threads).unwrap();
+        let mut g = c.benchmark_group(format!("sparse_{label}"));
         g.throughput(Throughput::Elements((2 * m * n * k) as u64));
         let mut out = vec![0.0f32; m * n.max(k)];
         let mut dw = vec![0.0f32; k * n];
         let mut xs = SparseRows::<f32>::with_capacity(m, k);
         let mut xt = SparseRows::<f32>::with_capacity(k, m);
         g.bench_function("mnist X W dense (128x784x400)", |b| {
-            b.iter(|| {
-                pool.install(|| matmul(m, n, k, &x, Op::N, &w, Op::N, &mut out, false, threads))
+            b.iter_custom(|iters| {
+                timed(&pool, session, iters, || {
+                    matmul(m, n, k, &x, Op::N, &w, Op::N, &mut out, false, threads)
+                })
             })
         });
         g.bench_function("mnist X W sparse (128x784x400)", |b| {
-            b.iter(|| {
-                pool.install(|| {
+            b.iter_custom(|iters| {
+                timed(&pool, session, iters, || {
                     xs.fill_from_dense(&x, m, k);
                     sparse_matmul(&xs, &w, n, &mut out, threads)
                 })
             })
         });
         g.bench_function("mnist X^T G dense (784x128x400)", |b| {
-            b.iter(|| {
-                pool.install(|| matmul(k, n, m, &x, Op::T, &g_grad, Op::N, &mut dw, false, threads))
+            b.iter_custom(|iters| {
+                timed(&pool, session, iters, || {
+                    matmul(k, n, m, &x, Op::T, &g_grad, Op::N, &mut dw, false, threads)
+                })
             })
         });
         g.bench_function("mnist X^T G sparse (784x128x400)", |b| {
-            b.iter(|| {
-                pool.install(|| {
+            b.iter_custom(|iters| {
+                timed(&pool, session, iters, || {
                     xs.fill_from_dense(&x, m, k);
                     xs.transpose_into(&mut xt);
                     sparse_matmul(&xt, &g_grad, n, &mut dw, threads)
@@ -192,13 +216,15 @@ fn sparse(c: &mut Criterion) {
         });
         let mut hs = SparseRows::<f32>::with_capacity(m, n);
         g.bench_function("half-zero H W dense (128x400x784)", |b| {
-            b.iter(|| {
-                pool.install(|| matmul(m, k, n, &half, Op::N, &w2, Op::N, &mut out, false, threads))
+            b.iter_custom(|iters| {
+                timed(&pool, session, iters, || {
+                    matmul(m, k, n, &half, Op::N, &w2, Op::N, &mut out, false, threads)
+                })
             })
         });
         g.bench_function("half-zero H W sparse (128x400x784)", |b| {
-            b.iter(|| {
-                pool.install(|| {
+            b.iter_custom(|iters| {
+                timed(&pool, session, iters, || {
                     hs.fill_from_dense(&half, m, n);
                     sparse_matmul(&hs, &w2, k, &mut out, threads)
                 })
