@@ -152,8 +152,9 @@ pub fn density<T: Float>(x: &[T]) -> f64 {
     if x.is_empty() {
         return 1.0;
     }
-    let zeros = x.iter().filter(|&&v| v == T::zero()).count();
-    1.0 - zeros as f64 / x.len() as f64
+    // The same division as `Mlp::forward`'s `nonzeros / len`, so that both agree at the bound.
+    let nonzeros = x.iter().filter(|&&v| v != T::zero()).count();
+    nonzeros as f64 / x.len() as f64
 }
 
 /// Output columns kept in registers at a time: 4 AVX-512 vectors of f32.
