@@ -3,9 +3,9 @@
 //! A training step runs about twenty parallel loops, each of 20 to 500 µs. On a rayon pool each
 //! loop is a new job: the other workers must find it, and between loops they yield and fall
 //! asleep, so every loop pays for waking them. A [`session`] instead takes the pool's other
-//! threads for its whole length: they spin on one atomic word, waiting for the next loop, and
-//! claim its tasks from the same word. Handing out a loop then costs a store and a few
-//! compare-and-swaps.
+//! threads for its whole length: they watch one atomic word for the next loop (spinning for
+//! 50 µs, then parked until the leader publishes one) and claim its tasks from the same word.
+//! Handing out a loop then costs a store and a few compare-and-swaps.
 //!
 //! The threads still come from rayon (the session is a rayon scope whose spawned jobs are the
 //! helpers), so a session only ever uses the pool the caller installed.
@@ -117,8 +117,8 @@ impl Team {
                 .compare_exchange_weak(w, w + 1, Ordering::AcqRel, Ordering::Acquire)
             {
                 Ok(_) => {
-                    // Task `next` is claimed and unfinished, so the leader is still inside this
-                    // loop and `job` still points at its closure.
+                    // SAFETY: task `next` is claimed and unfinished, so the leader is still inside
+                    // this loop and `job` still points at its closure.
                     let job = unsafe { *(self.job.load(Ordering::Acquire) as *const Job<'_>) };
                     if catch_unwind(AssertUnwindSafe(|| job(next as usize))).is_err() {
                         self.panicked.store(true, Ordering::Relaxed);
