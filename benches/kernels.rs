@@ -1,7 +1,7 @@
 //! Each kernel alone. Matrix products report throughput in elements = floating-point
 //! operations (2 m n k), so criterion's "Gelem/s" reads as GFLOP/s.
 
-use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
+use criterion::{Bencher, BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use elbo::kernels::fast::{AdamStep, adam_body, adam_f32, bernoulli_row, bernoulli_row_reference};
 use elbo::kernels::pool::ThreadPool;
 use elbo::kernels::{Op, SparseRows, matmul, sparse_matmul};
@@ -64,6 +64,11 @@ fn timed<F: FnMut() + Send>(pool: &ThreadPool, session: bool, iters: u64, mut f:
     }
 }
 
+/// `bench` times `f` with [`timed`].
+fn bench_on<F: FnMut() + Send>(bench: &mut Bencher, pool: &ThreadPool, session: bool, mut f: F) {
+    bench.iter_custom(|iters| timed(pool, session, iters, &mut f));
+}
+
 fn gemm(c: &mut Criterion) {
     for (threads, session, label) in RUNS {
         let pool = ThreadPool::new(threads).unwrap();
@@ -74,10 +79,8 @@ fn gemm(c: &mut Criterion) {
             let mut out = vec![0.0f32; m * n];
             g.throughput(Throughput::Elements((2 * m * n * k) as u64));
             g.bench_function(BenchmarkId::from_parameter(name), |bench| {
-                bench.iter_custom(|iters| {
-                    timed(&pool, session, iters, || {
-                        matmul(m, n, k, &a, oa, &b, ob, &mut out, false, threads)
-                    })
+                bench_on(bench, &pool, session, || {
+                    matmul(m, n, k, &a, oa, &b, ob, &mut out, false, threads)
                 })
             });
         }
@@ -184,50 +187,38 @@ fn sparse(c: &mut Criterion) {
         let mut xs = SparseRows::<f32>::with_capacity(m, k);
         let mut xt = SparseRows::<f32>::with_capacity(k, m);
         g.bench_function("mnist X W dense (128x784x400)", |b| {
-            b.iter_custom(|iters| {
-                timed(&pool, session, iters, || {
-                    matmul(m, n, k, &x, Op::N, &w, Op::N, &mut out, false, threads)
-                })
+            bench_on(b, &pool, session, || {
+                matmul(m, n, k, &x, Op::N, &w, Op::N, &mut out, false, threads)
             })
         });
         g.bench_function("mnist X W sparse (128x784x400)", |b| {
-            b.iter_custom(|iters| {
-                timed(&pool, session, iters, || {
-                    xs.fill_from_dense(&x, m, k);
-                    sparse_matmul(&xs, &w, n, &mut out, threads)
-                })
+            bench_on(b, &pool, session, || {
+                xs.fill_from_dense(&x, m, k);
+                sparse_matmul(&xs, &w, n, &mut out, threads)
             })
         });
         g.bench_function("mnist X^T G dense (784x128x400)", |b| {
-            b.iter_custom(|iters| {
-                timed(&pool, session, iters, || {
-                    matmul(k, n, m, &x, Op::T, &g_grad, Op::N, &mut dw, false, threads)
-                })
+            bench_on(b, &pool, session, || {
+                matmul(k, n, m, &x, Op::T, &g_grad, Op::N, &mut dw, false, threads)
             })
         });
         g.bench_function("mnist X^T G sparse (784x128x400)", |b| {
-            b.iter_custom(|iters| {
-                timed(&pool, session, iters, || {
-                    xs.fill_from_dense(&x, m, k);
-                    xs.transpose_into(&mut xt);
-                    sparse_matmul(&xt, &g_grad, n, &mut dw, threads)
-                })
+            bench_on(b, &pool, session, || {
+                xs.fill_from_dense(&x, m, k);
+                xs.transpose_into(&mut xt);
+                sparse_matmul(&xt, &g_grad, n, &mut dw, threads)
             })
         });
         let mut hs = SparseRows::<f32>::with_capacity(m, n);
         g.bench_function("half-zero H W dense (128x400x784)", |b| {
-            b.iter_custom(|iters| {
-                timed(&pool, session, iters, || {
-                    matmul(m, k, n, &half, Op::N, &w2, Op::N, &mut out, false, threads)
-                })
+            bench_on(b, &pool, session, || {
+                matmul(m, k, n, &half, Op::N, &w2, Op::N, &mut out, false, threads)
             })
         });
         g.bench_function("half-zero H W sparse (128x400x784)", |b| {
-            b.iter_custom(|iters| {
-                timed(&pool, session, iters, || {
-                    hs.fill_from_dense(&half, m, n);
-                    sparse_matmul(&hs, &w2, k, &mut out, threads)
-                })
+            bench_on(b, &pool, session, || {
+                hs.fill_from_dense(&half, m, n);
+                sparse_matmul(&hs, &w2, k, &mut out, threads)
             })
         });
         g.finish();

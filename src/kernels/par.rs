@@ -87,17 +87,16 @@ where
     if cols == 0 {
         return;
     }
-    let rpb = rows_per_block(cols);
     let rows = out.len() / cols;
-    let out = Disjoint::new(&mut out[..rows * cols]);
-    for_each_task(rows.div_ceil(rpb), |blk| {
-        let r0 = blk * rpb;
-        // SAFETY: block blk alone takes rows r0..r0 + rpb.
-        let piece = unsafe { out.piece(r0 * cols, (r0 + rpb) * cols) };
-        for (i, row) in piece.chunks_mut(cols).enumerate() {
-            f(r0 + i, row);
-        }
-    });
+    for_each_piece(
+        &mut out[..rows * cols],
+        rows_per_block(cols) * cols,
+        |at, piece| {
+            for (i, row) in piece.chunks_mut(cols).enumerate() {
+                f(at / cols + i, row);
+            }
+        },
+    );
 }
 
 /// Calls `f(row_index, a_row, b_row)` on matching `cols`-wide rows of two buffers.
