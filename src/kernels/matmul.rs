@@ -127,8 +127,8 @@ impl<T> SharedOut<T> {
 const MIN_MACS_TO_SPLIT: usize = 1 << 19;
 
 /// How to cut an `m x n` output among `threads` threads in a session: (row tiles, column
-/// tiles). The larger side is cut, in multiples of 16 (the kernels' register tile), into
-/// one tile per thread.
+/// tiles). The larger side is cut into one near-equal tile per thread, and into no more tiles
+/// than it has 16-wide blocks (the kernels' register tile).
 ///
 /// How the output is cut never changes a result: `gemm` sums every element of C over k in
 /// one order whatever the tile, since its k-blocking depends on k alone.
