@@ -30,10 +30,16 @@ pub mod derivation;
 pub mod error;
 #[cfg(feature = "io")]
 pub mod files;
-pub mod float;
 pub mod gradcheck;
 pub mod io;
+/// Matrix products, parallel loops, the session team and the vectorised elementwise kernels.
+/// Crate-private: users reach them only through the model. The `internals` feature exposes them
+/// for this crate's own benchmarks.
+#[cfg(feature = "internals")]
+#[doc(hidden)]
 pub mod kernels;
+#[cfg(not(feature = "internals"))]
+mod kernels;
 pub mod model;
 pub mod objective;
 #[cfg(feature = "io")]
@@ -43,7 +49,8 @@ pub mod train;
 
 pub use data::Dataset;
 pub use error::{Error, Result};
-pub use float::Float;
+pub use kernels::pool::Parallelism;
+pub use kernels::scalar::Float;
 pub use model::{Activation, Likelihood, Vae, VaeConfig};
 pub use objective::{BatchElbo, Elbo, Workspace};
 pub use train::{EpochReport, EpochTerms, OptimizerConfig, TrainConfig, Trainer};

@@ -195,7 +195,7 @@ pub fn write_curves(path: &Path, epochs: &[EpochReport]) -> Result<()> {
 /// traversal of each latent dimension, and for a 2-D latent space the decoded manifold and a
 /// scatter of test-set means coloured by label. Runs on the current rayon pool with `threads`.
 /// Returns the files written.
-pub fn write_gallery<T: crate::float::Float>(
+pub fn write_gallery<T: crate::kernels::scalar::Float>(
     vae: &crate::model::Vae,
     params: &[T],
     data: &crate::data::Dataset,

@@ -37,7 +37,7 @@ pub fn stream(seed: u64, purpose: Purpose, index: u64) -> ChaCha8Rng {
 
 /// Fills `out` with standard-normal draws (sampled in f64, then rounded), so f32 and f64 runs
 /// see the same noise.
-pub fn fill_normal<T: crate::float::Float>(rng: &mut ChaCha8Rng, out: &mut [T]) {
+pub fn fill_normal<T: crate::kernels::scalar::Float>(rng: &mut ChaCha8Rng, out: &mut [T]) {
     use rand::RngExt;
     for v in out {
         *v = T::of(rng.sample::<f64, _>(rand_distr::StandardNormal));

@@ -15,6 +15,7 @@ use elbo::objective::{Elbo, Iwae, Workspace};
 use elbo::{Vae, VaeConfig};
 use proptest::prelude::*;
 use proptest::test_runner::FileFailurePersistence;
+use proptest::test_runner::RngSeed;
 use rand::{RngExt, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
@@ -56,6 +57,8 @@ proptest! {
     #![proptest_config(ProptestConfig {
         cases: 48,
         failure_persistence: Some(Box::new(FileFailurePersistence::Direct("proptest-regressions/gradients.txt"))),
+        // Pinned: a test must not pass or fail by the draw.
+        rng_seed: RngSeed::Fixed(1592590342),
         ..ProptestConfig::default()
     })]
 
@@ -115,7 +118,8 @@ proptest! {
         for v in x.of_mut(&mut theta) {
             if rng.random::<f64>() < zeros { *v = 0.0; }
         }
-        let sparse = elbo::kernels::sparse::density(x.of(&theta)) <= SPARSE_INPUT_DENSITY;
+        let xs = x.of(&theta);
+        let sparse = xs.iter().filter(|v| **v != 0.0).count() as f64 / xs.len() as f64 <= SPARSE_INPUT_DENSITY;
         let c = uniform(&mut rng, rows * out_w, -1.0, 1.0);
         let loss = |t: &[f64]| {
             let mut buf = mlp.buffers::<f64>(rows);
@@ -243,6 +247,8 @@ proptest! {
     #![proptest_config(ProptestConfig {
         cases: 48,
         failure_persistence: Some(Box::new(FileFailurePersistence::Direct("proptest-regressions/gradients_iwae.txt"))),
+        // Pinned: a test must not pass or fail by the draw.
+        rng_seed: RngSeed::Fixed(1592590343),
         ..ProptestConfig::default()
     })]
 

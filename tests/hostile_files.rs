@@ -8,6 +8,7 @@ use std::path::Path;
 
 use proptest::prelude::*;
 use proptest::test_runner::FileFailurePersistence;
+use proptest::test_runner::RngSeed;
 
 struct Counting;
 
@@ -122,6 +123,8 @@ proptest! {
     #![proptest_config(ProptestConfig {
         cases: 256,
         failure_persistence: Some(Box::new(FileFailurePersistence::Direct("proptest-regressions/hostile_files.txt"))),
+        // Pinned: a test must not pass or fail by the draw.
+        rng_seed: RngSeed::Fixed(1592590344),
         ..ProptestConfig::default()
     })]
 

@@ -67,8 +67,10 @@ fn dense_input_path_same_bits_with_one_or_two_threads() {
 #[test]
 fn sparse_and_dense_first_layer_agree_on_mnist() {
     use elbo::objective::{Elbo, Workspace};
-    let train =
-        elbo::data::mnist::load(&common::mnist_dir(), elbo::data::mnist::Split::Train).unwrap();
+    let Some(dir) = common::mnist_dir() else {
+        return;
+    };
+    let train = elbo::data::mnist::load(&dir, elbo::data::mnist::Split::Train).unwrap();
     let vae = Vae::new(VaeConfig::mnist()).unwrap();
     let params: Vec<f32> = vae.init_params(3);
     let rows = 128;

@@ -100,7 +100,7 @@ def main():
     impls = [("elbo", elbo), ("elbo --dense-input", lambda a, t: elbo(a, t, dense_input=True)),
              ("JAX (jit + optax)", python_impl("jax_vae.py")), ("PyTorch", python_impl("pytorch_vae.py"))]
     if args.candle:
-        subprocess.run(["cargo", "build", "--release", "--quiet", "--features", "candle-bench", "--bin", "candle_vae"], check=True, cwd=ROOT)
+        subprocess.run(["cargo", "build", "--release", "--quiet", "-p", "elbo-cli", "--features", "candle-bench", "--bin", "candle_vae"], check=True, cwd=ROOT)
         impls.append(("candle", candle))
     results = []
     for threads in [int(t) for t in args.threads.split(",")]:

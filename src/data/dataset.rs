@@ -4,7 +4,7 @@ use rand::RngExt;
 
 use crate::data::shapes::ShapeFactors;
 use crate::error::{Error, Result};
-use crate::float::Float;
+use crate::kernels::scalar::Float;
 use crate::model::Likelihood;
 
 /// The stored values: grey levels as bytes (value = byte / 255), or floats.

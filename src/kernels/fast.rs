@@ -9,7 +9,8 @@
 
 /// e^t for t <= 0, f32, branch-free: t = n ln 2 + r with |r| <= ln 2 / 2, e^r by its Taylor
 /// series to degree 7 (relative error below 2e-8), times 2^n built in the exponent bits.
-/// Returns 0 below -87 (e^-87 is near the smallest normal f32).
+/// Returns 0 below -87 (e^-87 is near the smallest normal f32); any t > 0 (+inf included) is
+/// treated as 0 and gives 1, and NaN gives 0. Total: no input reaches undefined behaviour.
 #[inline(always)]
 pub fn exp_nonpositive(t: f32) -> f32 {
     const LOG2E: f32 = std::f32::consts::LOG2_E;
@@ -17,7 +18,9 @@ pub fn exp_nonpositive(t: f32) -> f32 {
     const LN2_LO: f32 = 1.428_606_8e-6;
     // 1.5 * 2^23: adding and subtracting it rounds to the nearest integer.
     const ROUND: f32 = 12_582_912.0;
-    let tc = t.max(-87.0);
+    // max then min (not clamp, which keeps NaN): NaN -> -87, +inf -> 0.
+    #[allow(clippy::manual_clamp)]
+    let tc = t.max(-87.0).min(0.0);
     let n = (tc * LOG2E + ROUND) - ROUND;
     let r = (tc - n * LN2_HI) - n * LN2_LO;
     let p = 1.0
@@ -26,7 +29,8 @@ pub fn exp_nonpositive(t: f32) -> f32 {
                 + r * (1.0 / 6.0
                     + r * (1.0 / 24.0
                         + r * (1.0 / 120.0 + r * (1.0 / 720.0 + r * (1.0 / 5040.0)))))));
-    // SAFETY: tc >= -87 (NaN included, as max picks -87), so n is an integer in [-126, 0].
+    // SAFETY: tc lies in [-87, 0] whatever t is (NaN and infinities included, see above), so
+    // n = round(tc log2 e) is an integer in [-126, 0], in range for i32.
     let ni: i32 = unsafe { n.to_int_unchecked() };
     let scale = f32::from_bits(((ni + 127) << 23) as u32);
     if t < -87.0 { 0.0 } else { p * scale }
@@ -143,11 +147,12 @@ pub fn bernoulli_row(x: &[f32], a: &[f32], sig: &mut [f32]) -> f32 {
 }
 
 /// The plain version: the standard library's `exp` and `ln_1p`, summed in order in f64.
+#[cfg_attr(not(any(test, feature = "internals")), allow(dead_code))]
 pub fn bernoulli_row_reference(x: &[f32], a: &[f32], sig: &mut [f32]) -> f32 {
     let mut s = 0.0f64;
     for ((&xi, &ai), si) in x.iter().zip(a).zip(sig.iter_mut()) {
-        *si = crate::model::activation::sigmoid(ai);
-        s += (xi * ai) as f64 - crate::model::activation::softplus(ai as f64);
+        *si = super::scalar::sigmoid(ai);
+        s += (xi * ai) as f64 - super::scalar::softplus(ai as f64);
     }
     s as f32
 }
@@ -169,7 +174,7 @@ pub struct AdamStep<T> {
 
 /// Adam's update over equal-length slices; the plain loop is also the reference.
 #[inline(always)]
-pub fn adam_body<T: crate::float::Float>(
+pub fn adam_body<T: crate::kernels::scalar::Float>(
     p: &mut [T],
     g: &[T],
     m: &mut [T],
@@ -253,7 +258,7 @@ unsafe fn run_avx2<R>(body: impl FnOnce() -> R) -> R {
 /// Writes the nonzero entries of `row` (NaN included) into `index` (their positions, plus
 /// `base`) and `values`, in order; returns how many. `index` and `values` need room for
 /// `row.len()` entries plus [`COMPACT_SLACK`]: the fast version stores whole vectors.
-pub fn compact_nonzeros_reference<T: crate::Float>(
+pub fn compact_nonzeros_reference<T: crate::kernels::scalar::Float>(
     row: &[T],
     base: u32,
     index: &mut [u32],

@@ -7,7 +7,7 @@
 //! splits only the output among threads, so every element of `C` is summed in one order and the
 //! result is bit-identical for 1 or N threads (checked by `tests/reproducible.rs`).
 
-use crate::float::Float;
+use crate::kernels::scalar::Float;
 
 /// Whether an operand is used as stored (`N`) or transposed (`T`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -26,11 +26,16 @@ fn strides(op: Op, stored_cols: usize) -> (isize, isize) {
     }
 }
 
+/// The guard the `unsafe` below relies on: every product of sizes is computed with overflow
+/// checks, so no wrapped size can pass (m = n = k = 2^32 wraps to 0 in release builds). Callers
+/// size their buffers from validated shapes, so a failure here is a bug in this crate and
+/// panics rather than touching memory outside the slices.
 fn check_sizes<T>(m: usize, n: usize, k: usize, a: &[T], b: &[T], c: &[T]) {
-    // Internal invariant: callers size their buffers from validated shapes.
+    let fits =
+        |rows: usize, cols: usize, len: usize| rows.checked_mul(cols).is_some_and(|p| p <= len);
     assert!(
-        a.len() >= m * k && b.len() >= k * n && c.len() >= m * n,
-        "matmul buffers too small"
+        fits(m, k, a.len()) && fits(k, n, b.len()) && fits(m, n, c.len()),
+        "matmul buffers too small for {m} x {k} times {k} x {n}"
     );
 }
 
@@ -183,6 +188,7 @@ unsafe fn gemm_tile<T: Float>(
 
 /// The plain version of [`matmul`]: one dot product per output element, summed in `f64`.
 #[allow(clippy::too_many_arguments)]
+#[cfg_attr(not(any(test, feature = "internals")), allow(dead_code))]
 pub fn matmul_reference<T: Float>(
     m: usize,
     n: usize,

@@ -5,8 +5,16 @@ pub mod fast;
 pub mod matmul;
 pub mod par;
 pub mod pool;
+pub mod scalar;
 pub mod sparse;
 pub mod team;
 
-pub use matmul::{Op, matmul, matmul_reference};
-pub use sparse::{SparseRows, sparse_matmul, sparse_matmul_reference};
+#[cfg(any(test, feature = "internals"))]
+pub use matmul::matmul_reference;
+pub use matmul::{Op, matmul};
+#[cfg(any(test, feature = "internals"))]
+pub use sparse::sparse_matmul_reference;
+pub use sparse::{SparseRows, sparse_matmul};
+
+#[cfg(test)]
+mod tests;

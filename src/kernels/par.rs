@@ -99,33 +99,6 @@ where
     );
 }
 
-/// Calls `f(row_index, a_row, b_row)` on matching `cols`-wide rows of two buffers.
-pub fn for_each_row2<A, B, F>(a: &mut [A], b: &mut [B], cols: usize, f: F)
-where
-    A: Send,
-    B: Send,
-    F: Fn(usize, &mut [A], &mut [B]) + Sync,
-{
-    if cols == 0 {
-        return;
-    }
-    let rpb = rows_per_block(cols);
-    let rows = a.len().min(b.len()) / cols;
-    let (a, b) = (
-        Disjoint::new(&mut a[..rows * cols]),
-        Disjoint::new(&mut b[..rows * cols]),
-    );
-    for_each_task(rows.div_ceil(rpb), |blk| {
-        let r0 = blk * rpb;
-        let (s, e) = (r0 * cols, (r0 + rpb) * cols);
-        // SAFETY: block blk alone takes rows r0..r0 + rpb of each buffer.
-        let (pa, pb) = unsafe { (a.piece(s, e), b.piece(s, e)) };
-        for (i, (x, y)) in pa.chunks_mut(cols).zip(pb.chunks_mut(cols)).enumerate() {
-            f(r0 + i, x, y);
-        }
-    });
-}
-
 /// Calls `f(row_index, row, scalar)` for each `cols`-wide row of `out` with the matching
 /// element of `scalars` (one value per row).
 pub fn for_each_row_with_scalar<T, S, F>(out: &mut [T], cols: usize, scalars: &mut [S], f: F)

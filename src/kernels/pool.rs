@@ -77,3 +77,68 @@ impl std::fmt::Debug for ThreadPool {
         write!(f, "ThreadPool({} threads)", self.handles.len())
     }
 }
+
+/// How many threads elbo's kernels use: chosen once, then handed to whatever trains or
+/// evaluates. Cloning shares the same threads.
+///
+/// ```
+/// let par = elbo::Parallelism::threads(2)?;
+/// assert_eq!(par.count(), 2);
+/// let sum: u64 = par.run(|| (1..=10u64).sum());
+/// assert_eq!(sum, 55);
+/// # Ok::<(), elbo::Error>(())
+/// ```
+#[derive(Clone)]
+pub struct Parallelism {
+    pool: std::sync::Arc<ThreadPool>,
+    threads: usize,
+}
+
+impl std::fmt::Debug for Parallelism {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Parallelism")
+            .field("threads", &self.threads)
+            .finish()
+    }
+}
+
+impl Parallelism {
+    /// `threads` threads of their own (joined when the last clone is dropped). Results do not
+    /// depend on the count: every loop is cut by shape alone.
+    pub fn threads(threads: usize) -> Result<Self> {
+        if threads == 0 {
+            return Err(Error::config("threads", 0, "must be at least 1"));
+        }
+        Ok(Parallelism {
+            pool: std::sync::Arc::new(ThreadPool::new(threads)?),
+            threads,
+        })
+    }
+
+    /// One thread: the calling thread's work is done on one pool thread, with no others.
+    pub fn single() -> Result<Self> {
+        Self::threads(1)
+    }
+
+    /// As many threads as the machine offers ([`std::thread::available_parallelism`]).
+    pub fn available() -> Result<Self> {
+        Self::threads(std::thread::available_parallelism().map_or(1, |n| n.get()))
+    }
+
+    /// The number of threads.
+    pub fn count(&self) -> usize {
+        self.threads
+    }
+
+    /// Runs `f` on these threads: the kernels it calls split their work among them.
+    pub fn run<R: Send>(&self, f: impl FnOnce() -> R + Send) -> R {
+        self.pool.install(f)
+    }
+
+    /// Runs `f` as one session of these threads (see [`super::team`]): for a run of many short
+    /// loops, such as an epoch or an evaluation.
+    #[allow(dead_code)] // the trainer's sessions still hold their own pool
+    pub(crate) fn session<R: Send>(&self, f: impl FnOnce() -> R + Send) -> R {
+        self.pool.install_session(f)
+    }
+}

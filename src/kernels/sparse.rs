@@ -14,9 +14,9 @@
 //! the same order, on every instruction set and for any thread count (each output row is
 //! computed whole by one thread).
 
-use crate::float::Float;
 use crate::kernels::fast::{COMPACT_SLACK, instruction_set};
 use crate::kernels::par::{self, Disjoint};
+use crate::kernels::scalar::Float;
 
 /// Rows of a matrix in sparse row form: row `r`'s nonzeros are at columns
 /// `index[r * stride..][..len[r]]` (increasing) with values `values[r * stride..][..len[r]]`.
@@ -147,16 +147,6 @@ impl<T: Float> SparseRows<T> {
     }
 }
 
-/// Fraction of entries of `x` that are not zero (a vectorised count).
-pub fn density<T: Float>(x: &[T]) -> f64 {
-    if x.is_empty() {
-        return 1.0;
-    }
-    // The same division as `Mlp::forward`'s `nonzeros / len`, so that both agree at the bound.
-    let nonzeros = x.iter().filter(|&&v| v != T::zero()).count();
-    nonzeros as f64 / x.len() as f64
-}
-
 /// Output columns kept in registers at a time: 4 AVX-512 vectors of f32.
 const BLOCK: usize = 64;
 /// Then 16 at a time, then one.
@@ -268,6 +258,7 @@ unsafe fn rows_avx2<T: Float>(x: &SparseRows<T>, w: &[T], n: usize, r0: usize, o
 /// The plain version of [`sparse_matmul`] on the dense `m x k` matrix `x`: every term,
 /// zeros included, summed from zero in increasing `p` in `T`. [`sparse_matmul`] must match it
 /// bit for bit.
+#[cfg_attr(not(any(test, feature = "internals")), allow(dead_code))]
 pub fn sparse_matmul_reference<T: Float>(
     m: usize,
     n: usize,

@@ -4,9 +4,9 @@
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
-use crate::float::Float;
 use crate::kernels::fast::with_simd;
 use crate::kernels::par;
+use crate::kernels::scalar::{Float, sigmoid, softplus};
 
 /// An elementwise nonlinearity.
 #[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
@@ -60,23 +60,6 @@ impl std::fmt::Display for Activation {
             Activation::Sigmoid => "sigmoid",
             Activation::Softplus => "softplus",
         })
-    }
-}
-
-/// ln(1 + e^a) without overflow for large `a` or loss of precision for very negative `a`.
-#[inline]
-pub fn softplus<T: Float>(a: T) -> T {
-    a.max(T::zero()) + (-a.abs()).exp().ln_1p()
-}
-
-/// 1 / (1 + e^-a), finite for every finite `a`.
-#[inline]
-pub fn sigmoid<T: Float>(a: T) -> T {
-    if a >= T::zero() {
-        T::one() / (T::one() + (-a).exp())
-    } else {
-        let e = a.exp();
-        e / (T::one() + e)
     }
 }
 

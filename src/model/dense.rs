@@ -1,6 +1,6 @@
 //! The dense (fully connected) layer y = x W + b.
 
-use crate::float::Float;
+use crate::kernels::scalar::Float;
 use crate::kernels::{Op, SparseRows, matmul, sparse_matmul};
 use crate::model::activation::Activation;
 use crate::model::params::{Layout, TensorId};

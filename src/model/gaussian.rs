@@ -4,8 +4,8 @@
 //! Both work on the encoder head's output `stats`, a `rows x 2Z` buffer whose first Z columns
 //! are mu and last Z columns are logvar. Gradients go to a buffer of the same shape.
 
-use crate::float::Float;
 use crate::kernels::par;
+use crate::kernels::scalar::Float;
 
 /// z = mu + exp(logvar / 2) * eps, with `samples` draws of eps per data point.
 #[derive(Clone, Copy, Debug)]

@@ -4,8 +4,8 @@
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
-use crate::float::Float;
 use crate::kernels::par;
+use crate::kernels::scalar::Float;
 use crate::model::params::TensorId;
 
 /// ln(2 pi).

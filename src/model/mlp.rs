@@ -1,7 +1,7 @@
 //! A multi-layer perceptron of any depth: dense layers each followed by an activation.
 
-use crate::float::Float;
 use crate::kernels::SparseRows;
+use crate::kernels::scalar::Float;
 use crate::model::activation::Activation;
 use crate::model::dense::Dense;
 use crate::model::params::Layout;

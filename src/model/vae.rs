@@ -4,7 +4,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
-use crate::float::Float;
+use crate::kernels::scalar::Float;
 use crate::model::activation::Activation;
 use crate::model::dense::Dense;
 use crate::model::gaussian::KlToStandardNormal;
@@ -287,7 +287,7 @@ impl Vae {
         let mut out = buf.outputs.pop().expect("decoder has a layer");
         if self.config.likelihood == Likelihood::Bernoulli {
             out.iter_mut()
-                .for_each(|a| *a = crate::model::activation::sigmoid(*a));
+                .for_each(|a| *a = crate::kernels::scalar::sigmoid(*a));
         }
         Ok(out)
     }

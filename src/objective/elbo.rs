@@ -13,7 +13,7 @@
 //! gradient at (mu, logvar), then through the encoder.
 
 use crate::error::{Error, Result};
-use crate::float::Float;
+use crate::kernels::scalar::Float;
 use crate::model::{MlpBuffers, Reparameterize, Vae};
 
 /// Every buffer a forward and backward pass needs, sized once for batches of up to `max_rows`

@@ -17,7 +17,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::data::Dataset;
 use crate::error::{Error, Result};
-use crate::float::Float;
+use crate::kernels::scalar::Float;
 use crate::model::Vae;
 use crate::objective::elbo::{BatchElbo, Elbo, Workspace};
 use crate::rng::{Purpose, fill_normal, stream};

@@ -7,7 +7,7 @@ use std::path::Path;
 use safetensors::{Dtype, SafeTensors, tensor::TensorView};
 
 use crate::error::{Error, Result};
-use crate::float::Float;
+use crate::kernels::scalar::Float;
 use crate::model::{Vae, VaeConfig};
 
 /// Metadata key holding the [`VaeConfig`] as JSON.

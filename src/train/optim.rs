@@ -4,8 +4,8 @@
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
-use crate::float::Float;
 use crate::kernels::par::{self, Disjoint};
+use crate::kernels::scalar::Float;
 
 /// Elements per parallel task.
 const CHUNK: usize = 1 << 14;

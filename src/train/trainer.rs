@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::data::{Dataset, epoch_order};
 use crate::error::{Error, Result};
-use crate::float::Float;
+use crate::kernels::scalar::Float;
 use crate::model::Vae;
 use crate::objective::{BatchElbo, Elbo, Iwae, Workspace};
 use crate::rng::{Purpose, fill_normal, stream};

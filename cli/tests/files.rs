@@ -244,7 +244,7 @@ fn model_commands_and_pictures() {
 /// The README shows scripts/load_model.py verbatim (CI runs that file against `elbo sample`).
 #[test]
 fn readme_python_snippet_is_the_tested_script() {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let root = &Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
     let readme = std::fs::read_to_string(root.join("README.md")).unwrap();
     let script = std::fs::read_to_string(root.join("scripts/load_model.py")).unwrap();
     assert!(

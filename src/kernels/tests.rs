@@ -1,13 +1,16 @@
-//! Each fast kernel against its plain reference.
+//! Each fast kernel against its plain reference, and the session team's protocol. Unit tests,
+//! because the kernels are crate-private.
 
-use elbo::kernels::fast::{
+use super::fast::{
     AdamStep, adam_body, adam_f32, bernoulli_row, bernoulli_row_reference, exp_nonpositive,
     instruction_set, ln_1p_unit,
 };
-use elbo::kernels::pool::ThreadPool;
-use elbo::kernels::{Op, SparseRows, matmul, par, sparse_matmul, sparse_matmul_reference};
+use super::matmul_reference;
+use super::pool::ThreadPool;
+use super::{Op, SparseRows, matmul, par, sparse_matmul, sparse_matmul_reference};
 use proptest::prelude::*;
 use proptest::test_runner::FileFailurePersistence;
+use proptest::test_runner::RngSeed;
 
 /// e^t on [-87, 0] and ln(1 + y) on [0, 1] to 2.5e-7 relative (about 2 f32 ulps), on a fine
 /// grid and at the ends.
@@ -42,6 +45,8 @@ fn fast_exp_and_log1p_are_accurate() {
 proptest! {
     #![proptest_config(ProptestConfig {
         failure_persistence: Some(Box::new(FileFailurePersistence::Direct("proptest-regressions/kernels.txt"))),
+        // Pinned: a test must not pass or fail by the draw.
+        rng_seed: RngSeed::Fixed(1592590338),
         ..ProptestConfig::default()
     })]
 
@@ -84,9 +89,35 @@ proptest! {
     }
 }
 
+/// The dispatch picks the widest instruction set the CPU has, by the CPU's own flags.
 #[test]
-fn reports_the_instruction_set() {
-    assert!(["avx512", "avx2", "portable"].contains(&instruction_set()));
+fn picks_the_widest_instruction_set_the_cpu_has() {
+    #[cfg(target_arch = "x86_64")]
+    let expected = if is_x86_feature_detected!("avx512f") && is_x86_feature_detected!("avx512dq") {
+        "avx512"
+    } else if is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") {
+        "avx2"
+    } else {
+        "portable"
+    };
+    #[cfg(not(target_arch = "x86_64"))]
+    let expected = "portable";
+    assert_eq!(instruction_set(), expected);
+}
+
+/// Runs `f` on its own thread and fails the test if it has not finished within `secs`: a lost
+/// wake-up or a deadlock then fails instead of hanging the suite.
+fn within<R: Send + 'static>(secs: u64, f: impl FnOnce() -> R + Send + 'static) -> R {
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(f));
+        let _ = tx.send(r);
+    });
+    match rx.recv_timeout(std::time::Duration::from_secs(secs)) {
+        Ok(Ok(r)) => r,
+        Ok(Err(panic)) => std::panic::resume_unwind(panic),
+        Err(_) => panic!("did not finish within {secs} s: a lost wake-up or a deadlock"),
+    }
 }
 
 /// A dense `rows x cols` matrix with about `density` of its entries nonzero, from `seed`.
@@ -104,7 +135,7 @@ fn sparse_matrix(rows: usize, cols: usize, density: f64, seed: u64) -> Vec<f64> 
         .collect()
 }
 
-fn dense_of<T: elbo::Float>(s: &SparseRows<T>) -> Vec<T> {
+fn dense_of<T: crate::Float>(s: &SparseRows<T>) -> Vec<T> {
     let mut d = vec![T::zero(); s.rows() * s.cols()];
     for r in 0..s.rows() {
         let (idx, vals) = s.row(r);
@@ -117,7 +148,7 @@ fn dense_of<T: elbo::Float>(s: &SparseRows<T>) -> Vec<T> {
 }
 
 /// How a kernel is run in these tests: threads, and whether inside a session (see
-/// `elbo::kernels::team`) or as plain rayon jobs.
+/// `super::team`) or as plain rayon jobs.
 const RUNS: [(usize, bool); 3] = [(1, false), (2, false), (2, true)];
 
 /// Runs `f` on a pool of `threads`, inside a session or not.
@@ -131,7 +162,7 @@ fn on_pool<R: Send>(threads: usize, session: bool, f: impl FnOnce() -> R + Send)
 }
 
 /// Runs `sparse_matmul` on a pool of `threads`.
-fn sparse_product<T: elbo::Float>(
+fn sparse_product<T: crate::Float>(
     x: &SparseRows<T>,
     w: &[T],
     n: usize,
@@ -146,6 +177,8 @@ proptest! {
     #![proptest_config(ProptestConfig {
         cases: 64,
         failure_persistence: Some(Box::new(FileFailurePersistence::Direct("proptest-regressions/kernels.txt"))),
+        // Pinned: a test must not pass or fail by the draw.
+        rng_seed: RngSeed::Fixed(1592590339),
         ..ProptestConfig::default()
     })]
 
@@ -203,7 +236,7 @@ proptest! {
 
         // And the reference itself is the product: against the f64 dot products.
         let mut exact = vec![0.0f64; m * n];
-        elbo::kernels::matmul_reference(m, n, k, &x64, Op::N, &w64, Op::N, &mut exact, false);
+        matmul_reference(m, n, k, &x64, Op::N, &w64, Op::N, &mut exact, false);
         for (a, b) in want.iter().zip(&exact) {
             prop_assert!((a - b).abs() <= 1e-12 * (1.0 + b.abs()));
         }
@@ -213,6 +246,8 @@ proptest! {
 proptest! {
     #![proptest_config(ProptestConfig {
         failure_persistence: Some(Box::new(FileFailurePersistence::Direct("proptest-regressions/kernels.txt"))),
+        // Pinned: a test must not pass or fail by the draw.
+        rng_seed: RngSeed::Fixed(1592590340),
         ..ProptestConfig::default()
     })]
 
@@ -225,7 +260,7 @@ proptest! {
         ], 0..100),
         base in 0u32..1000,
     ) {
-        use elbo::kernels::fast::{COMPACT_SLACK, compact_nonzeros_f32, compact_nonzeros_reference};
+        use super::fast::{COMPACT_SLACK, compact_nonzeros_f32, compact_nonzeros_reference};
         let cap = row.len() + COMPACT_SLACK;
         let (mut i1, mut v1) = (vec![0u32; cap], vec![0.0f32; cap]);
         let (mut i2, mut v2) = (vec![0u32; cap], vec![0.0f32; cap]);
@@ -240,7 +275,7 @@ proptest! {
 
 /// A product on `run`, in `T`, from f64 inputs.
 #[allow(clippy::too_many_arguments)]
-fn product<T: elbo::Float>(
+fn product<T: crate::Float>(
     (m, n, k): (usize, usize, usize),
     a: &[f64],
     op_a: Op,
@@ -262,6 +297,8 @@ proptest! {
     #![proptest_config(ProptestConfig {
         cases: 48,
         failure_persistence: Some(Box::new(FileFailurePersistence::Direct("proptest-regressions/kernels.txt"))),
+        // Pinned: a test must not pass or fail by the draw.
+        rng_seed: RngSeed::Fixed(1592590341),
         ..ProptestConfig::default()
     })]
 
@@ -285,7 +322,7 @@ proptest! {
             prop_assert_eq!(&product::<f32>((m, n, k), &a, op_a, &b, op_b, &c0, acc, *run), &one32);
         }
         let mut exact = c0.clone();
-        elbo::kernels::matmul_reference(m, n, k, &a, op_a, &b, op_b, &mut exact, acc);
+        matmul_reference(m, n, k, &a, op_a, &b, op_b, &mut exact, acc);
         for (f, s) in one64.iter().zip(&exact) {
             prop_assert!((f - s).abs() <= 1e-12 * (1.0 + s.abs()), "{} vs {}", f, s);
         }
@@ -297,67 +334,83 @@ proptest! {
 /// a task running inline.
 #[test]
 fn a_session_runs_every_task_exactly_once() {
-    use std::sync::atomic::{AtomicU32, Ordering};
-    let pool = ThreadPool::new(2).unwrap();
-    pool.install_session(|| {
-        for tasks in [0usize, 1, 2, 3, 17, 1000, (1 << 20) + 3] {
-            let hits: Vec<AtomicU32> = (0..tasks).map(|_| AtomicU32::new(0)).collect();
-            par::for_each_task(tasks, |t| {
-                hits[t].fetch_add(1, Ordering::Relaxed);
+    within(120, || {
+        use std::sync::atomic::{AtomicU32, Ordering};
+        let pool = ThreadPool::new(2).unwrap();
+        pool.install_session(|| {
+            for tasks in [0usize, 1, 2, 3, 17, 1000, (1 << 20) + 3] {
+                let hits: Vec<AtomicU32> = (0..tasks).map(|_| AtomicU32::new(0)).collect();
+                par::for_each_task(tasks, |t| {
+                    hits[t].fetch_add(1, Ordering::Relaxed);
+                });
+                assert!(
+                    hits.iter().all(|h| h.load(Ordering::Relaxed) == 1),
+                    "{tasks} tasks"
+                );
+            }
+            let inner: Vec<AtomicU32> = (0..8 * 50).map(|_| AtomicU32::new(0)).collect();
+            par::for_each_task(8, |outer| {
+                par::for_each_task(50, |t| {
+                    inner[outer * 50 + t].fetch_add(1, Ordering::Relaxed);
+                })
+            });
+            assert!(inner.iter().all(|h| h.load(Ordering::Relaxed) == 1));
+            // The helper takes part: each of two tasks waits for the other to have started, which
+            // only two threads running at once can satisfy. One thread alone would wait out the
+            // deadline and fail, not hang.
+            let started = [AtomicU32::new(0), AtomicU32::new(0)];
+            let met = [AtomicU32::new(0), AtomicU32::new(0)];
+            par::for_each_task(2, |t| {
+                started[t].store(1, Ordering::SeqCst);
+                let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+                while started[1 - t].load(Ordering::SeqCst) == 0
+                    && std::time::Instant::now() < deadline
+                {
+                    std::hint::spin_loop();
+                }
+                met[t].store(started[1 - t].load(Ordering::SeqCst), Ordering::SeqCst);
             });
             assert!(
-                hits.iter().all(|h| h.load(Ordering::Relaxed) == 1),
-                "{tasks} tasks"
+                met.iter().all(|m| m.load(Ordering::SeqCst) == 1),
+                "the helper never ran a task"
             );
-        }
-        let inner: Vec<AtomicU32> = (0..8 * 50).map(|_| AtomicU32::new(0)).collect();
-        par::for_each_task(8, |outer| {
-            par::for_each_task(50, |t| {
-                inner[outer * 50 + t].fetch_add(1, Ordering::Relaxed);
-            })
+            let mut rows = vec![0usize; 3000 * 7];
+            par::for_each_row(&mut rows, 7, |r, row| row.fill(r + 1));
+            assert!(
+                rows.chunks(7)
+                    .enumerate()
+                    .all(|(r, row)| row.iter().all(|&v| v == r + 1))
+            );
         });
-        assert!(inner.iter().all(|h| h.load(Ordering::Relaxed) == 1));
-        // The helper takes part: tasks that each wait 1 ms leave it time to claim some.
-        let threads = std::sync::Mutex::new(std::collections::HashSet::new());
-        par::for_each_task(200, |_| {
-            threads.lock().unwrap().insert(std::thread::current().id());
-            std::thread::sleep(std::time::Duration::from_millis(1));
-        });
-        assert_eq!(threads.into_inner().unwrap().len(), 2);
-        let mut rows = vec![0usize; 3000 * 7];
-        par::for_each_row(&mut rows, 7, |r, row| row.fill(r + 1));
-        assert!(
-            rows.chunks(7)
-                .enumerate()
-                .all(|(r, row)| row.iter().all(|&v| v == r + 1))
-        );
-    });
+    })
 }
 
 /// A task that panics (wherever it runs) makes the session's caller panic after the loop's
 /// other tasks finish, and the pool stays usable.
 #[test]
 fn a_panicking_task_reaches_the_caller() {
-    let pool = ThreadPool::new(2).unwrap();
-    for bad in [0usize, 5, 63] {
-        let caught = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            pool.install_session(|| {
-                par::for_each_task(64, |t| {
-                    if t == bad {
-                        panic!("task {t}");
-                    }
+    within(120, || {
+        let pool = ThreadPool::new(2).unwrap();
+        for bad in [0usize, 5, 63] {
+            let caught = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                pool.install_session(|| {
+                    par::for_each_task(64, |t| {
+                        if t == bad {
+                            panic!("task {t}");
+                        }
+                    })
                 })
+            }));
+            assert!(caught.is_err(), "task {bad} panicked");
+        }
+        let sum = std::sync::atomic::AtomicUsize::new(0);
+        pool.install_session(|| {
+            par::for_each_task(100, |t| {
+                sum.fetch_add(t, std::sync::atomic::Ordering::Relaxed);
             })
-        }));
-        assert!(caught.is_err(), "task {bad} panicked");
-    }
-    let sum = std::sync::atomic::AtomicUsize::new(0);
-    pool.install_session(|| {
-        par::for_each_task(100, |t| {
-            sum.fetch_add(t, std::sync::atomic::Ordering::Relaxed);
-        })
-    });
-    assert_eq!(sum.into_inner(), 4950);
+        });
+        assert_eq!(sum.into_inner(), 4950);
+    })
 }
 
 /// Loops separated by serial work longer than the helpers' spin, so that they park between
@@ -365,24 +418,65 @@ fn a_panicking_task_reaches_the_caller() {
 /// task run once. A lost wake-up would hang here.
 #[test]
 fn parked_threads_are_woken_for_every_loop() {
-    use std::sync::atomic::{AtomicU32, Ordering};
-    let pool = ThreadPool::new(2).unwrap();
-    pool.install_session(|| {
-        for round in 0..300 {
-            if round % 2 == 0 {
-                std::thread::sleep(std::time::Duration::from_micros(200));
-            }
-            let hits: Vec<AtomicU32> = (0..2).map(|_| AtomicU32::new(0)).collect();
-            par::for_each_task(2, |t| {
-                if (round + t) % 3 == 0 {
-                    std::thread::sleep(std::time::Duration::from_micros(300));
+    within(120, || {
+        use std::sync::atomic::{AtomicU32, Ordering};
+        let pool = ThreadPool::new(2).unwrap();
+        pool.install_session(|| {
+            for round in 0..300 {
+                if round % 2 == 0 {
+                    std::thread::sleep(std::time::Duration::from_micros(200));
                 }
-                hits[t].fetch_add(1, Ordering::Relaxed);
-            });
-            assert!(
-                hits.iter().all(|h| h.load(Ordering::Relaxed) == 1),
-                "round {round}"
-            );
+                let hits: Vec<AtomicU32> = (0..2).map(|_| AtomicU32::new(0)).collect();
+                par::for_each_task(2, |t| {
+                    if (round + t) % 3 == 0 {
+                        std::thread::sleep(std::time::Duration::from_micros(300));
+                    }
+                    hits[t].fetch_add(1, Ordering::Relaxed);
+                });
+                assert!(
+                    hits.iter().all(|h| h.load(Ordering::Relaxed) == 1),
+                    "round {round}"
+                );
+            }
+        });
+    })
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig {
+        failure_persistence: Some(Box::new(FileFailurePersistence::Direct("proptest-regressions/kernels.txt"))),
+        rng_seed: RngSeed::Fixed(0x6d61_746d),
+        ..ProptestConfig::default()
+    })]
+
+    /// The fast matrix product agrees with the plain triple loop for every transpose
+    /// combination, with and without accumulation: f64 to 1e-12 relative, f32 to 1e-4.
+    #[test]
+    fn matmul_matches_reference(m in 1usize..40, n in 1usize..40, k in 0usize..70,
+                                ta in any::<bool>(), tb in any::<bool>(), acc in any::<bool>(),
+                                threads in 1usize..3, seed in any::<u64>()) {
+        use rand::{RngExt, SeedableRng};
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
+        let (op_a, op_b) = (if ta { Op::T } else { Op::N }, if tb { Op::T } else { Op::N });
+        let a: Vec<f64> = (0..m * k).map(|_| rng.random_range(-1.0..1.0)).collect();
+        let b: Vec<f64> = (0..k * n).map(|_| rng.random_range(-1.0..1.0)).collect();
+        let c0: Vec<f64> = (0..m * n).map(|_| rng.random_range(-1.0..1.0)).collect();
+        let mut fast = c0.clone();
+        let mut slow = c0.clone();
+        let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
+        pool.install(|| matmul(m, n, k, &a, op_a, &b, op_b, &mut fast, acc, threads));
+        matmul_reference(m, n, k, &a, op_a, &b, op_b, &mut slow, acc);
+        for (f, s) in fast.iter().zip(&slow) {
+            prop_assert!((f - s).abs() <= 1e-12 * (1.0 + s.abs()), "{} vs {}", f, s);
         }
-    });
+        let a32: Vec<f32> = a.iter().map(|&v| v as f32).collect();
+        let b32: Vec<f32> = b.iter().map(|&v| v as f32).collect();
+        let mut fast32: Vec<f32> = c0.iter().map(|&v| v as f32).collect();
+        let mut slow32 = fast32.clone();
+        pool.install(|| matmul(m, n, k, &a32, op_a, &b32, op_b, &mut fast32, acc, threads));
+        matmul_reference(m, n, k, &a32, op_a, &b32, op_b, &mut slow32, acc);
+        for (f, s) in fast32.iter().zip(&slow32) {
+            prop_assert!((f - s).abs() <= 1e-4 * (1.0 + s.abs()), "{} vs {}", f, s);
+        }
+    }
 }

@@ -1,12 +1,18 @@
-//! The scalar types the math is generic over: `f32` (the fast path) and `f64` (what checks use).
+//! The scalar types the math is generic over: `f32` (the fast path) and `f64` (what checks use),
+//! with the scalar sigmoid and softplus every layer above builds on. It sits in the kernel layer
+//! and imports nothing from above it.
 
 use std::fmt::{Debug, Display};
 use std::iter::Sum;
 use std::ops::{AddAssign, DivAssign, MulAssign, SubAssign};
 
 /// A floating-point scalar the kernels run on: `f32` or `f64`.
+///
+/// Sealed: only `f32` and `f64` implement it, because the kernels' fast paths are written for
+/// exactly those two.
 pub trait Float:
-    num_traits::Float
+    sealed::Sealed
+    + num_traits::Float
     + Default
     + Debug
     + Display
@@ -33,10 +39,9 @@ pub trait Float:
 
     /// One row of the Bernoulli likelihood: returns sum_j (x_j a_j - softplus(a_j)) and writes
     /// sigmoid(a_j) into `sig`. The default is the plain version; f32 overrides it with
-    /// [`crate::kernels::fast::bernoulli_row`].
+    /// [`super::fast::bernoulli_row`].
     #[inline]
     fn bernoulli_row(x: &[Self], a: &[Self], sig: &mut [Self]) -> Self {
-        use crate::model::activation::{sigmoid, softplus};
         let mut s = Self::zero();
         for ((&xi, &ai), si) in x.iter().zip(a).zip(sig.iter_mut()) {
             *si = sigmoid(ai);
@@ -46,23 +51,30 @@ pub trait Float:
     }
 
     /// Copies the nonzero entries of `row` and their positions (plus `base`) to the front of
-    /// `index` and `values`, which need [`COMPACT_SLACK`](crate::kernels::fast::COMPACT_SLACK)
+    /// `index` and `values`, which need `COMPACT_SLACK`
     /// entries of room past `row.len()`; returns how many. f32 overrides the plain loop with a
     /// vectorised one.
     #[inline]
     fn compact_nonzeros(row: &[Self], base: u32, index: &mut [u32], values: &mut [Self]) -> usize {
-        crate::kernels::fast::compact_nonzeros_reference(row, base, index, values)
+        super::fast::compact_nonzeros_reference(row, base, index, values)
     }
 
     /// Adam's update on one chunk. The default is the plain loop; f32 overrides it with a
     /// vectorised build of the same loop.
     #[inline]
     fn adam(p: &mut [Self], g: &[Self], m: &mut [Self], v: &mut [Self], c: AdamStep<Self>) {
-        crate::kernels::fast::adam_body(p, g, m, v, c)
+        super::fast::adam_body(p, g, m, v, c)
     }
 }
 
-use crate::kernels::fast::AdamStep;
+use super::fast::AdamStep;
+
+mod sealed {
+    /// Keeps [`Float`](super::Float) to the two types the kernels are written for.
+    pub trait Sealed {}
+    impl Sealed for f32 {}
+    impl Sealed for f64 {}
+}
 
 impl Float for f32 {
     const NAME: &'static str = "F32";
@@ -81,15 +93,15 @@ impl Float for f32 {
     }
     #[inline]
     fn bernoulli_row(x: &[Self], a: &[Self], sig: &mut [Self]) -> Self {
-        crate::kernels::fast::bernoulli_row(x, a, sig)
+        super::fast::bernoulli_row(x, a, sig)
     }
     #[inline]
     fn adam(p: &mut [Self], g: &[Self], m: &mut [Self], v: &mut [Self], c: AdamStep<Self>) {
-        crate::kernels::fast::adam_f32(p, g, m, v, c)
+        super::fast::adam_f32(p, g, m, v, c)
     }
     #[inline]
     fn compact_nonzeros(row: &[Self], base: u32, index: &mut [u32], values: &mut [Self]) -> usize {
-        crate::kernels::fast::compact_nonzeros_f32(row, base, index, values)
+        super::fast::compact_nonzeros_f32(row, base, index, values)
     }
 }
 
@@ -102,5 +114,22 @@ impl Float for f64 {
     #[inline]
     fn as_f64(self) -> f64 {
         self
+    }
+}
+
+/// softplus(a) = ln(1 + e^a), computed as max(a, 0) + ln(1 + e^-|a|) so it never overflows.
+#[inline]
+pub fn softplus<T: Float>(a: T) -> T {
+    a.max(T::zero()) + (-a.abs()).exp().ln_1p()
+}
+
+/// 1 / (1 + e^-a), finite for every finite `a`.
+#[inline]
+pub fn sigmoid<T: Float>(a: T) -> T {
+    if a >= T::zero() {
+        T::one() / (T::one() + (-a).exp())
+    } else {
+        let e = a.exp();
+        e / (T::one() + e)
     }
 }

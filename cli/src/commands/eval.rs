@@ -1,0 +1,112 @@
+//! `elbo eval`: the ELBO, importance-sampled log p(x), the gap and the latent diagnostics of a
+//! saved model on a test set.
+
+use std::path::PathBuf;
+
+use elbo::train::checkpoint;
+use elbo::{Error, Result};
+
+use crate::args::*;
+use crate::saved_model::*;
+
+#[derive(clap::Args, Debug)]
+pub(crate) struct EvalArgs {
+    /// The model file (model.safetensors from `elbo train`).
+    pub(crate) model: PathBuf,
+    #[command(flatten)]
+    pub(crate) data: DataArgs,
+    /// Importance samples per point, comma-separated.
+    #[arg(long, value_delimiter = ',', default_value = "1,10,100,1000,5000")]
+    pub(crate) k: Vec<usize>,
+    /// Use only the first N test examples (k = 5000 costs 5000 decoder passes per example).
+    #[arg(long)]
+    pub(crate) limit: Option<usize>,
+    /// Seed of the importance samples.
+    #[arg(long, default_value_t = 0)]
+    pub(crate) seed: u64,
+    /// Threads [default: all cores].
+    #[arg(long)]
+    pub(crate) threads: Option<usize>,
+    /// Print JSON instead of text.
+    #[arg(long)]
+    pub(crate) json: bool,
+}
+
+pub(crate) fn eval(args: EvalArgs) -> Result<()> {
+    let loaded = checkpoint::load::<f32>(&args.model)?;
+    let data_args = data_for_model(&loaded.metadata, &args.data, &args.model)?;
+    let (_, test) = load_data(&data_args, None)?;
+    let test = match args.limit {
+        Some(0) => return Err(Error::config("limit", 0, "must be at least 1")),
+        Some(n) => test.head(n),
+        None => test,
+    };
+    let threads = default_threads(args.threads);
+    let evaluation = elbo::train::evaluate(
+        &loaded.vae,
+        &loaded.params,
+        &test,
+        256,
+        1,
+        args.seed,
+        threads,
+    )?;
+    let marginal = elbo::objective::estimate_log_marginal(
+        &loaded.vae,
+        &loaded.params,
+        &test,
+        &args.k,
+        args.seed,
+        threads,
+    )?;
+    if args.json {
+        let out = serde_json::json!({
+            "model": args.model,
+            "points": test.len(),
+            "elbo": { "elbo": marginal.elbo, "recon": marginal.recon, "kl": marginal.kl },
+            "log_px": marginal.estimates,
+            "gap": marginal.gap,
+            "latent": evaluation.latent,
+        });
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&out).expect("serialises")
+        );
+        return Ok(());
+    }
+    println!(
+        "{} test examples, model {}",
+        test.len(),
+        args.model.display()
+    );
+    println!(
+        "ELBO            {:>10.3}  (recon {:.3}, KL {:.3}; recon averaged over {} draws per example)",
+        marginal.elbo,
+        marginal.recon,
+        marginal.kl,
+        args.k.iter().max().copied().unwrap_or(0)
+    );
+    for e in &marginal.estimates {
+        println!(
+            "log p(x), k={:<5}{:>10.3}  +- {:.3} (standard error over examples)",
+            e.k, e.log_px, e.std_err
+        );
+    }
+    println!(
+        "gap log p(x) - ELBO = KL(q(z|x) || p(z|x)) ~ {:.3}",
+        marginal.gap
+    );
+    let l = &evaluation.latent;
+    println!(
+        "active units {}/{} (Var_x E_q[z_j] > {}); KL per dimension: {}",
+        l.active_units,
+        l.kl_per_dim.len(),
+        elbo::train::ACTIVE_UNIT_THRESHOLD,
+        l.kl_per_dim
+            .iter()
+            .map(|k| format!("{k:.2}"))
+            .collect::<Vec<_>>()
+            .join(" ")
+    );
+    Ok(())
+}

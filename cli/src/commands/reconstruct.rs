@@ -1,0 +1,30 @@
+//! `elbo reconstruct`: test inputs above their reconstructions.
+
+use elbo::{Error, Result};
+
+use crate::args::*;
+use crate::saved_model::*;
+
+pub(crate) fn reconstruct(args: ModelFileArgs) -> Result<()> {
+    let (loaded, test) = load_model(&args)?;
+    let threads = default_threads(args.threads);
+    let dir = tempfile::tempdir().map_err(|e| Error::io("creating", "a temporary folder", e))?;
+    let files = pool(threads)?.run(|| {
+        elbo::pictures::write_gallery(
+            &loaded.vae,
+            &loaded.params,
+            &test,
+            dir.path(),
+            args.seed,
+            threads,
+        )
+    })?;
+    let src = files
+        .iter()
+        .find(|f| f.ends_with("reconstructions.png"))
+        .expect("always written");
+    let out = beside_model(&args, "reconstructions.png");
+    std::fs::copy(src, &out).map_err(|e| Error::io("writing", &out, e))?;
+    println!("wrote {}", out.display());
+    Ok(())
+}

@@ -1,0 +1,410 @@
+//! `elbo train`: a run, its progress, report, checkpoints and pictures.
+
+use std::path::PathBuf;
+
+use elbo::data::Dataset;
+use elbo::train::checkpoint;
+use elbo::{
+    EpochReport, Error, Float, OptimizerConfig, Result, TrainConfig, Trainer, Vae, VaeConfig,
+};
+use indicatif::{ProgressBar, ProgressStyle};
+use serde::Serialize;
+
+use crate::args::*;
+use crate::saved_model::*;
+
+#[derive(clap::Args, Debug)]
+pub(crate) struct TrainArgs {
+    #[command(flatten)]
+    pub(crate) data: DataArgs,
+    #[command(flatten)]
+    pub(crate) model: ModelArgs,
+    /// Use only the first N training examples.
+    #[arg(long)]
+    pub(crate) train_limit: Option<usize>,
+    /// Weight of the KL term (1 is the ELBO).
+    #[arg(long, default_value_t = 1.0, allow_negative_numbers = true)]
+    pub(crate) beta: f64,
+    /// Epochs of linear KL warm-up from 0 to beta.
+    #[arg(long, default_value_t = 0.0, allow_negative_numbers = true)]
+    pub(crate) warmup: f64,
+    /// Train the importance-weighted bound with K samples per example instead of the ELBO.
+    #[arg(long, value_name = "K")]
+    pub(crate) iw_samples: Option<usize>,
+    /// Use dense products in the first layer even for mostly-zero inputs such as MNIST (the
+    /// default skips zero pixels; both agree to rounding). For timing at equal arithmetic.
+    #[arg(long)]
+    pub(crate) dense_input: bool,
+    /// Optimizer.
+    #[arg(long, value_enum, default_value = "adam")]
+    pub(crate) optimizer: OptimizerKind,
+    /// Learning rate [default: 1e-3]; with --resume, replaces the saved one.
+    #[arg(long, allow_negative_numbers = true)]
+    pub(crate) lr: Option<f64>,
+    /// Momentum (SGD).
+    #[arg(long, default_value_t = 0.9, allow_negative_numbers = true)]
+    pub(crate) momentum: f64,
+    /// Clip the gradient's norm to this value; with --resume, replaces the saved setting.
+    #[arg(long, allow_negative_numbers = true)]
+    pub(crate) clip: Option<f64>,
+    /// Examples per step.
+    #[arg(long, default_value_t = 128)]
+    pub(crate) batch_size: usize,
+    /// Passes over the training set (with --resume: the new total) [default: 10].
+    #[arg(long)]
+    pub(crate) epochs: Option<usize>,
+    /// Continue a run from its output folder (or model file): model, settings and data come
+    /// from the checkpoint, and the result is bit-identical to a run never stopped.
+    #[arg(long, value_name = "DIR|FILE")]
+    pub(crate) resume: Option<PathBuf>,
+    /// Print one JSON object per epoch (and one at the end) instead of text.
+    #[arg(long)]
+    pub(crate) json: bool,
+    /// z samples per example.
+    #[arg(long, default_value_t = 1)]
+    pub(crate) samples: usize,
+    /// Seed for initialisation, order and noise.
+    #[arg(long, default_value_t = 0)]
+    pub(crate) seed: u64,
+    /// Threads [default: all cores].
+    #[arg(long)]
+    pub(crate) threads: Option<usize>,
+    /// Resample binary pixels from grey levels at every step.
+    #[arg(long)]
+    pub(crate) binarize: bool,
+    /// Arithmetic: f32 (fast) or f64.
+    #[arg(long, value_enum, default_value = "f32")]
+    pub(crate) precision: Precision,
+    /// Output folder for model.safetensors and report.json [default: runs/<data>].
+    #[arg(long)]
+    pub(crate) out: Option<PathBuf>,
+}
+
+#[derive(Serialize)]
+pub(crate) struct Report<'a> {
+    pub(crate) data: &'a DataArgs,
+    pub(crate) train_examples: usize,
+    pub(crate) test_examples: usize,
+    pub(crate) precision: Precision,
+    pub(crate) threads: usize,
+    pub(crate) model: &'a VaeConfig,
+    pub(crate) training: &'a TrainConfig,
+    pub(crate) epochs: &'a [EpochReport],
+}
+
+/// What a training run needs besides the trainer.
+pub(crate) struct RunContext<'a> {
+    pub(crate) data: DataArgs,
+    pub(crate) train_limit: Option<usize>,
+    pub(crate) precision: Precision,
+    pub(crate) threads: usize,
+    pub(crate) out: PathBuf,
+    pub(crate) json: bool,
+    pub(crate) dense_input: bool,
+    pub(crate) train: &'a Dataset,
+    pub(crate) test: &'a Dataset,
+}
+
+pub(crate) fn train(args: TrainArgs) -> std::result::Result<(), Failure> {
+    let threads = default_threads(args.threads);
+    if let Some(resume) = &args.resume {
+        let path = if resume.is_dir() {
+            resume.join("model.safetensors")
+        } else {
+            resume.clone()
+        };
+        let meta = checkpoint::metadata(&path)?;
+        let data = data_for_model(&meta, &args.data, &path)?;
+        let train_limit = meta
+            .get("elbo.train_limit")
+            .and_then(|s| s.parse().ok())
+            .or(args.train_limit);
+        let (train, test) = load_data(&data, train_limit)?;
+        let ctx = RunContext {
+            data,
+            train_limit,
+            precision: if meta.get("elbo.precision").map(String::as_str) == Some("f64") {
+                Precision::F64
+            } else {
+                Precision::F32
+            },
+            threads,
+            out: args
+                .out
+                .clone()
+                .unwrap_or_else(|| path.parent().map(PathBuf::from).unwrap_or_default()),
+            json: args.json,
+            dense_input: args.dense_input,
+            train: &train,
+            test: &test,
+        };
+        let overrides = (args.lr, args.clip);
+        return match ctx.precision {
+            Precision::F32 => run(
+                &ctx,
+                Trainer::<f32>::resume(&path, threads, args.epochs)?.with_overrides(overrides)?,
+            ),
+            Precision::F64 => run(
+                &ctx,
+                Trainer::<f64>::resume(&path, threads, args.epochs)?.with_overrides(overrides)?,
+            ),
+        };
+    }
+    let (train, test) = load_data(&args.data, args.train_limit)?;
+    let vae = Vae::new(
+        args.model
+            .config(train.dim(), args.data.data.unwrap_or(DataKind::Shapes))?,
+    )?;
+    let config = TrainConfig {
+        epochs: args.epochs.unwrap_or(10),
+        batch_size: args.batch_size,
+        samples: args.samples,
+        beta: args.beta,
+        warmup_epochs: args.warmup,
+        optimizer: match args.optimizer {
+            OptimizerKind::Adam => OptimizerConfig::adam(args.lr.unwrap_or(1e-3)),
+            OptimizerKind::Sgd => OptimizerConfig::sgd(args.lr.unwrap_or(1e-3), args.momentum),
+        },
+        clip_norm: args.clip,
+        seed: args.seed,
+        binarize: args.binarize,
+        iw_samples: args.iw_samples,
+    };
+    let ctx = RunContext {
+        data: args.data.clone(),
+        train_limit: args.train_limit,
+        precision: args.precision,
+        threads,
+        out: args.out.clone().unwrap_or_else(|| {
+            PathBuf::from("runs").join(match args.data.data.unwrap_or(DataKind::Shapes) {
+                DataKind::Shapes => "shapes",
+                DataKind::Mnist => "mnist",
+                DataKind::File => "file",
+            })
+        }),
+        json: args.json,
+        dense_input: args.dense_input,
+        train: &train,
+        test: &test,
+    };
+    match args.precision {
+        Precision::F32 => run(&ctx, Trainer::<f32>::new(vae, config, threads)?),
+        Precision::F64 => run(&ctx, Trainer::<f64>::new(vae, config, threads)?),
+    }
+}
+
+pub(crate) fn run<T: Float>(
+    ctx: &RunContext<'_>,
+    mut trainer: Trainer<T>,
+) -> std::result::Result<(), Failure> {
+    trainer.set_sparse_input(!ctx.dense_input);
+    let (train, test, out) = (ctx.train, ctx.test, &ctx.out);
+    std::fs::create_dir_all(out).map_err(|e| Error::io("creating", out, e))?;
+    let report_path = out.join("report.json");
+    let model_path = out.join("model.safetensors");
+    // A resumed run keeps the report of the epochs before it.
+    let mut epochs: Vec<EpochReport> = if trainer.epochs_done() > 0 {
+        std::fs::read(&report_path)
+            .ok()
+            .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
+            .and_then(|v| serde_json::from_value::<Vec<EpochReport>>(v["epochs"].clone()).ok())
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|e| e.epoch <= trainer.epochs_done())
+            .collect()
+    } else {
+        Vec::new()
+    };
+    let write_report = |epochs: &[EpochReport], trainer: &Trainer<T>| -> Result<()> {
+        let report = Report {
+            data: &ctx.data,
+            train_examples: train.len(),
+            test_examples: test.len(),
+            precision: ctx.precision,
+            threads: ctx.threads,
+            model: trainer.vae().config(),
+            training: trainer.config(),
+            epochs,
+        };
+        let json = serde_json::to_vec_pretty(&report).expect("report serialises");
+        elbo::io::write_atomic(&report_path, &json)
+    };
+    // Written before training so that an unwritable folder fails now, not after an epoch.
+    write_report(&epochs, &trainer)?;
+    let v = trainer.vae();
+    eprintln!(
+        "elbo: {} train / {} test examples of width {}; model {}-{:?}-{}, {} parameters, {} likelihood; {} thread(s), {:?}{}",
+        train.len(),
+        test.len(),
+        train.dim(),
+        v.input_dim(),
+        v.config().encoder_hidden,
+        v.latent_dim(),
+        v.num_params(),
+        v.config().likelihood,
+        ctx.threads,
+        ctx.precision,
+        if trainer.epochs_done() > 0 {
+            format!("; resuming after epoch {}", trainer.epochs_done())
+        } else {
+            String::new()
+        }
+    );
+    let total_epochs = trainer.config().epochs;
+    let bar = if ctx.json {
+        ProgressBar::hidden()
+    } else {
+        ProgressBar::new(train.len() as u64)
+    };
+    bar.set_style(
+        ProgressStyle::with_template(
+            "{prefix} [{bar:30}] {pos}/{len} {per_sec} loss {msg} eta {eta}",
+        )
+        .expect("valid template")
+        .progress_chars("=> "),
+    );
+    let mut progress = {
+        let bar = bar.clone();
+        move |done: usize, loss: f64| {
+            bar.set_position(done as u64);
+            bar.set_message(format!("{loss:.2}"));
+        }
+    };
+    bar.set_prefix(format!(
+        "epoch {}/{total_epochs}",
+        trainer.epochs_done() + 1
+    ));
+    let mut extra = vec![
+        (
+            "elbo.data",
+            serde_json::to_string(&ctx.data).expect("serialises"),
+        ),
+        (
+            "elbo.precision",
+            serde_json::to_string(&ctx.precision)
+                .expect("serialises")
+                .trim_matches('"')
+                .to_string(),
+        ),
+    ];
+    if let Some(n) = ctx.train_limit {
+        extra.push(("elbo.train_limit", n.to_string()));
+    }
+    let mut on_epoch = |r: &EpochReport, t: &Trainer<T>| -> Result<()> {
+        bar.finish_and_clear();
+        if ctx.json {
+            println!("{}", serde_json::to_string(r).expect("serialises"));
+        } else {
+            println!("{}", epoch_line(r, total_epochs));
+        }
+        t.save_checkpoint(&model_path, &extra)?;
+        epochs.push(r.clone());
+        write_report(&epochs, t)?;
+        elbo::pictures::write_curves(&out.join("curves.svg"), &epochs)?;
+        if r.epoch < total_epochs {
+            bar.reset();
+            bar.set_prefix(format!("epoch {}/{total_epochs}", r.epoch + 1));
+        }
+        Ok(())
+    };
+    // Ctrl-C: finish the step under way, write a checkpoint, exit; a second Ctrl-C exits now.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    {
+        let stop = stop.clone();
+        let _ = ctrlc::set_handler(move || {
+            if stop.swap(true, std::sync::atomic::Ordering::SeqCst) {
+                // A second Ctrl-C means "now": nothing is left to save or join.
+                std::process::exit(130);
+            }
+        });
+    }
+    trainer.set_stop_flag(stop);
+    match trainer.fit(train, Some(test), &mut progress, &mut on_epoch) {
+        Err(Error::Interrupted {
+            epoch,
+            step,
+            batch,
+            batches,
+        }) => {
+            bar.finish_and_clear();
+            trainer.save_checkpoint(&model_path, &extra)?;
+            eprintln!(
+                "interrupted after step {step} (epoch {epoch}, batch {batch} of {batches}); wrote {}. \
+                 Continue with: elbo train --resume {}",
+                model_path.display(),
+                out.display()
+            );
+            // Returned, not exited: the trainer and its threads are dropped on the way out.
+            return Err(Failure::Reported(130));
+        }
+        Err(e @ Error::Diverged { .. }) => {
+            bar.finish_and_clear();
+            let kept = match trainer.epochs_done() {
+                0 => "no epoch finished, so nothing was saved".to_string(),
+                n => format!(
+                    "the checkpoint of epoch {n} in {} is kept; continue from it with: \
+                     elbo train --resume {} --lr <smaller>",
+                    out.display(),
+                    out.display()
+                ),
+            };
+            eprintln!("error: {e}. {kept}");
+            return Err(Failure::Reported(1));
+        }
+        other => other?,
+    };
+    bar.finish_and_clear();
+    let pool = pool(ctx.threads)?;
+    let pictures = pool.run(|| {
+        elbo::pictures::write_gallery(
+            trainer.vae(),
+            trainer.params(),
+            test,
+            out,
+            trainer.config().seed,
+            ctx.threads,
+        )
+    });
+    if let Err(e) = &pictures {
+        eprintln!("note: no pictures: {e}");
+    }
+    if ctx.json {
+        println!(
+            "{}",
+            serde_json::json!({"model": model_path, "report": report_path})
+        );
+    } else {
+        println!(
+            "wrote {} and {}",
+            model_path.display(),
+            report_path.display()
+        );
+    }
+    Ok(())
+}
+
+pub(crate) fn epoch_line(r: &EpochReport, total_epochs: usize) -> String {
+    let test = r.test.map_or(String::new(), |e| {
+        format!(
+            "  test -ELBO {:.3} (recon {:.3}, KL {:.3})",
+            e.neg_elbo, -e.recon, e.kl
+        )
+    });
+    let active = r.test_latent.as_ref().map_or(String::new(), |l| {
+        format!("  active units {}/{}", l.active_units, l.kl_per_dim.len())
+    });
+    let iw = r
+        .train
+        .iw_bound
+        .map_or(String::new(), |b| format!("  train IW bound {b:.3}"));
+    format!(
+        "epoch {:>3}/{total_epochs}  train -ELBO {:.3} (recon {:.3}, KL {:.3}){iw}{test}{active}  beta {:.3}  {:.2} s, {:.0} img/s",
+        r.epoch,
+        r.train.neg_elbo,
+        -r.train.recon,
+        r.train.kl,
+        r.beta,
+        r.train_seconds,
+        r.images_per_sec
+    )
+}

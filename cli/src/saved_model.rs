@@ -1,0 +1,59 @@
+//! Opening a saved model and the data it goes with.
+
+use std::path::PathBuf;
+
+use elbo::data::Dataset;
+use elbo::train::checkpoint;
+use elbo::{Error, Result};
+
+use crate::args::*;
+
+#[derive(clap::Args, Debug)]
+pub(crate) struct ModelFileArgs {
+    /// The model file (model.safetensors from `elbo train`).
+    pub(crate) model: PathBuf,
+    #[command(flatten)]
+    pub(crate) data: DataArgs,
+    /// Output file (PNG) or folder (for `pictures`) [default: beside the model].
+    #[arg(long)]
+    pub(crate) out: Option<PathBuf>,
+    /// Seed of the random draws.
+    #[arg(long, default_value_t = 0)]
+    pub(crate) seed: u64,
+    /// Threads [default: all cores].
+    #[arg(long)]
+    pub(crate) threads: Option<usize>,
+}
+
+/// The data a saved model goes with: the options' if they name a dataset, else the one in the
+/// file's metadata, else the default.
+pub(crate) fn data_for_model(
+    meta: &std::collections::HashMap<String, String>,
+    given: &DataArgs,
+    path: &std::path::Path,
+) -> Result<DataArgs> {
+    match (given.data, meta.get("elbo.data")) {
+        (None, Some(s)) => serde_json::from_str(s)
+            .map_err(|e| Error::malformed(path, format!("bad data settings ({e})"))),
+        _ => Ok(given.clone()),
+    }
+}
+
+/// A saved model and the test set it was trained beside (or the one the options name).
+pub(crate) fn load_model(args: &ModelFileArgs) -> Result<(checkpoint::Loaded<f32>, Dataset)> {
+    let loaded = checkpoint::load::<f32>(&args.model)?;
+    let data = data_for_model(&loaded.metadata, &args.data, &args.model)?;
+    let (_, test) = load_data(&data, None)?;
+    test.check_for(loaded.vae.input_dim(), loaded.vae.config().likelihood)?;
+    Ok((loaded, test))
+}
+
+pub(crate) fn beside_model(args: &ModelFileArgs, name: &str) -> PathBuf {
+    args.out.clone().unwrap_or_else(|| {
+        args.model
+            .parent()
+            .map(PathBuf::from)
+            .unwrap_or_default()
+            .join(name)
+    })
+}
