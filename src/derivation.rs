@@ -40,7 +40,7 @@
 //! ELBO.
 //!
 //! These three are printed with numbers by `elbo identities`
-//! ([`crate::objective::linear_gaussian::IdentitiesReport`]). `tests/linear_gaussian.rs` checks
+//! ([`crate::testbed::linear_gaussian::IdentitiesReport`]). `tests/linear_gaussian.rs` checks
 //! them on an exact linear-Gaussian model, where $\log p(x)$ and $p(z \mid x)$ are closed-form:
 //! `a_elbo_is_below_log_px`, `b_gap_is_kl_to_the_posterior`,
 //! `c_log_inequality_holds_for_every_z`, `e_exact_posterior_makes_the_bound_tight`.

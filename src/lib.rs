@@ -45,6 +45,7 @@ pub mod objective;
 #[cfg(feature = "io")]
 pub mod pictures;
 pub mod rng;
+pub mod testbed;
 pub mod train;
 
 pub use data::Dataset;

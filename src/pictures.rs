@@ -232,7 +232,7 @@ pub fn write_gallery<T: crate::kernels::scalar::Float>(
     let n_in = data.len().min(16);
     let inputs: Vec<T> = {
         let mut x = vec![T::zero(); n_in * data.dim()];
-        data.gather(&(0..n_in).collect::<Vec<_>>(), &mut x);
+        data.gather(&(0..n_in).collect::<Vec<_>>(), &mut x)?;
         x
     };
     let (mu, _) = vae.encode(params, &inputs, threads)?;
@@ -297,7 +297,7 @@ pub fn write_gallery<T: crate::kernels::scalar::Float>(
         out("manifold.png", &decode(grid)?, n)?;
         let m = data.len().min(2000);
         let mut x = vec![T::zero(); m * data.dim()];
-        data.gather(&(0..m).collect::<Vec<_>>(), &mut x);
+        data.gather(&(0..m).collect::<Vec<_>>(), &mut x)?;
         let (mu, _) = vae.encode(params, &x, threads)?;
         let pts: Vec<(f32, f32)> = mu
             .chunks(2)

@@ -143,7 +143,7 @@ fn mnist_loads_from_the_shared_copy() {
     assert!(counts.iter().all(|&c| c > 800), "{counts:?}");
     // Grey levels in [0, 1] with the known mean intensity of MNIST (~0.13).
     let mut x = vec![0f32; 100 * 784];
-    train.gather(&(0..100).collect::<Vec<_>>(), &mut x);
+    train.gather(&(0..100).collect::<Vec<_>>(), &mut x).unwrap();
     let mean = x.iter().sum::<f32>() / x.len() as f32;
     assert!(
         x.iter().all(|&v| (0.0..=1.0).contains(&v)) && (0.1..0.16).contains(&mean),
@@ -159,8 +159,8 @@ fn shapes_are_deterministic_and_sliceable() {
     let tail = shapes::generate(3, 30, 10).unwrap();
     let mut xa = vec![0f32; 10 * 784];
     let mut xt = vec![0f32; 10 * 784];
-    a.gather(&(30..40).collect::<Vec<_>>(), &mut xa);
-    tail.gather(&(0..10).collect::<Vec<_>>(), &mut xt);
+    a.gather(&(30..40).collect::<Vec<_>>(), &mut xa).unwrap();
+    tail.gather(&(0..10).collect::<Vec<_>>(), &mut xt).unwrap();
     assert_eq!(xa, xt);
     assert_ne!(a, shapes::generate(4, 0, 40).unwrap());
 }
@@ -169,13 +169,23 @@ fn shapes_are_deterministic_and_sliceable() {
 fn shapes_images_match_their_factors() {
     let ds = shapes::generate(0, 0, 600).unwrap();
     let factors = ds.factors.as_ref().unwrap();
+    assert_eq!(factors.names(), shapes::FACTOR_NAMES);
+    assert_eq!(factors.len(), 600);
     let mut seen = [[false; 40]; 5];
-    for (i, f) in factors.iter().enumerate() {
+    for i in 0..600 {
+        // The stored factors are the ones image i was drawn with.
+        let f = shapes::ShapeFactors::draw(0, i as u64);
+        assert_eq!(
+            factors.row(i).unwrap(),
+            &[f.shape as u8 as f64, f.scale, f.rotation, f.x, f.y]
+        );
         for (k, &l) in f.levels.iter().enumerate() {
             assert!(l < FACTOR_LEVELS[k]);
             seen[k][l] = true;
         }
-        let on = (0..SIDE * SIDE).filter(|&j| ds.value(i, j) > 0.5).count();
+        let on = (0..SIDE * SIDE)
+            .filter(|&j| ds.value(i, j).unwrap() > 0.5)
+            .count();
         // A sprite is visible and never fills the image; its area grows with its scale.
         assert!(
             (8..SIDE * SIDE / 3).contains(&on),
@@ -184,7 +194,7 @@ fn shapes_images_match_their_factors() {
         // Its centre of mass sits near the factor's position.
         let (mut cx, mut cy) = (0.0, 0.0);
         for j in 0..SIDE * SIDE {
-            if ds.value(i, j) > 0.5 {
+            if ds.value(i, j).unwrap() > 0.5 {
                 cx += (j % SIDE) as f64 + 0.5;
                 cy += (j / SIDE) as f64 + 0.5;
             }
@@ -223,7 +233,7 @@ fn dynamic_binarisation_keeps_the_mean() {
     let n = 20_000;
     let mut out = vec![0f32; 4];
     for _ in 0..n {
-        ds.gather_binarized(&[0], &mut out, &mut rng);
+        ds.gather_binarized(&[0], &mut out, &mut rng).unwrap();
         for j in 0..4 {
             assert!(out[j] == 0.0 || out[j] == 1.0);
             sums[j] += out[j] as f64;

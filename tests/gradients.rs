@@ -235,10 +235,10 @@ proptest! {
         for v in &mut ws.eps { *v = rng.random_range(-2.0..2.0); }
         let elbo = Elbo::new(&vae);
         let mut grads = vec![0.0; vae.num_params()];
-        elbo.forward(&params, &mut ws, rows);
-        elbo.backward(&params, &mut ws, rows, beta, &mut grads);
+        elbo.forward(&params, &mut ws, rows).unwrap();
+        elbo.backward(&params, &mut ws, rows, beta, &mut grads).unwrap();
         let mut ws2 = ws.clone();
-        let loss = |t: &[f64]| elbo.forward(t, &mut ws2, rows).loss(beta);
+        let loss = |t: &[f64]| elbo.forward(t, &mut ws2, rows).unwrap().loss(beta);
         assert_all_pass(&check(vae.layout(), &params, &grads, loss, H, TOL));
     }
 }
@@ -273,10 +273,10 @@ proptest! {
         for v in &mut ws.eps { *v = rng.random_range(-2.0..2.0); }
         let iwae = Iwae::new(&vae);
         let mut grads = vec![0.0; vae.num_params()];
-        iwae.forward(&params, &mut ws, rows);
-        iwae.backward(&params, &mut ws, rows, &mut grads);
+        iwae.forward(&params, &mut ws, rows).unwrap();
+        iwae.backward(&params, &mut ws, rows, &mut grads).unwrap();
         let mut ws2 = ws.clone();
-        let loss = |t: &[f64]| -iwae.forward(t, &mut ws2, rows).bound;
+        let loss = |t: &[f64]| -iwae.forward(t, &mut ws2, rows).unwrap().bound;
         assert_all_pass(&check(vae.layout(), &params, &grads, loss, H, TOL));
     }
 }

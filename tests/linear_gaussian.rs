@@ -1,10 +1,10 @@
 //! The exact test-bed: on the linear-Gaussian model every identity of the ELBO is checked to
 //! Monte-Carlo precision, with the library's own forward passes against closed forms.
 
-use elbo::objective::linear_gaussian::{
+use elbo::objective::{Iwae, Workspace, estimate_log_marginal};
+use elbo::testbed::linear_gaussian::{
     LinearGaussian, ppca_max_log_likelihood, symmetric_eigenvalues,
 };
-use elbo::objective::{Iwae, Workspace, estimate_log_marginal};
 use elbo::{Dataset, TrainConfig, Trainer, Vae, VaeConfig};
 
 /// Draws `n` samples of q for point `x` through the library: returns (log p(x|z), log w, z).
@@ -21,7 +21,7 @@ fn draws(
         &mut elbo::rng::stream(seed, elbo::rng::Purpose::Eval, 0),
         &mut ws.eps,
     );
-    Iwae::new(vae).forward(params, &mut ws, 1);
+    Iwae::new(vae).forward(params, &mut ws, 1).unwrap();
     let zd = vae.latent_dim();
     (
         ws.log_px_z.clone(),
@@ -136,7 +136,9 @@ fn d_k_sample_bound_rises_towards_log_px() {
     let n = 5000;
     let ds =
         Dataset::from_f32(n, 5, model.sample(n, 5).iter().map(|&v| v as f32).collect()).unwrap();
-    let x: Vec<f64> = (0..n * 5).map(|i| ds.value(i / 5, i % 5)).collect();
+    let x: Vec<f64> = (0..n * 5)
+        .map(|i| ds.value(i / 5, i % 5).unwrap())
+        .collect();
     let exact: Vec<f64> = (0..n)
         .map(|i| model.log_marginal(&x[i * 5..(i + 1) * 5]))
         .collect();
@@ -211,7 +213,9 @@ fn f_trained_linear_vae_reaches_the_pca_maximum_likelihood() {
     let n = 4000;
     let data = truth.sample(n, 22);
     let ds = Dataset::from_f32(n, 6, data.iter().map(|&v| v as f32).collect()).unwrap();
-    let data: Vec<f64> = (0..n * 6).map(|i| ds.value(i / 6, i % 6)).collect();
+    let data: Vec<f64> = (0..n * 6)
+        .map(|i| ds.value(i / 6, i % 6).unwrap())
+        .collect();
     let ml = ppca_max_log_likelihood(&data, n, 6, 2);
     let vae = Vae::new(VaeConfig {
         input_dim: 6,

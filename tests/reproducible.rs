@@ -77,14 +77,17 @@ fn sparse_and_dense_first_layer_agree_on_mnist() {
     let run = |sparse: bool| {
         let mut ws = Workspace::<f32>::new(&vae, rows, 1, 2).unwrap();
         ws.set_sparse_input(sparse);
-        train.gather(&(1000..1000 + rows).collect::<Vec<_>>(), &mut ws.x);
+        train
+            .gather(&(1000..1000 + rows).collect::<Vec<_>>(), &mut ws.x)
+            .unwrap();
         for (i, e) in ws.eps.iter_mut().enumerate() {
             *e = ((i * 7919) % 1000) as f32 / 500.0 - 1.0;
         }
         let elbo = Elbo::new(&vae);
-        let loss = elbo.forward(&params, &mut ws, rows).loss(1.0);
+        let loss = elbo.forward(&params, &mut ws, rows).unwrap().loss(1.0);
         let mut grads = vec![0.0f32; vae.num_params()];
-        elbo.backward(&params, &mut ws, rows, 1.0, &mut grads);
+        elbo.backward(&params, &mut ws, rows, 1.0, &mut grads)
+            .unwrap();
         (loss, grads)
     };
     let (ls, gs) = run(true);

@@ -89,7 +89,7 @@ fn main() -> ExitCode {
         Command::Train(args) => return finish(train(args)),
         Command::Eval(args) => eval(args),
         Command::Identities(args) => {
-            elbo::objective::linear_gaussian::IdentitiesReport::compute(args.seed, args.draws)
+            elbo::testbed::linear_gaussian::IdentitiesReport::compute(args.seed, args.draws)
                 .map(|r| print!("{r}"))
         }
         Command::Gradcheck(args) => gradcheck(args),

@@ -44,7 +44,10 @@ pub(crate) fn load_model(args: &ModelFileArgs) -> Result<(checkpoint::Loaded<f32
     let loaded = checkpoint::load::<f32>(&args.model)?;
     let data = data_for_model(&loaded.metadata, &args.data, &args.model)?;
     let (_, test) = load_data(&data, None)?;
-    test.check_for(loaded.vae.input_dim(), loaded.vae.config().likelihood)?;
+    test.check_for(
+        loaded.vae.input_dim(),
+        &loaded.vae.config().likelihood.domain(),
+    )?;
     Ok((loaded, test))
 }
 

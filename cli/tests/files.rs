@@ -203,7 +203,7 @@ fn model_commands_and_pictures() {
     assert!(text.starts_with("mu_0,mu_1,var_0,var_1\n"));
     let lat = read_matrix(&csv).unwrap();
     assert_eq!((lat.len(), lat.dim()), (100, 4));
-    assert!((0..100).all(|i| lat.value(i, 2) > 0.0 && lat.value(i, 3) > 0.0));
+    assert!((0..100).all(|i| lat.value(i, 2).unwrap() > 0.0 && lat.value(i, 3).unwrap() > 0.0));
     // sample: the .npy means are the decoder's output for the .npy z.
     let (means, z) = (dir.path().join("means.npy"), dir.path().join("z.npy"));
     ok(elbo(&[

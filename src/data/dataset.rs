@@ -2,10 +2,8 @@
 
 use rand::RngExt;
 
-use crate::data::shapes::ShapeFactors;
 use crate::error::{Error, Result};
 use crate::kernels::scalar::Float;
-use crate::model::Likelihood;
 
 /// The stored values: grey levels as bytes (value = byte / 255), or floats.
 #[derive(Clone, Debug, PartialEq)]
@@ -16,7 +14,82 @@ pub enum Pixels {
     F32(Vec<f32>),
 }
 
-/// `rows` examples of `cols` values each, with optional labels and generative factors.
+/// Named numeric annotations of every example: ground-truth generative factors of procedural
+/// data, or any per-example covariates. Row-major, one row per example.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Factors {
+    names: Vec<String>,
+    values: Vec<f64>,
+}
+
+impl Factors {
+    /// `values` holds `values.len() / names.len()` rows of one value per name.
+    pub fn new(names: Vec<String>, values: Vec<f64>) -> Result<Self> {
+        if names.is_empty() || !values.len().is_multiple_of(names.len()) {
+            return Err(Error::shape(
+                "factors",
+                format!("a multiple of {} values (one per name)", names.len()),
+                values.len(),
+            ));
+        }
+        Ok(Factors { names, values })
+    }
+
+    /// The factors' names.
+    pub fn names(&self) -> &[String] {
+        &self.names
+    }
+
+    /// Number of annotated examples.
+    pub fn len(&self) -> usize {
+        self.values.len() / self.names.len()
+    }
+
+    /// Whether no example is annotated.
+    pub fn is_empty(&self) -> bool {
+        self.values.is_empty()
+    }
+
+    /// Example `i`'s values, one per name, or `None` past the end.
+    pub fn row(&self, i: usize) -> Option<&[f64]> {
+        let k = self.names.len();
+        self.values.get(i * k..(i + 1) * k)
+    }
+
+    /// The value of factor `name` for example `i`.
+    pub fn get(&self, i: usize, name: &str) -> Option<f64> {
+        let j = self.names.iter().position(|n| n == name)?;
+        self.row(i).map(|r| r[j])
+    }
+
+    fn slice(&self, start: usize, end: usize) -> Factors {
+        let k = self.names.len();
+        Factors {
+            names: self.names.clone(),
+            values: self.values[start * k..end * k].to_vec(),
+        }
+    }
+}
+
+/// One example's stored values, borrowed: bytes (value = byte / 255) or floats.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Row<'a> {
+    /// Grey levels as bytes.
+    Bytes(&'a [u8]),
+    /// Floats.
+    Floats(&'a [f32]),
+}
+
+/// All stored values as a borrowed `rows x cols` matrix, without copying.
+#[derive(Clone, Debug, PartialEq)]
+pub enum RowsView<'a> {
+    /// Grey levels as bytes.
+    Bytes(ndarray::ArrayView2<'a, u8>),
+    /// Floats.
+    Floats(ndarray::ArrayView2<'a, f32>),
+}
+
+/// `rows` examples of `cols` values each, with optional labels and per-example factors.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Dataset {
     rows: usize,
@@ -24,8 +97,8 @@ pub struct Dataset {
     pixels: Pixels,
     /// Class labels (digits for MNIST, shape kinds for `shapes`).
     pub labels: Option<Vec<u8>>,
-    /// Ground-truth generative factors, for procedural data.
-    pub factors: Option<Vec<ShapeFactors>>,
+    /// Named per-example annotations (the ground-truth factors of procedural data).
+    pub factors: Option<Factors>,
     /// Image height and width, where the rows are images.
     pub image_shape: Option<(usize, usize)>,
 }
@@ -57,11 +130,46 @@ impl Dataset {
         Self::from_f32(rows, cols, a.iter().copied().collect())
     }
 
-    /// The examples as an `ndarray` matrix of `T` (grey levels as values in [0, 1]).
+    /// The examples as an `ndarray` matrix of `T` (grey levels as values in [0, 1]): a copy;
+    /// [`view`](Self::view) borrows instead.
     pub fn to_array<T: Float>(&self) -> ndarray::Array2<T> {
-        let mut out = vec![T::zero(); self.rows * self.cols];
-        self.gather(&(0..self.rows).collect::<Vec<_>>(), &mut out);
-        ndarray::Array2::from_shape_vec((self.rows, self.cols), out).expect("rows x cols values")
+        let c = self.cols;
+        ndarray::Array2::from_shape_fn((self.rows, c), |(i, j)| match &self.pixels {
+            Pixels::U8(b) => T::from_byte(b[i * c + j]),
+            Pixels::F32(f) => T::of(f[i * c + j] as f64),
+        })
+    }
+
+    /// The stored values as a borrowed matrix, one row an example.
+    ///
+    /// ```
+    /// let data = elbo::Dataset::from_bytes(2, 3, vec![0, 255, 51, 1, 2, 3])?;
+    /// let elbo::data::RowsView::Bytes(m) = data.view() else { unreachable!() };
+    /// assert_eq!(m[[0, 1]], 255);
+    /// assert_eq!(data.row(1), Some(elbo::data::Row::Bytes(&[1, 2, 3][..])));
+    /// assert_eq!(data.row(2), None);
+    /// # Ok::<(), elbo::Error>(())
+    /// ```
+    pub fn view(&self) -> RowsView<'_> {
+        let shape = (self.rows, self.cols);
+        match &self.pixels {
+            Pixels::U8(b) => RowsView::Bytes(
+                ndarray::ArrayView2::from_shape(shape, b).expect("checked at construction"),
+            ),
+            Pixels::F32(f) => RowsView::Floats(
+                ndarray::ArrayView2::from_shape(shape, f).expect("checked at construction"),
+            ),
+        }
+    }
+
+    /// Example `i`'s stored values, borrowed, or `None` past the end.
+    pub fn row(&self, i: usize) -> Option<Row<'_>> {
+        let c = self.cols;
+        let range = i.checked_mul(c)?..(i + 1).checked_mul(c)?;
+        match &self.pixels {
+            Pixels::U8(b) => b.get(range).map(Row::Bytes),
+            Pixels::F32(f) => f.get(range).map(Row::Floats),
+        }
     }
 
     fn new(rows: usize, cols: usize, pixels: Pixels) -> Self {
@@ -113,26 +221,30 @@ impl Dataset {
         &self.pixels
     }
 
-    /// Value `j` of example `i`.
-    pub fn value(&self, i: usize, j: usize) -> f64 {
-        match &self.pixels {
+    /// Value `j` of example `i`, or `None` outside the matrix.
+    pub fn value(&self, i: usize, j: usize) -> Option<f64> {
+        if i >= self.rows || j >= self.cols {
+            return None;
+        }
+        Some(match &self.pixels {
             Pixels::U8(b) => b[i * self.cols + j] as f64 / 255.0,
             Pixels::F32(f) => f[i * self.cols + j] as f64,
-        }
+        })
     }
 
-    /// Checks that it fits a model with input width `dim` and likelihood `lik`.
-    pub fn check_for(&self, dim: usize, lik: Likelihood) -> Result<()> {
-        self.check_rows(0..self.rows, dim, lik)
+    /// Checks that it fits a model with input width `dim` whose likelihood accepts the values
+    /// `domain` accepts.
+    pub fn check_for(&self, dim: usize, domain: &ValueDomain<'_>) -> Result<()> {
+        self.check_rows(0..self.rows, dim, domain)
     }
 
-    /// Like [`check_for`](Self::check_for), reading only the values of the given rows (which
-    /// must exist): what a single step needs.
+    /// Like [`check_for`](Self::check_for), reading only the values of the given rows: what
+    /// a single step needs. A row past the end is an error.
     pub fn check_rows(
         &self,
         rows: impl IntoIterator<Item = usize>,
         dim: usize,
-        lik: Likelihood,
+        domain: &ValueDomain<'_>,
     ) -> Result<()> {
         if self.cols != dim {
             return Err(Error::shape(
@@ -141,21 +253,28 @@ impl Dataset {
                 self.cols,
             ));
         }
-        let Pixels::F32(f) = &self.pixels else {
-            return Ok(());
-        };
         for r in rows {
-            let row = &f[r * self.cols..(r + 1) * self.cols];
-            if let Some(j) = row.iter().position(|&v| !lik.check_value(v as f64)) {
-                return Err(Error::InvalidData(format!(
-                    "row {r}, column {j} is {}, outside what the {lik} likelihood can model{}",
-                    row[j],
-                    if lik == Likelihood::Bernoulli {
-                        " (it needs values in [0, 1])"
-                    } else {
-                        ""
+            let bad = |j: usize, v: f64| {
+                Error::InvalidData(format!(
+                    "row {r}, column {j} is {v}, outside what the {} likelihood can model ({})",
+                    domain.likelihood, domain.needs
+                ))
+            };
+            match self.row(r) {
+                None => return Err(self.bad_index(r)),
+                // Grey levels are in [0, 1]; a likelihood that takes only integers (counts)
+                // must still see each value.
+                Some(Row::Bytes(b)) if !domain.bytes_always_fit => {
+                    if let Some(j) = b.iter().position(|&v| !(domain.accepts)(v as f64 / 255.0)) {
+                        return Err(bad(j, b[j] as f64 / 255.0));
                     }
-                )));
+                }
+                Some(Row::Bytes(_)) => {}
+                Some(Row::Floats(f)) => {
+                    if let Some(j) = f.iter().position(|&v| !(domain.accepts)(v as f64)) {
+                        return Err(bad(j, f[j] as f64));
+                    }
+                }
             }
         }
         Ok(())
@@ -172,7 +291,7 @@ impl Dataset {
                 Pixels::F32(f) => Pixels::F32(f[start * c..end * c].to_vec()),
             },
             labels: self.labels.as_ref().map(|l| l[start..end].to_vec()),
-            factors: self.factors.as_ref().map(|f| f[start..end].to_vec()),
+            factors: self.factors.as_ref().map(|f| f.slice(start, end)),
             image_shape: self.image_shape,
         }
     }
@@ -188,11 +307,37 @@ impl Dataset {
         self.slice(0, n.min(self.rows).max(1))
     }
 
-    /// Copies the examples `indices` into `out` (`indices.len() x dim`) as `T`.
-    pub fn gather<T: Float>(&self, indices: &[usize], out: &mut [T]) {
+    fn bad_index(&self, i: usize) -> Error {
+        Error::shape(
+            "example index",
+            format!("an index below {} (the number of examples)", self.rows),
+            i,
+        )
+    }
+
+    /// Copies the examples `indices` into the front of `out` (which needs at least
+    /// `indices.len() x dim` values) as `T`. An index past the end or too short an `out` is an
+    /// error, and `out` is then left as it was.
+    pub fn gather<T: Float>(&self, indices: &[usize], out: &mut [T]) -> Result<()> {
         let c = self.cols;
-        let rows = indices.len().min(out.len() / c.max(1));
-        let out = &mut out[..rows * c];
+        let need = indices.len().checked_mul(c).unwrap_or(usize::MAX);
+        if out.len() < need {
+            return Err(Error::shape(
+                "gather output",
+                format!("at least {} x {c} values", indices.len()),
+                out.len(),
+            ));
+        }
+        if let Some(&i) = indices.iter().find(|&&i| i >= self.rows) {
+            return Err(self.bad_index(i));
+        }
+        self.gather_unchecked(indices, &mut out[..need]);
+        Ok(())
+    }
+
+    /// [`gather`](Self::gather) once its indices and output are checked.
+    pub(crate) fn gather_unchecked<T: Float>(&self, indices: &[usize], out: &mut [T]) {
+        let c = self.cols;
         match &self.pixels {
             Pixels::U8(b) => {
                 // One conversion per grey level, then lookups: the same values as `from_byte`.
@@ -220,13 +365,27 @@ impl Dataset {
         indices: &[usize],
         out: &mut [T],
         rng: &mut impl rand::Rng,
-    ) {
-        self.gather(indices, &mut out[..indices.len() * self.cols]);
+    ) -> Result<()> {
+        self.gather(indices, out)?;
         for v in &mut out[..indices.len() * self.cols] {
             let u: f64 = rng.random();
             *v = if u < v.as_f64() { T::one() } else { T::zero() };
         }
+        Ok(())
     }
+}
+
+/// Which values a model's likelihood can take, as the data layer sees it: a test per value
+/// and words for the error message. Built by the model layer from its likelihood.
+pub struct ValueDomain<'a> {
+    /// The likelihood's name, for messages.
+    pub likelihood: String,
+    /// What it needs, in words ("values in [0, 1]").
+    pub needs: &'a str,
+    /// Whether a value is acceptable.
+    pub accepts: &'a (dyn Fn(f64) -> bool + Sync),
+    /// Whether every grey level in [0, 1] is acceptable, so byte data need not be read.
+    pub bytes_always_fit: bool,
 }
 
 /// The order of examples in an epoch: a seeded shuffle, cut into batches (the last may be

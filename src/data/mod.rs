@@ -5,4 +5,4 @@ pub mod idx;
 pub mod mnist;
 pub mod shapes;
 
-pub use dataset::{Dataset, Pixels, epoch_order};
+pub use dataset::{Dataset, Factors, Pixels, Row, RowsView, ValueDomain, epoch_order};

@@ -5,7 +5,7 @@
 use rand::RngExt;
 use serde::{Deserialize, Serialize};
 
-use crate::data::dataset::Dataset;
+use crate::data::dataset::{Dataset, Factors};
 use crate::error::Result;
 
 /// Side of the square images.
@@ -89,6 +89,10 @@ impl ShapeFactors {
     }
 }
 
+/// The names of the factors `generate` stores with each image, in order (the shape as its
+/// index 0, 1, 2).
+pub const FACTOR_NAMES: [&str; 5] = ["shape", "scale", "rotation", "x", "y"];
+
 /// Images `start .. start + count` of the `shapes` set for `seed`, with their factors and
 /// shape labels.
 pub fn generate(seed: u64, start: u64, count: usize) -> Result<Dataset> {
@@ -101,7 +105,14 @@ pub fn generate(seed: u64, start: u64, count: usize) -> Result<Dataset> {
     }
     let mut ds = Dataset::from_bytes(count, SIDE * SIDE, pixels)?;
     ds.labels = Some(factors.iter().map(|f| f.shape as u8).collect());
-    ds.factors = Some(factors);
+    let values = factors
+        .iter()
+        .flat_map(|f| [f.shape as u8 as f64, f.scale, f.rotation, f.x, f.y])
+        .collect();
+    ds.factors = Some(Factors::new(
+        FACTOR_NAMES.iter().map(|n| n.to_string()).collect(),
+        values,
+    )?);
     ds.image_shape = Some((SIDE, SIDE));
     Ok(ds)
 }

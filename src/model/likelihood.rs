@@ -3,6 +3,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::data::ValueDomain;
 use crate::error::{Error, Result};
 use crate::kernels::par;
 use crate::kernels::scalar::Float;
@@ -10,6 +11,10 @@ use crate::model::params::TensorId;
 
 /// ln(2 pi).
 const LN_2PI: f64 = 1.837_877_066_409_345_5;
+
+fn unit_interval(v: f64) -> bool {
+    (0.0..=1.0).contains(&v)
+}
 
 /// Which p(x|z) the decoder parameterises.
 #[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
@@ -86,8 +91,26 @@ impl Likelihood {
     /// Whether data values suit it: Bernoulli needs [0, 1], the Gaussians any finite value.
     pub fn check_value(&self, v: f64) -> bool {
         match self {
-            Likelihood::Bernoulli => (0.0..=1.0).contains(&v),
+            Likelihood::Bernoulli => unit_interval(v),
             _ => v.is_finite(),
+        }
+    }
+
+    /// The values it can model, as the data layer checks them.
+    pub fn domain(&self) -> ValueDomain<'static> {
+        match self {
+            Likelihood::Bernoulli => ValueDomain {
+                likelihood: self.to_string(),
+                needs: "values in [0, 1]",
+                accepts: &unit_interval,
+                bytes_always_fit: true,
+            },
+            _ => ValueDomain {
+                likelihood: self.to_string(),
+                needs: "finite values",
+                accepts: &f64::is_finite,
+                bytes_always_fit: true,
+            },
         }
     }
 }

@@ -50,6 +50,11 @@ pub struct Workspace<T> {
     pub(crate) grad_b: Vec<T>,
     pub(crate) dz: Vec<T>,
     pub(crate) dstats: Vec<T>,
+    /// The shapes of the model it was sized for: every dense layer's (in, out) and the number
+    /// of parameters, so that a workspace is never used with another model.
+    model_shape: (Vec<(usize, usize)>, usize),
+    /// Rows of the last forward pass, which a backward pass must match.
+    pub(crate) forward_rows: Option<usize>,
 }
 
 impl<T: Float> Workspace<T> {
@@ -92,6 +97,8 @@ impl<T: Float> Workspace<T> {
             grad_b: zeros(dec_rows * widest),
             dz: zeros(dec_rows * zd),
             dstats: zeros(max_rows * 2 * zd),
+            model_shape: model_shape(vae),
+            forward_rows: None,
         })
     }
 
@@ -128,6 +135,68 @@ impl<T: Float> Workspace<T> {
     }
 }
 
+fn model_shape(vae: &Vae) -> (Vec<(usize, usize)>, usize) {
+    (
+        vae.dense_layers().map(|l| (l.n_in, l.n_out)).collect(),
+        vae.num_params(),
+    )
+}
+
+impl<T: Float> Workspace<T> {
+    /// Checks a caller's call: the workspace was sized for `vae`, `params` fit it, and `rows`
+    /// is between 1 and the workspace's batch size.
+    pub(crate) fn check_call(&self, vae: &Vae, params: &[T], rows: usize) -> Result<()> {
+        if self.model_shape != model_shape(vae) {
+            return Err(Error::shape(
+                "workspace",
+                "one sized for this model (Workspace::new with the same Vae)",
+                "one sized for another model",
+            ));
+        }
+        if params.len() != vae.num_params() {
+            return Err(Error::shape("parameters", vae.num_params(), params.len()));
+        }
+        if rows == 0 || rows > self.max_rows {
+            return Err(Error::shape(
+                "rows",
+                format!("1 to {} (the workspace's batch size)", self.max_rows),
+                rows,
+            ));
+        }
+        Ok(())
+    }
+
+    /// Checks a backward call: as [`check_call`](Self::check_call), after a forward pass on the
+    /// same rows, with a gradient buffer of the model's size.
+    pub(crate) fn check_backward(
+        &self,
+        vae: &Vae,
+        params: &[T],
+        rows: usize,
+        grads: &[T],
+    ) -> Result<()> {
+        self.check_call(vae, params, rows)?;
+        if grads.len() != vae.num_params() {
+            return Err(Error::shape(
+                "gradient buffer",
+                vae.num_params(),
+                grads.len(),
+            ));
+        }
+        if self.forward_rows != Some(rows) {
+            return Err(Error::config(
+                "backward rows",
+                rows,
+                match self.forward_rows {
+                    Some(_) => "must be the rows of the forward pass just before it",
+                    None => "a backward pass needs a forward pass on the same workspace first",
+                },
+            ));
+        }
+        Ok(())
+    }
+}
+
 /// Batch means of the ELBO's two terms.
 #[derive(Clone, Copy, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct BatchElbo {
@@ -158,11 +227,13 @@ impl BatchElbo {
 /// let mut ws = Workspace::<f64>::new(&vae, 2, 1, 1)?;   // 2 rows, 1 sample each
 /// ws.x.copy_from_slice(&[0.0, 0.5, 1.0, 0.2, 0.9, 0.1, 0.3, 0.7]);
 /// ws.eps.copy_from_slice(&[0.1, -0.3, 0.8, 0.2]);        // noise held fixed
-/// let terms = Elbo::new(&vae).forward(&params, &mut ws, 2);
+/// let terms = Elbo::new(&vae).forward(&params, &mut ws, 2)?;
 /// assert!(terms.kl >= 0.0 && terms.elbo() < 0.0);
 /// let mut grads = vec![0.0; vae.num_params()];
-/// Elbo::new(&vae).backward(&params, &mut ws, 2, 1.0, &mut grads); // d(-ELBO)/d(params)
+/// Elbo::new(&vae).backward(&params, &mut ws, 2, 1.0, &mut grads)?; // d(-ELBO)/d(params)
 /// assert!(grads.iter().any(|g| *g != 0.0));
+/// // Sizes are checked, never trusted: 3 rows do not fit a workspace of 2.
+/// assert!(Elbo::new(&vae).forward(&params, &mut ws, 3).is_err());
 /// # Ok::<(), elbo::Error>(())
 /// ```
 #[derive(Clone, Copy, Debug)]
@@ -187,7 +258,27 @@ impl<'a> Elbo<'a> {
     /// Runs encoder, reparameterisation, decoder, likelihood and KL on the first `rows` rows of
     /// `ws.x` with noise `ws.eps`, keeping everything the backward pass needs; returns the batch
     /// means of the two terms. Per-point values stay in `ws.log_px_z` and `ws.kl`.
-    pub fn forward<T: Float>(&self, params: &[T], ws: &mut Workspace<T>, rows: usize) -> BatchElbo {
+    ///
+    /// `rows` must be between 1 and the workspace's batch size, the workspace sized for this
+    /// model and `params` of its length: otherwise [`Error::Shape`].
+    pub fn forward<T: Float>(
+        &self,
+        params: &[T],
+        ws: &mut Workspace<T>,
+        rows: usize,
+    ) -> Result<BatchElbo> {
+        ws.check_call(self.vae, params, rows)?;
+        Ok(self.forward_unchecked(params, ws, rows))
+    }
+
+    /// [`forward`](Self::forward) once its sizes are checked.
+    pub(crate) fn forward_unchecked<T: Float>(
+        &self,
+        params: &[T],
+        ws: &mut Workspace<T>,
+        rows: usize,
+    ) -> BatchElbo {
+        ws.forward_rows = Some(rows);
         let vae = self.vae;
         let t = ws.threads;
         let l = ws.samples;
@@ -228,7 +319,24 @@ impl<'a> Elbo<'a> {
     /// 3. dL/d(mu, logvar) from z = mu + exp(logvar/2) eps (reparameterisation backward),
     ///    plus (beta/B) dKL/d(mu, logvar);
     /// 4. back through the head and the encoder (no gradient for x itself).
+    ///
+    /// Sizes are checked as for [`forward`](Self::forward), and `rows` must be those of the
+    /// forward pass just before.
     pub fn backward<T: Float>(
+        &self,
+        params: &[T],
+        ws: &mut Workspace<T>,
+        rows: usize,
+        beta: T,
+        grads: &mut [T],
+    ) -> Result<()> {
+        ws.check_backward(self.vae, params, rows, grads)?;
+        self.backward_unchecked(params, ws, rows, beta, grads);
+        Ok(())
+    }
+
+    /// [`backward`](Self::backward) once its sizes are checked.
+    pub(crate) fn backward_unchecked<T: Float>(
         &self,
         params: &[T],
         ws: &mut Workspace<T>,
@@ -394,7 +502,7 @@ impl<'a> Elbo<'a> {
         ws.x[..x.len()].copy_from_slice(x);
         let mut rng = crate::rng::stream(seed, crate::rng::Purpose::Eval, 0);
         crate::rng::fill_normal(&mut rng, &mut ws.eps);
-        self.forward(params, &mut ws, rows);
+        self.forward_unchecked(params, &mut ws, rows);
         Ok((0..rows)
             .map(|b| (ws.recon_of(b), ws.kl[b].as_f64()))
             .collect())

@@ -77,8 +77,26 @@ impl<'a> Iwae<'a> {
     /// Runs the model on `ws.x` with noise `ws.eps` (k = `ws.samples()` draws per point),
     /// computes the log weights and stores the self-normalised weights
     /// w~_i = w_i / sum_j w_j in `ws.weights` for the backward pass.
-    pub fn forward<T: Float>(&self, params: &[T], ws: &mut Workspace<T>, rows: usize) -> IwBatch {
-        let elbo = Elbo::new(self.vae).forward(params, ws, rows);
+    ///
+    /// Sizes are checked as for [`Elbo::forward`].
+    pub fn forward<T: Float>(
+        &self,
+        params: &[T],
+        ws: &mut Workspace<T>,
+        rows: usize,
+    ) -> Result<IwBatch> {
+        ws.check_call(self.vae, params, rows)?;
+        Ok(self.forward_unchecked(params, ws, rows))
+    }
+
+    /// [`forward`](Self::forward) once its sizes are checked.
+    pub(crate) fn forward_unchecked<T: Float>(
+        &self,
+        params: &[T],
+        ws: &mut Workspace<T>,
+        rows: usize,
+    ) -> IwBatch {
+        let elbo = Elbo::new(self.vae).forward_unchecked(params, ws, rows);
         let zd = self.vae.latent_dim();
         log_weights(ws, zd, rows);
         let k = ws.samples();
@@ -108,7 +126,22 @@ impl<'a> Iwae<'a> {
     /// - z_i -> (mu, v) by reparameterisation, as for the ELBO;
     /// - v directly via -log q(z_i|x) = 1/2 sum_j (eps_ij^2 + v_j + ln 2 pi), eps fixed:
     ///   dL/dv_j += -(1/B) sum_i w~_i / 2 = -1/(2B).
+    ///
+    /// Sizes are checked as for [`Elbo::backward`].
     pub fn backward<T: Float>(
+        &self,
+        params: &[T],
+        ws: &mut Workspace<T>,
+        rows: usize,
+        grads: &mut [T],
+    ) -> Result<()> {
+        ws.check_backward(self.vae, params, rows, grads)?;
+        self.backward_unchecked(params, ws, rows, grads);
+        Ok(())
+    }
+
+    /// [`backward`](Self::backward) once its sizes are checked.
+    pub(crate) fn backward_unchecked<T: Float>(
         &self,
         params: &[T],
         ws: &mut Workspace<T>,
@@ -197,7 +230,7 @@ pub fn estimate_log_marginal<T: Float>(
     if params.len() != vae.num_params() {
         return Err(Error::shape("parameters", vae.num_params(), params.len()));
     }
-    data.check_for(vae.input_dim(), vae.config().likelihood)?;
+    data.check_for(vae.input_dim(), &vae.config().likelihood.domain())?;
     let chunk = CHUNK.min(kmax);
     let pool = crate::kernels::pool::ThreadPool::new(threads.max(1))?;
     let (d, zd) = (vae.input_dim(), vae.latent_dim());
@@ -207,14 +240,14 @@ pub fn estimate_log_marginal<T: Float>(
             .map_init(
                 || Workspace::<T>::new(vae, 1, chunk, 1).expect("sizes checked"),
                 |ws, p| {
-                    data.gather(&[p], &mut ws.x[..d]);
+                    data.gather_unchecked(&[p], &mut ws.x[..d]);
                     let mut rng = stream(seed, Purpose::Importance, p as u64);
                     let mut log_w = Vec::with_capacity(kmax);
                     let (mut recon, mut kl) = (0.0, 0.0);
                     let elbo = Elbo::new(vae);
                     while log_w.len() < kmax {
                         fill_normal(&mut rng, &mut ws.eps[..chunk * zd]);
-                        elbo.forward(params, ws, 1);
+                        elbo.forward_unchecked(params, ws, 1);
                         log_weights(ws, zd, 1);
                         let take = chunk.min(kmax - log_w.len());
                         recon += ws.log_px_z[..take].iter().map(|v| v.as_f64()).sum::<f64>();

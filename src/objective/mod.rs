@@ -2,7 +2,6 @@
 
 pub mod elbo;
 pub mod iwae;
-pub mod linear_gaussian;
 
 pub use elbo::{BatchElbo, Elbo, Workspace};
 pub use iwae::{IwBatch, Iwae, MarginalReport, estimate_log_marginal};

@@ -168,11 +168,15 @@ impl<T: Float> Optimizer<T> {
     /// p <- p - (lr / (1 - b1^t)) m / (sqrt(v) / sqrt(1 - b2^t) + eps)
     ///
     /// SGD: u <- g at t = 1, u <- mu u + g after; p <- p - lr u
-    pub fn step(&mut self, params: &mut [T], grads: &[T]) {
-        assert!(
-            params.len() == self.n && grads.len() == self.n,
-            "optimizer sized for another model"
-        );
+    ///
+    /// `params` and `grads` must both have the length the optimizer was made for, else
+    /// [`Error::Shape`] and nothing changes.
+    pub fn step(&mut self, params: &mut [T], grads: &[T]) -> Result<()> {
+        for (what, len) in [("parameters", params.len()), ("gradients", grads.len())] {
+            if len != self.n {
+                return Err(Error::shape(what, self.n, len));
+            }
+        }
         self.steps += 1;
         let t = self.steps as i32;
         match self.config {
@@ -214,6 +218,7 @@ impl<T: Float> Optimizer<T> {
                 });
             }
         }
+        Ok(())
     }
 }
 

@@ -353,11 +353,15 @@ impl<T: Float> Trainer<T> {
         rows: impl IntoIterator<Item = usize>,
         what: &str,
     ) -> Result<()> {
-        data.check_rows(rows, self.vae.input_dim(), self.vae.config().likelihood)
-            .map_err(|e| match e {
-                Error::InvalidData(m) => Error::InvalidData(format!("{what}: {m}")),
-                other => other,
-            })
+        data.check_rows(
+            rows,
+            self.vae.input_dim(),
+            &self.vae.config().likelihood.domain(),
+        )
+        .map_err(|e| match e {
+            Error::InvalidData(m) => Error::InvalidData(format!("{what}: {m}")),
+            other => other,
+        })
     }
 
     /// One pass over `data` in a seeded order. `progress(examples_done, running_loss)` is
@@ -454,9 +458,9 @@ impl<T: Float> Trainer<T> {
         let d = self.vae.input_dim();
         if self.config.binarize {
             let mut rng = stream(self.config.seed, Purpose::Binarize, step);
-            data.gather_binarized(idx, &mut self.ws.x[..rows * d], &mut rng);
+            data.gather_binarized(idx, &mut self.ws.x[..rows * d], &mut rng)?;
         } else {
-            data.gather(idx, &mut self.ws.x[..rows * d]);
+            data.gather(idx, &mut self.ws.x[..rows * d])?;
         }
         let zl = rows * self.config.draws_per_point() * self.vae.latent_dim();
         fill_normal(
@@ -465,10 +469,10 @@ impl<T: Float> Trainer<T> {
         );
         let beta = self.beta_at(step, steps_per_epoch);
         let (elbo, loss, iw_bound) = if self.config.iw_samples.is_some() {
-            let r = Iwae::new(&self.vae).forward(&self.params, &mut self.ws, rows);
+            let r = Iwae::new(&self.vae).forward_unchecked(&self.params, &mut self.ws, rows);
             (r.elbo, -r.bound, Some(r.bound))
         } else {
-            let b = Elbo::new(&self.vae).forward(&self.params, &mut self.ws, rows);
+            let b = Elbo::new(&self.vae).forward_unchecked(&self.params, &mut self.ws, rows);
             (b, b.loss(beta), None)
         };
         if !loss.is_finite() {
@@ -481,9 +485,14 @@ impl<T: Float> Trainer<T> {
             });
         }
         if iw_bound.is_some() {
-            Iwae::new(&self.vae).backward(&self.params, &mut self.ws, rows, &mut self.grads);
+            Iwae::new(&self.vae).backward_unchecked(
+                &self.params,
+                &mut self.ws,
+                rows,
+                &mut self.grads,
+            );
         } else {
-            Elbo::new(&self.vae).backward(
+            Elbo::new(&self.vae).backward_unchecked(
                 &self.params,
                 &mut self.ws,
                 rows,
@@ -494,7 +503,7 @@ impl<T: Float> Trainer<T> {
         if let Some(c) = self.config.clip_norm {
             clip_grad_norm(&mut self.grads, c);
         }
-        self.optimizer.step(&mut self.params, &self.grads);
+        self.optimizer.step(&mut self.params, &self.grads)?;
         self.step = step;
         Ok(StepResult {
             elbo,
@@ -656,12 +665,12 @@ fn evaluate_into<T: Float>(
     let (mut s_mu, mut s_mu2, mut s_kl) = (vec![0.0; zd], vec![0.0; zd], vec![0.0; zd]);
     for (bi, idx) in indices.chunks(ws.max_rows()).enumerate() {
         let rows = idx.len();
-        data.gather(idx, &mut ws.x[..rows * d]);
+        data.gather_unchecked(idx, &mut ws.x[..rows * d]);
         fill_normal(
             &mut stream(seed, Purpose::Eval, bi as u64),
             &mut ws.eps[..rows * l * zd],
         );
-        let b = elbo.forward(params, ws, rows);
+        let b = elbo.forward_unchecked(params, ws, rows);
         sum.recon += b.recon * rows as f64;
         sum.kl += b.kl * rows as f64;
         for s in ws.stats[..rows * 2 * zd].chunks_exact(2 * zd) {
@@ -708,7 +717,7 @@ pub fn evaluate<T: Float>(
     if params.len() != vae.num_params() {
         return Err(Error::shape("parameters", vae.num_params(), params.len()));
     }
-    data.check_for(vae.input_dim(), vae.config().likelihood)?;
+    data.check_for(vae.input_dim(), &vae.config().likelihood.domain())?;
     let mut ws = Workspace::new(vae, batch_size, samples, threads)?;
     let pool = crate::kernels::pool::ThreadPool::new(threads.max(1))?;
     Ok(pool.install_session(|| evaluate_into(vae, params, data, &mut ws, seed)))

@@ -62,7 +62,7 @@ pub(crate) fn gradcheck(args: GradcheckArgs) -> Result<()> {
     train.gather(
         &(0..rows).collect::<Vec<_>>(),
         &mut ws.x[..rows * train.dim()],
-    );
+    )?;
     elbo::rng::fill_normal(
         &mut elbo::rng::stream(args.seed, elbo::rng::Purpose::Noise, 0),
         &mut ws.eps,
@@ -75,20 +75,25 @@ pub(crate) fn gradcheck(args: GradcheckArgs) -> Result<()> {
     };
     if args.iw {
         let iwae = Iwae::new(&vae);
-        iwae.forward(&params, &mut ws, rows);
-        iwae.backward(&params, &mut ws, rows, &mut grads);
+        iwae.forward(&params, &mut ws, rows)?;
+        iwae.backward(&params, &mut ws, rows, &mut grads)?;
     } else {
         let elbo = Elbo::new(&vae);
-        elbo.forward(&params, &mut ws, rows);
-        elbo.backward(&params, &mut ws, rows, args.beta, &mut grads);
+        elbo.forward(&params, &mut ws, rows)?;
+        elbo.backward(&params, &mut ws, rows, args.beta, &mut grads)?;
     }
     let mut ws2 = ws.clone();
     let (iw, beta) = (args.iw, args.beta);
     let loss = |t: &[f64]| {
         if iw {
-            -Iwae::new(&vae).forward(t, &mut ws2, rows).bound
+            // The sizes were checked by the calls above; NaN would fail every entry loudly.
+            Iwae::new(&vae)
+                .forward(t, &mut ws2, rows)
+                .map_or(f64::NAN, |r| -r.bound)
         } else {
-            Elbo::new(&vae).forward(t, &mut ws2, rows).loss(beta)
+            Elbo::new(&vae)
+                .forward(t, &mut ws2, rows)
+                .map_or(f64::NAN, |b| b.loss(beta))
         }
     };
     let tol = elbo::gradcheck::Tolerance::DEFAULT;

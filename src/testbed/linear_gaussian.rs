@@ -487,7 +487,7 @@ impl IdentitiesReport {
                 &mut crate::rng::stream(seed, crate::rng::Purpose::Eval, 0),
                 &mut ws.eps,
             );
-            Iwae::new(&vae).forward(params, &mut ws, 1);
+            Iwae::new(&vae).forward(params, &mut ws, 1)?;
             Ok((ws.log_w.clone(), ws.z.clone()))
         };
         let (log_w, z) = run(&params, seed)?;
@@ -525,7 +525,7 @@ impl IdentitiesReport {
             &mut crate::rng::stream(seed, crate::rng::Purpose::Eval, 1),
             &mut ws.eps,
         );
-        Iwae::new(&tvae).forward(&tparams, &mut ws, 1);
+        Iwae::new(&tvae).forward(&tparams, &mut ws, 1)?;
         let (lo, hi) = ws
             .log_w
             .iter()
