@@ -118,7 +118,12 @@ impl Steps {
             batch_size: b,
             ..TrainConfig::default()
         };
-        let mut trainer = Trainer::<f32>::new(Vae::new(cfg).unwrap(), config, threads).unwrap();
+        let mut trainer = Trainer::<f32>::new(
+            Vae::new(cfg).unwrap(),
+            config,
+            &elbo::Parallelism::threads(threads).unwrap(),
+        )
+        .unwrap();
         trainer.set_sparse_input(sparse);
         trainer
             .train_epoch(&data.head(5 * b), &mut |_, _| {})

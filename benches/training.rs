@@ -24,7 +24,7 @@ fn step(c: &mut Criterion) {
         let mut t = Trainer::<f32>::new(
             Vae::new(VaeConfig::mnist()).unwrap(),
             TrainConfig::default(),
-            threads,
+            &elbo::Parallelism::threads(threads).unwrap(),
         )
         .unwrap();
         let mut start = 0usize;
@@ -48,7 +48,18 @@ fn eval(c: &mut Criterion) {
     g.throughput(Throughput::Elements(test.len() as u64));
     for threads in [1usize, 2] {
         g.bench_function(format!("{threads}t"), |b| {
-            b.iter(|| evaluate(&vae, &params, &test, 1000, 1, 0, threads).unwrap())
+            b.iter(|| {
+                evaluate(
+                    &vae,
+                    &params,
+                    &test,
+                    1000,
+                    1,
+                    0,
+                    &elbo::Parallelism::threads(threads).unwrap(),
+                )
+                .unwrap()
+            })
         });
     }
     g.finish();

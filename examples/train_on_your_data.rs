@@ -22,15 +22,16 @@ fn main() -> elbo::Result<()> {
         batch_size: 64.min(train.len()),
         ..TrainConfig::default()
     };
-    let mut trainer = Trainer::<f32>::new(vae, config, 2)?;
-    trainer.fit(&train, Some(&test), &mut |_, _| {}, &mut |report, _| {
+    let mut trainer = Trainer::<f32>::new(vae, config, &elbo::Parallelism::threads(2)?)?;
+    let options = elbo::FitOptions::new().test(&test).on_epoch(|report, _| {
         let t = report.test.expect("a test set was given");
         println!(
             "epoch {:>2}: test -ELBO {:.3} (KL {:.3})",
             report.epoch, t.neg_elbo, t.kl
         );
         Ok(())
-    })?;
+    });
+    trainer.fit(&train, options)?;
     let (mu, _) = trainer.vae().encode(
         trainer.params(),
         &test.to_array::<f32>().into_raw_vec_and_offset().0,

@@ -17,8 +17,8 @@
 //! let vae = Vae::new(VaeConfig { input_dim: 4, encoder_hidden: vec![8], latent_dim: 2,
 //!     decoder_hidden: vec![8], ..VaeConfig::mnist() })?;
 //! let config = TrainConfig { epochs: 2, batch_size: 16, ..TrainConfig::default() };
-//! let mut trainer = Trainer::<f32>::new(vae, config, 1)?;
-//! let reports = trainer.fit(&data, None, &mut |_, _| {}, &mut |_, _| Ok(()))?;
+//! let mut trainer = Trainer::<f32>::new(vae, config, &elbo::Parallelism::threads(1)?)?;
+//! let reports = trainer.fit(&data, elbo::FitOptions::new())?;
 //! assert_eq!(reports.len(), 2);
 //! # Ok::<(), elbo::Error>(())
 //! ```
@@ -54,4 +54,4 @@ pub use kernels::pool::Parallelism;
 pub use kernels::scalar::Float;
 pub use model::{Activation, Likelihood, Vae, VaeConfig};
 pub use objective::{BatchElbo, Elbo, Workspace};
-pub use train::{EpochReport, EpochTerms, OptimizerConfig, TrainConfig, Trainer};
+pub use train::{EpochReport, EpochTerms, FitOptions, OptimizerConfig, TrainConfig, Trainer};

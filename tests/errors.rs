@@ -53,7 +53,9 @@ fn impossible_sizes_and_rates_are_refused() {
         "gaussian variance",
     );
     let vae = Vae::new(small()).unwrap();
-    let t = |c: TrainConfig| Trainer::<f32>::new(vae.clone(), c, 1).map(|_| ());
+    let t = |c: TrainConfig| {
+        Trainer::<f32>::new(vae.clone(), c, &elbo::Parallelism::threads(1).unwrap()).map(|_| ())
+    };
     config_error(
         t(TrainConfig {
             batch_size: 0,
@@ -117,10 +119,7 @@ fn impossible_sizes_and_rates_are_refused() {
         }),
         "gradient clip norm",
     );
-    config_error(
-        Trainer::<f32>::new(vae.clone(), TrainConfig::default(), 0).map(|_| ()),
-        "threads",
-    );
+    config_error(elbo::Parallelism::threads(0).map(|_| ()), "threads");
     config_error("swish".parse::<elbo::Activation>(), "activation");
     config_error("poisson".parse::<Likelihood>(), "likelihood");
 }
@@ -138,14 +137,12 @@ fn data_of_the_wrong_width_is_refused() {
             batch_size: 8,
             ..TrainConfig::default()
         },
-        1,
+        &elbo::Parallelism::threads(1).unwrap(),
     )
     .unwrap();
     let data = shapes::generate(0, 0, 32).unwrap();
     let before = t.params().to_vec();
-    let err = t
-        .fit(&data, None, &mut |_, _| {}, &mut |_, _| Ok(()))
-        .unwrap_err();
+    let err = t.fit(&data, elbo::FitOptions::new()).unwrap_err();
     assert!(matches!(err, Error::Shape { .. }), "{err}");
     assert!(err.to_string().contains("784"), "{err}");
     assert_eq!(
@@ -178,10 +175,13 @@ fn nan_infinite_and_out_of_range_values_are_refused() {
         epochs: 1,
         ..TrainConfig::default()
     };
-    let mut t = Trainer::<f64>::new(Vae::new(cfg.clone()).unwrap(), tc.clone(), 1).unwrap();
-    let err = t
-        .fit(&data, None, &mut |_, _| {}, &mut |_, _| Ok(()))
-        .unwrap_err();
+    let mut t = Trainer::<f64>::new(
+        Vae::new(cfg.clone()).unwrap(),
+        tc.clone(),
+        &elbo::Parallelism::threads(1).unwrap(),
+    )
+    .unwrap();
+    let err = t.fit(&data, elbo::FitOptions::new()).unwrap_err();
     assert!(
         matches!(err, Error::InvalidData(_)) && err.to_string().contains("[0, 1]"),
         "{err}"
@@ -190,9 +190,13 @@ fn nan_infinite_and_out_of_range_values_are_refused() {
         likelihood: Likelihood::Gaussian { variance: 1.0 },
         ..cfg
     };
-    let mut t = Trainer::<f64>::new(Vae::new(gauss).unwrap(), tc, 1).unwrap();
-    t.fit(&data, None, &mut |_, _| {}, &mut |_, _| Ok(()))
-        .unwrap();
+    let mut t = Trainer::<f64>::new(
+        Vae::new(gauss).unwrap(),
+        tc,
+        &elbo::Parallelism::threads(1).unwrap(),
+    )
+    .unwrap();
+    t.fit(&data, elbo::FitOptions::new()).unwrap();
 }
 
 #[test]
@@ -237,14 +241,11 @@ fn a_batch_larger_than_the_data_is_refused() {
             batch_size: 64,
             ..TrainConfig::default()
         },
-        1,
+        &elbo::Parallelism::threads(1).unwrap(),
     )
     .unwrap();
     let data = shapes::generate(0, 0, 10).unwrap();
-    config_error(
-        t.fit(&data, None, &mut |_, _| {}, &mut |_, _| Ok(())),
-        "batch size",
-    );
+    config_error(t.fit(&data, elbo::FitOptions::new()), "batch size");
 }
 
 /// A learning rate far too high makes the loss overflow: the run stops with an error naming
@@ -261,11 +262,14 @@ fn a_diverging_run_stops_with_a_clear_error() {
         optimizer: OptimizerConfig::sgd(50.0, 0.9),
         ..TrainConfig::default()
     };
-    let mut t = Trainer::<f32>::new(Vae::new(cfg).unwrap(), tc, 1).unwrap();
+    let mut t = Trainer::<f32>::new(
+        Vae::new(cfg).unwrap(),
+        tc,
+        &elbo::Parallelism::threads(1).unwrap(),
+    )
+    .unwrap();
     let data = shapes::generate(0, 0, 256).unwrap();
-    let err = t
-        .fit(&data, None, &mut |_, _| {}, &mut |_, _| Ok(()))
-        .unwrap_err();
+    let err = t.fit(&data, elbo::FitOptions::new()).unwrap_err();
     match err {
         Error::Diverged { step, loss, .. } => {
             assert!(!loss.is_finite());

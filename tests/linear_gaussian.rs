@@ -233,9 +233,8 @@ fn f_trained_linear_vae_reaches_the_pca_maximum_likelihood() {
         optimizer: elbo::OptimizerConfig::adam(1e-2),
         ..TrainConfig::default()
     };
-    let mut t = Trainer::<f64>::new(vae, config, 1).unwrap();
-    t.fit(&ds, None, &mut |_, _| {}, &mut |_, _| Ok(()))
-        .unwrap();
+    let mut t = Trainer::<f64>::new(vae, config, &elbo::Parallelism::threads(1).unwrap()).unwrap();
+    t.fit(&ds, elbo::FitOptions::new()).unwrap();
     let fit = LinearGaussian::from_vae(t.vae(), t.params()).unwrap();
     let ll = (0..n)
         .map(|i| fit.log_marginal(&data[i * 6..(i + 1) * 6]))

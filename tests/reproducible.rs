@@ -22,13 +22,12 @@ fn train_with(threads: usize, seed: u64, sparse: bool) -> (Vec<f32>, elbo::Epoch
         binarize: true,
         ..TrainConfig::default()
     };
-    let mut t = Trainer::<f32>::new(vae, config, threads).unwrap();
+    let mut t =
+        Trainer::<f32>::new(vae, config, &elbo::Parallelism::threads(threads).unwrap()).unwrap();
     t.set_sparse_input(sparse);
     let train = shapes::generate(5, 0, 1500).unwrap();
     let test = shapes::generate(5, 1500, 300).unwrap();
-    let reports = t
-        .fit(&train, Some(&test), &mut |_, _| {}, &mut |_, _| Ok(()))
-        .unwrap();
+    let reports = t.fit(&train, elbo::FitOptions::new().test(&test)).unwrap();
     (t.params().to_vec(), reports.last().unwrap().test.unwrap())
 }
 

@@ -93,15 +93,20 @@ fn fifty_mnist_epochs_do_not_grow_memory() {
         epochs: 50,
         ..TrainConfig::default()
     };
-    let mut t = Trainer::<f32>::new(Vae::new(VaeConfig::mnist()).unwrap(), config, 2).unwrap();
+    let mut t = Trainer::<f32>::new(
+        Vae::new(VaeConfig::mnist()).unwrap(),
+        config,
+        &elbo::Parallelism::threads(2).unwrap(),
+    )
+    .unwrap();
     let mut live = Vec::new();
     let mut rss = Vec::new();
-    t.fit(&train, Some(&test), &mut |_, _| {}, &mut |_, _| {
+    let options = elbo::FitOptions::new().test(&test).on_epoch(|_, _| {
         live.push(live_kib());
         rss.push(trimmed_rss_mib());
         Ok(())
-    })
-    .unwrap();
+    });
+    t.fit(&train, options).unwrap();
     let show = |v: &[f64]| {
         v.iter()
             .map(|r| format!("{r:.1}"))
@@ -154,16 +159,30 @@ fn soak_train_evaluate_save_load() {
             seed: round,
             ..TrainConfig::default()
         };
-        let mut t = Trainer::<f32>::new(Vae::new(cfg).unwrap(), config, 2).unwrap();
-        t.fit(&data, Some(&test), &mut |_, _| {}, &mut |_, _| Ok(()))
-            .unwrap();
-        let e = evaluate(t.vae(), t.params(), &test, 100, 1, round, 2).unwrap();
+        let mut t = Trainer::<f32>::new(
+            Vae::new(cfg).unwrap(),
+            config,
+            &elbo::Parallelism::threads(2).unwrap(),
+        )
+        .unwrap();
+        t.fit(&data, elbo::FitOptions::new().test(&test)).unwrap();
+        let e = evaluate(
+            t.vae(),
+            t.params(),
+            &test,
+            100,
+            1,
+            round,
+            &elbo::Parallelism::threads(2).unwrap(),
+        )
+        .unwrap();
         assert!(e.terms.neg_elbo.is_finite());
         let m = estimate_log_marginal(t.vae(), t.params(), &test.head(50), &[1, 10, 100], round, 2)
             .unwrap();
         assert!(m.estimates[2].log_px >= m.estimates[0].log_px - 1.0);
         t.save_checkpoint(&path, &[]).unwrap();
-        let back = Trainer::<f32>::resume(&path, 2, None).unwrap();
+        let back =
+            Trainer::<f32>::resume(&path, &elbo::Parallelism::threads(2).unwrap(), None).unwrap();
         assert_eq!(back.params(), t.params());
         drop(checkpoint::load::<f32>(&path).unwrap());
         drop((t, back));

@@ -24,13 +24,11 @@ fn mnist_training_improves_the_test_elbo() {
             epochs: 1,
             ..TrainConfig::default()
         },
-        2,
+        &elbo::Parallelism::threads(2).unwrap(),
     )
     .unwrap();
     let before = t.evaluate(&test).unwrap().terms;
-    let reports = t
-        .fit(&train, Some(&test), &mut |_, _| {}, &mut |_, _| Ok(()))
-        .unwrap();
+    let reports = t.fit(&train, elbo::FitOptions::new().test(&test)).unwrap();
     let after = reports[0].test.unwrap();
     assert!(before.neg_elbo > 400.0, "initial -ELBO {}", before.neg_elbo);
     assert!(
@@ -58,10 +56,13 @@ fn mnist_reference_run_matches_pytorch() {
     let train = mnist::load(&dir, mnist::Split::Train).unwrap();
     let test = mnist::load(&dir, mnist::Split::Test).unwrap();
     let vae = Vae::new(VaeConfig::mnist()).unwrap();
-    let mut t = Trainer::<f32>::new(vae, TrainConfig::default(), 2).unwrap();
-    let reports = t
-        .fit(&train, Some(&test), &mut |_, _| {}, &mut |_, _| Ok(()))
-        .unwrap();
+    let mut t = Trainer::<f32>::new(
+        vae,
+        TrainConfig::default(),
+        &elbo::Parallelism::threads(2).unwrap(),
+    )
+    .unwrap();
+    let reports = t.fit(&train, elbo::FitOptions::new().test(&test)).unwrap();
     for r in &reports {
         let e = r.test.unwrap();
         println!(
@@ -84,9 +85,13 @@ fn mnist_reference_run_matches_pytorch() {
 fn shapes_run(cfg: VaeConfig, tc: TrainConfig) -> Vec<elbo::EpochReport> {
     let train = shapes::generate(1, 0, 2000).unwrap();
     let test = shapes::generate(1, 2000, 400).unwrap();
-    let mut t = Trainer::<f32>::new(Vae::new(cfg).unwrap(), tc, 2).unwrap();
-    t.fit(&train, Some(&test), &mut |_, _| {}, &mut |_, _| Ok(()))
-        .unwrap()
+    let mut t = Trainer::<f32>::new(
+        Vae::new(cfg).unwrap(),
+        tc,
+        &elbo::Parallelism::threads(2).unwrap(),
+    )
+    .unwrap();
+    t.fit(&train, elbo::FitOptions::new().test(&test)).unwrap()
 }
 
 fn shapes_model(likelihood: Likelihood) -> VaeConfig {
@@ -153,7 +158,7 @@ fn beta_and_warm_up_act_on_the_kl() {
     let t = Trainer::<f32>::new(
         Vae::new(shapes_model(Likelihood::Bernoulli)).unwrap(),
         warm,
-        1,
+        &elbo::Parallelism::threads(1).unwrap(),
     )
     .unwrap();
     assert_eq!(t.beta_at(5, 20), 0.25);
@@ -182,8 +187,28 @@ fn f32_and_f64_agree() {
     let data = shapes::generate(2, 0, 500).unwrap();
     let p64: Vec<f64> = vae.init_params(9);
     let p32: Vec<f32> = p64.iter().map(|&v| v as f32).collect();
-    let a = evaluate(&vae, &p64, &data, 100, 1, 3, 1).unwrap().terms;
-    let b = evaluate(&vae, &p32, &data, 100, 1, 3, 2).unwrap().terms;
+    let a = evaluate(
+        &vae,
+        &p64,
+        &data,
+        100,
+        1,
+        3,
+        &elbo::Parallelism::threads(1).unwrap(),
+    )
+    .unwrap()
+    .terms;
+    let b = evaluate(
+        &vae,
+        &p32,
+        &data,
+        100,
+        1,
+        3,
+        &elbo::Parallelism::threads(2).unwrap(),
+    )
+    .unwrap()
+    .terms;
     assert!(
         (a.neg_elbo - b.neg_elbo).abs() < 1e-4 * a.neg_elbo,
         "{a:?} vs {b:?}"
@@ -225,7 +250,7 @@ fn importance_weighted_training() {
         },
     ] {
         assert!(matches!(
-            Trainer::<f32>::new(vae.clone(), bad, 1),
+            Trainer::<f32>::new(vae.clone(), bad, &elbo::Parallelism::threads(1).unwrap()),
             Err(elbo::Error::InvalidConfig { .. })
         ));
     }

@@ -55,7 +55,16 @@ fn train_writes_a_checkpoint_and_a_report() {
     // same seed reproduces the reported figure.
     let loaded = elbo::train::checkpoint::load::<f32>(&out.join("model.safetensors")).unwrap();
     let test = elbo::data::shapes::generate(0, 1000, 100).unwrap();
-    let e = elbo::train::evaluate(&loaded.vae, &loaded.params, &test, 50, 1, 0, 1).unwrap();
+    let e = elbo::train::evaluate(
+        &loaded.vae,
+        &loaded.params,
+        &test,
+        50,
+        1,
+        0,
+        &elbo::Parallelism::threads(1).unwrap(),
+    )
+    .unwrap();
     assert!(
         (e.terms.neg_elbo - test_neg_elbo).abs() < 1e-9,
         "{} vs {}",

@@ -126,7 +126,8 @@ fn killed_runs_leave_whole_files() {
             let m = checkpoint::load::<f32>(&model)
                 .unwrap_or_else(|e| panic!("kill after {ms} ms: {e}"));
             assert!(m.optimizer_state.is_some());
-            elbo::Trainer::<f32>::resume(&model, 1, None).unwrap();
+            elbo::Trainer::<f32>::resume(&model, &elbo::Parallelism::threads(1).unwrap(), None)
+                .unwrap();
             checked += 1;
         }
         let report = std::fs::read(out.join("report.json")).unwrap();

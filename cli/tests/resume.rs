@@ -31,9 +31,14 @@ fn library_resume_is_bit_identical() {
         binarize: true,
         ..TrainConfig::default()
     };
-    let mut straight = Trainer::<f32>::new(model(), config.clone(), 2).unwrap();
+    let mut straight = Trainer::<f32>::new(
+        model(),
+        config.clone(),
+        &elbo::Parallelism::threads(2).unwrap(),
+    )
+    .unwrap();
     let full = straight
-        .fit(&data, Some(&test), &mut |_, _| {}, &mut |_, _| Ok(()))
+        .fit(&data, elbo::FitOptions::new().test(&test))
         .unwrap();
 
     let dir = tempfile::tempdir().unwrap();
@@ -44,18 +49,19 @@ fn library_resume_is_bit_identical() {
             epochs: 2,
             ..config
         },
-        1,
+        &elbo::Parallelism::threads(1).unwrap(),
     )
     .unwrap();
     first
-        .fit(&data, Some(&test), &mut |_, _| {}, &mut |_, _| Ok(()))
+        .fit(&data, elbo::FitOptions::new().test(&test))
         .unwrap();
     first.save_checkpoint(&path, &[]).unwrap();
     drop(first);
-    let mut resumed = Trainer::<f32>::resume(&path, 2, Some(4)).unwrap();
+    let mut resumed =
+        Trainer::<f32>::resume(&path, &elbo::Parallelism::threads(2).unwrap(), Some(4)).unwrap();
     assert_eq!((resumed.epochs_done(), resumed.steps_done()), (2, 20));
     let rest = resumed
-        .fit(&data, Some(&test), &mut |_, _| {}, &mut |_, _| Ok(()))
+        .fit(&data, elbo::FitOptions::new().test(&test))
         .unwrap();
     assert_eq!(bits(resumed.params()), bits(straight.params()));
     assert_eq!(
@@ -67,7 +73,7 @@ fn library_resume_is_bit_identical() {
     // A file without optimizer state cannot be resumed.
     checkpoint::save(&path, resumed.vae(), resumed.params(), &[]).unwrap();
     assert!(matches!(
-        Trainer::<f32>::resume(&path, 1, None),
+        Trainer::<f32>::resume(&path, &elbo::Parallelism::threads(1).unwrap(), None),
         Err(elbo::Error::Malformed { .. })
     ));
 }
@@ -154,30 +160,30 @@ fn interrupted_mid_epoch_and_resumed_is_bit_identical() {
         binarize: true,
         ..TrainConfig::default()
     };
-    let mut straight = Trainer::<f32>::new(model(), config.clone(), 1).unwrap();
-    let full = straight
-        .fit(&data, None, &mut |_, _| {}, &mut |_, _| Ok(()))
-        .unwrap();
+    let mut straight = Trainer::<f32>::new(
+        model(),
+        config.clone(),
+        &elbo::Parallelism::threads(1).unwrap(),
+    )
+    .unwrap();
+    let full = straight.fit(&data, elbo::FitOptions::new()).unwrap();
 
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("m.safetensors");
     let flag = Arc::new(AtomicBool::new(false));
-    let mut first = Trainer::<f32>::new(model(), config, 2).unwrap();
-    first.set_stop_flag(flag.clone());
+    let mut first =
+        Trainer::<f32>::new(model(), config, &elbo::Parallelism::threads(2).unwrap()).unwrap();
     let mut steps = 0;
-    let err = first
-        .fit(
-            &data,
-            None,
-            &mut |_, _| {
-                steps += 1;
-                if steps == 13 {
-                    flag.store(true, Ordering::SeqCst);
-                }
-            },
-            &mut |_, _| Ok(()),
-        )
-        .unwrap_err();
+    let setter = flag.clone();
+    let options = elbo::FitOptions::new()
+        .stop_flag(flag.clone())
+        .progress(move |_, _| {
+            steps += 1;
+            if steps == 13 {
+                setter.store(true, Ordering::SeqCst);
+            }
+        });
+    let err = first.fit(&data, options).unwrap_err();
     assert!(
         matches!(
             err,
@@ -191,11 +197,10 @@ fn interrupted_mid_epoch_and_resumed_is_bit_identical() {
         "{err}"
     );
     first.save_checkpoint(&path, &[]).unwrap();
-    let mut resumed = Trainer::<f32>::resume(&path, 1, None).unwrap();
+    let mut resumed =
+        Trainer::<f32>::resume(&path, &elbo::Parallelism::threads(1).unwrap(), None).unwrap();
     assert_eq!(resumed.epoch_progress().batches, 3);
-    let rest = resumed
-        .fit(&data, None, &mut |_, _| {}, &mut |_, _| Ok(()))
-        .unwrap();
+    let rest = resumed.fit(&data, elbo::FitOptions::new()).unwrap();
     assert_eq!(bits(resumed.params()), bits(straight.params()));
     assert_eq!(rest[0].epoch, 2);
     assert_eq!(

@@ -137,7 +137,6 @@ impl Parallelism {
 
     /// Runs `f` as one session of these threads (see [`super::team`]): for a run of many short
     /// loops, such as an epoch or an evaluation.
-    #[allow(dead_code)] // the trainer's sessions still hold their own pool
     pub(crate) fn session<R: Send>(&self, f: impl FnOnce() -> R + Send) -> R {
         self.pool.install_session(f)
     }

@@ -1,11 +1,18 @@
-//! Training: optimizers, the loop, checkpoints and reports.
+//! Training: settings, optimizers, the loop, evaluation, reports and checkpoints, one job a file.
 
 pub mod checkpoint;
+pub mod config;
+pub mod evaluation;
 pub mod optim;
+pub mod reports;
+mod resume;
 pub mod trainer;
 
+pub use config::TrainConfig;
+pub use evaluation::evaluate;
 pub use optim::{Optimizer, OptimizerConfig, clip_grad_norm};
-pub use trainer::{
+pub use reports::{
     ACTIVE_UNIT_THRESHOLD, EpochProgress, EpochReport, EpochTerms, Evaluation, LatentStats,
-    StepResult, TrainConfig, Trainer, evaluate,
+    StepResult,
 };
+pub use trainer::{FitOptions, Trainer};

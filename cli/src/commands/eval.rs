@@ -49,7 +49,7 @@ pub(crate) fn eval(args: EvalArgs) -> Result<()> {
         256,
         1,
         args.seed,
-        threads,
+        &pool(threads)?,
     )?;
     let marginal = elbo::objective::estimate_log_marginal(
         &loaded.vae,

@@ -142,11 +142,13 @@ pub(crate) fn train(args: TrainArgs) -> std::result::Result<(), Failure> {
         return match ctx.precision {
             Precision::F32 => run(
                 &ctx,
-                Trainer::<f32>::resume(&path, threads, args.epochs)?.with_overrides(overrides)?,
+                Trainer::<f32>::resume(&path, &elbo::Parallelism::threads(threads)?, args.epochs)?
+                    .with_overrides(overrides)?,
             ),
             Precision::F64 => run(
                 &ctx,
-                Trainer::<f64>::resume(&path, threads, args.epochs)?.with_overrides(overrides)?,
+                Trainer::<f64>::resume(&path, &elbo::Parallelism::threads(threads)?, args.epochs)?
+                    .with_overrides(overrides)?,
             ),
         };
     }
@@ -188,8 +190,14 @@ pub(crate) fn train(args: TrainArgs) -> std::result::Result<(), Failure> {
         test: &test,
     };
     match args.precision {
-        Precision::F32 => run(&ctx, Trainer::<f32>::new(vae, config, threads)?),
-        Precision::F64 => run(&ctx, Trainer::<f64>::new(vae, config, threads)?),
+        Precision::F32 => run(
+            &ctx,
+            Trainer::<f32>::new(vae, config, &elbo::Parallelism::threads(threads)?)?,
+        ),
+        Precision::F64 => run(
+            &ctx,
+            Trainer::<f64>::new(vae, config, &elbo::Parallelism::threads(threads)?)?,
+        ),
     }
 }
 
@@ -263,7 +271,7 @@ pub(crate) fn run<T: Float>(
         .expect("valid template")
         .progress_chars("=> "),
     );
-    let mut progress = {
+    let progress = {
         let bar = bar.clone();
         move |done: usize, loss: f64| {
             bar.set_position(done as u64);
@@ -290,7 +298,7 @@ pub(crate) fn run<T: Float>(
     if let Some(n) = ctx.train_limit {
         extra.push(("elbo.train_limit", n.to_string()));
     }
-    let mut on_epoch = |r: &EpochReport, t: &Trainer<T>| -> Result<()> {
+    let on_epoch = |r: &EpochReport, t: &Trainer<T>| -> Result<()> {
         bar.finish_and_clear();
         if ctx.json {
             println!("{}", serde_json::to_string(r).expect("serialises"));
@@ -318,8 +326,12 @@ pub(crate) fn run<T: Float>(
             }
         });
     }
-    trainer.set_stop_flag(stop);
-    match trainer.fit(train, Some(test), &mut progress, &mut on_epoch) {
+    let options = elbo::FitOptions::new()
+        .test(test)
+        .progress(progress)
+        .on_epoch(on_epoch)
+        .stop_flag(stop);
+    match trainer.fit(train, options) {
         Err(Error::Interrupted {
             epoch,
             step,

@@ -1,0 +1,110 @@
+//! How to train: the settings of a run, checked before anything starts.
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+use crate::train::optim::OptimizerConfig;
+
+/// How to train.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct TrainConfig {
+    /// Passes over the training set.
+    pub epochs: usize,
+    /// Examples per step (the last batch of an epoch may be smaller).
+    pub batch_size: usize,
+    /// z draws per example.
+    pub samples: usize,
+    /// Weight of the KL term (1 gives the ELBO; beta-VAE uses more).
+    pub beta: f64,
+    /// Epochs over which the KL weight rises linearly from 0 to `beta` (0: no warm-up).
+    pub warmup_epochs: f64,
+    /// The optimizer.
+    pub optimizer: OptimizerConfig,
+    /// Clip the gradient's norm to this, if set.
+    pub clip_norm: Option<f64>,
+    /// Seed of every random draw: initialisation, order, noise.
+    pub seed: u64,
+    /// Resample binary pixels from the grey levels at each step.
+    pub binarize: bool,
+    /// Train the importance-weighted bound with this many samples per point instead of the
+    /// ELBO (Burda et al., 2015); `samples` must then be 1 and beta 1 with no warm-up.
+    #[serde(default)]
+    pub iw_samples: Option<usize>,
+}
+
+impl Default for TrainConfig {
+    /// The reference MNIST training: Adam 1e-3, batch 128, 10 epochs, one sample.
+    fn default() -> Self {
+        TrainConfig {
+            epochs: 10,
+            batch_size: 128,
+            samples: 1,
+            beta: 1.0,
+            warmup_epochs: 0.0,
+            optimizer: OptimizerConfig::adam(1e-3),
+            clip_norm: None,
+            seed: 0,
+            binarize: false,
+            iw_samples: None,
+        }
+    }
+}
+
+impl TrainConfig {
+    /// Checks every setting.
+    pub fn validate(&self) -> Result<()> {
+        if self.epochs == 0 {
+            return Err(Error::config("epochs", 0, "must be at least 1"));
+        }
+        if self.batch_size == 0 {
+            return Err(Error::config("batch size", 0, "must be at least 1"));
+        }
+        if self.samples == 0 {
+            return Err(Error::config("samples", 0, "must be at least 1"));
+        }
+        if !(self.beta.is_finite() && self.beta >= 0.0) {
+            return Err(Error::config("beta", self.beta, "must be finite and >= 0"));
+        }
+        if !(self.warmup_epochs.is_finite() && self.warmup_epochs >= 0.0) {
+            return Err(Error::config(
+                "warm-up epochs",
+                self.warmup_epochs,
+                "must be finite and >= 0",
+            ));
+        }
+        if let Some(c) = self.clip_norm
+            && !(c.is_finite() && c > 0.0)
+        {
+            return Err(Error::config(
+                "gradient clip norm",
+                c,
+                "must be finite and > 0",
+            ));
+        }
+        if let Some(k) = self.iw_samples {
+            if k == 0 {
+                return Err(Error::config("importance samples", 0, "must be at least 1"));
+            }
+            if self.samples != 1 {
+                return Err(Error::config(
+                    "samples",
+                    self.samples,
+                    "the importance-weighted bound draws its own k samples; leave samples at 1",
+                ));
+            }
+            if self.beta != 1.0 || self.warmup_epochs != 0.0 {
+                return Err(Error::config(
+                    "beta",
+                    self.beta,
+                    "beta and warm-up weight the ELBO's KL; the importance-weighted bound has none",
+                ));
+            }
+        }
+        self.optimizer.validate()
+    }
+
+    /// z draws per data point in each step.
+    pub fn draws_per_point(&self) -> usize {
+        self.iw_samples.unwrap_or(self.samples)
+    }
+}
