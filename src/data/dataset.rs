@@ -320,7 +320,7 @@ impl Dataset {
     /// error, and `out` is then left as it was.
     pub fn gather<T: Float>(&self, indices: &[usize], out: &mut [T]) -> Result<()> {
         let c = self.cols;
-        let need = indices.len().checked_mul(c).unwrap_or(usize::MAX);
+        let need = indices.len().saturating_mul(c);
         if out.len() < need {
             return Err(Error::shape(
                 "gather output",
