@@ -165,7 +165,7 @@ fn sparse(c: &mut Criterion) {
         .expect("MNIST in ../shared/data/mnist");
     let (m, k, n) = (128usize, 784usize, 400usize);
     let mut x = vec![0.0f32; m * k];
-    train.gather(&(0..m).collect::<Vec<_>>(), &mut x);
+    train.gather(&(0..m).collect::<Vec<_>>(), &mut x).unwrap();
     let half: Vec<f32> = (0..m * n)
         .map(|i| {
             if (i * 7919) % 13 < 6 {
