@@ -4,24 +4,35 @@
 //! the evidence lower bound is derived and coded here, and checked against finite differences.
 //!
 //! Data flows one way: [`data`] -> [`model`] (layers, the Gaussian head, likelihoods) ->
-//! [`objective`] (the ELBO) -> [`train`] (optimizers, the loop, checkpoints). [`kernels`] sit
-//! below everything and know nothing above them. [`derivation`] derives every formula the code
+//! [`objective`] (the ELBO, the importance-weighted bound) -> [`testbed`] (the exact
+//! linear-Gaussian model) and [`train`] (optimizers, the loop, checkpoints, the trained model).
+//! The kernels (matrix products, parallel loops, the scalar trait) sit below everything, know
+//! nothing above them, and are private to the crate. `tests/layers.rs` fails the build if a
+//! lower layer imports a higher one. [`derivation`] derives every formula the code
 //! uses, from log p(x) to Adam, naming the function and the test for each step.
 //!
 //! ```
-//! use elbo::{Dataset, Trainer, TrainConfig, Vae, VaeConfig};
+//! use elbo::{Dataset, FitOptions, Parallelism, TrainConfig, Trainer, Vae, VaeConfig};
 //!
 //! // 64 tiny 4-pixel "images" with grey levels in [0, 1].
 //! let pixels: Vec<u8> = (0..64 * 4).map(|i| (i * 37 % 256) as u8).collect();
 //! let data = Dataset::from_bytes(64, 4, pixels)?;
+//! let (train, test) = data.split_at(48);
 //! let vae = Vae::new(VaeConfig { input_dim: 4, encoder_hidden: vec![8], latent_dim: 2,
 //!     decoder_hidden: vec![8], ..VaeConfig::mnist() })?;
 //! let config = TrainConfig { epochs: 2, batch_size: 16, ..TrainConfig::default() };
-//! let mut trainer = Trainer::<f32>::new(vae, config, &elbo::Parallelism::threads(1)?)?;
-//! let reports = trainer.fit(&data, elbo::FitOptions::new())?;
+//! let threads = Parallelism::threads(2)?;           // chosen once; results do not depend on it
+//! let mut trainer = Trainer::<f32>::new(vae, config, &threads)?;
+//! let reports = trainer.fit(&train, FitOptions::new().test(&test))?;
 //! assert_eq!(reports.len(), 2);
+//! let model = trainer.into_model()?;                // encode, decode, sample, elbo, log_px
+//! let z = model.encode(&[0.0f32, 0.5, 1.0, 0.25][..])?.means;
+//! assert_eq!(model.decode(z.view())?.dim(), (1, 4));
 //! # Ok::<(), elbo::Error>(())
 //! ```
+//!
+//! Your own likelihood plugs in through [`DecoderLikelihood`] and [`Vae::with_likelihood`];
+//! `examples/custom_likelihood.rs` shows one, checked by [`gradcheck::check_likelihood`].
 
 #![warn(missing_docs)]
 
@@ -52,6 +63,9 @@ pub use data::Dataset;
 pub use error::{Error, Result};
 pub use kernels::pool::Parallelism;
 pub use kernels::scalar::Float;
-pub use model::{Activation, Likelihood, Vae, VaeConfig};
+pub use model::{
+    Activation, CustomLikelihood, DecoderLikelihood, Likelihood, LikelihoodInfo, Vae, VaeConfig,
+};
 pub use objective::{BatchElbo, Elbo, Workspace};
-pub use train::{EpochReport, EpochTerms, FitOptions, OptimizerConfig, TrainConfig, Trainer};
+pub use train::trained::{PointElbo, Posterior, Rows, Samples, TrainedVae};
+pub use train::{EpochReport, EpochTerms, FitOptions, OptimizerConfig, TrainConfig, Trainer, fit};

@@ -80,7 +80,7 @@ proptest! {
         let mut dx = vec![0.0; rows * n_in];
         dense.backward(&theta, x.of(&theta), &c, &mut g, Some(&mut dx), rows, 1);
         x.of_mut(&mut g).copy_from_slice(&dx);
-        assert_all_pass(&check(&layout, &theta, &g, loss, H, TOL));
+        assert_all_pass(&check(&layout, &theta, &g, loss, H, TOL).unwrap());
     }
 
     /// Each activation: dL/da = dL/dy f'(a), with f' written through y.
@@ -100,7 +100,7 @@ proptest! {
         act.forward(&mut y, cols);
         let mut g = c.clone();
         act.backward(&y, &mut g, cols);
-        assert_all_pass(&check(&layout, &theta, &g, loss, H, TOL));
+        assert_all_pass(&check(&layout, &theta, &g, loss, H, TOL).unwrap());
     }
 
     /// A multi-layer perceptron of random depth, widths and activations. A random share of the
@@ -136,7 +136,7 @@ proptest! {
         prop_assert_eq!(buf.input_was_sparse(), sparse);
         mlp.backward(&theta, x.of(&theta), &mut buf, &mut ga, &mut gb, &mut g, Some(&mut dx), rows, 1);
         x.of_mut(&mut g).copy_from_slice(&dx);
-        assert_all_pass(&check(&layout, &theta, &g, loss, H, TOL));
+        assert_all_pass(&check(&layout, &theta, &g, loss, H, TOL).unwrap());
     }
 
     /// Reparameterisation: dz/dmu = 1, dz/dlogvar = eps exp(logvar/2) / 2, summed over samples.
@@ -156,7 +156,7 @@ proptest! {
         };
         let mut g = vec![0.0; layout.len()];
         rp.backward(stats.of(&theta), &eps, &c, &mut g, rows);
-        assert_all_pass(&check(&layout, &theta, &g, loss, H, TOL));
+        assert_all_pass(&check(&layout, &theta, &g, loss, H, TOL).unwrap());
     }
 
     /// KL to N(0, I): dKL/dmu = mu, dKL/dlogvar = (exp(logvar) - 1) / 2.
@@ -174,7 +174,7 @@ proptest! {
         };
         let mut g = vec![0.0; layout.len()];
         kl.backward(stats.of(&theta), scale, &mut g, rows);
-        assert_all_pass(&check(&layout, &theta, &g, loss, H, TOL));
+        assert_all_pass(&check(&layout, &theta, &g, loss, H, TOL).unwrap());
     }
 
     /// Each likelihood: the gradient of -scale * sum_r c_r log p_r (random row weights c_r) with
@@ -188,7 +188,7 @@ proptest! {
         let a = layout.push("a", &[rows * samples, dim]);
         let log_variance = (kind == Likelihood::GaussianLearnedVariance)
             .then(|| layout.push("likelihood.log_variance", &[dim]));
-        let head = LikelihoodHead { kind, log_variance, dim };
+        let head = LikelihoodHead { choice: elbo::model::LikelihoodChoice::Builtin(kind), params: log_variance, dim };
         let theta = uniform(&mut rng, layout.len(), -3.0, 3.0);
         let x = uniform(&mut rng, rows * dim, 0.0, 1.0);
         let dec = rows * samples;
@@ -205,7 +205,7 @@ proptest! {
         head.forward(&theta, &x, a.of(&theta), samples, &mut lp, &mut cache, dec);
         head.backward(&theta, &x, a.of(&theta), &cache, samples, scale, Some(&w), &mut da, &mut g, dec);
         a.of_mut(&mut g).copy_from_slice(&da);
-        assert_all_pass(&check(&layout, &theta, &g, loss, H, TOL));
+        assert_all_pass(&check(&layout, &theta, &g, loss, H, TOL).unwrap());
     }
 
     /// The whole -ELBO (batch mean, beta-weighted KL) with eps held fixed, for random
@@ -239,7 +239,7 @@ proptest! {
         elbo.backward(&params, &mut ws, rows, beta, &mut grads).unwrap();
         let mut ws2 = ws.clone();
         let loss = |t: &[f64]| elbo.forward(t, &mut ws2, rows).unwrap().loss(beta);
-        assert_all_pass(&check(vae.layout(), &params, &grads, loss, H, TOL));
+        assert_all_pass(&check(vae.layout(), &params, &grads, loss, H, TOL).unwrap());
     }
 }
 
@@ -277,7 +277,7 @@ proptest! {
         iwae.backward(&params, &mut ws, rows, &mut grads).unwrap();
         let mut ws2 = ws.clone();
         let loss = |t: &[f64]| -iwae.forward(t, &mut ws2, rows).unwrap().bound;
-        assert_all_pass(&check(vae.layout(), &params, &grads, loss, H, TOL));
+        assert_all_pass(&check(vae.layout(), &params, &grads, loss, H, TOL).unwrap());
     }
 }
 
@@ -297,11 +297,12 @@ fn gradcheck_detects_a_wrong_derivative() {
     kl.backward(&theta, 1.0, &mut g, 1);
     assert!(
         check(&layout, &theta, &g, loss, H, TOL)
+            .unwrap()
             .iter()
             .all(|c| c.passed)
     );
     g[1] *= 2.0;
-    let checks = check(&layout, &theta, &g, loss, H, TOL);
+    let checks = check(&layout, &theta, &g, loss, H, TOL).unwrap();
     assert!(
         !checks[0].passed,
         "a doubled derivative must fail:\n{}",

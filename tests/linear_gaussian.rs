@@ -147,7 +147,15 @@ fn d_k_sample_bound_rises_towards_log_px() {
     for v in &mut params[vae.head.bias.range()][2..] {
         *v += 1.5;
     }
-    let r = estimate_log_marginal(&vae, &params, &ds, &[1, 10, 100, 1000], 0, 2).unwrap();
+    let r = estimate_log_marginal(
+        &vae,
+        &params,
+        &ds,
+        &[1, 10, 100, 1000],
+        0,
+        &elbo::Parallelism::threads(2).unwrap(),
+    )
+    .unwrap();
     let stats: Vec<(f64, f64)> = (0..4)
         .map(|ki| {
             mean_se(

@@ -76,8 +76,8 @@ proptest! {
 
 fn bernoulli_value_and_grad(a: f64, x: f64) -> (f64, f64) {
     let head = LikelihoodHead {
-        kind: Likelihood::Bernoulli,
-        log_variance: None,
+        choice: elbo::model::LikelihoodChoice::Builtin(Likelihood::Bernoulli),
+        params: None,
         dim: 1,
     };
     let (mut lp, mut cache) = ([0.0], [0.0]);
@@ -108,8 +108,8 @@ fn bernoulli_is_stable_at_extreme_logits() {
         }
     }
     let head = LikelihoodHead {
-        kind: Likelihood::Bernoulli,
-        log_variance: None,
+        choice: elbo::model::LikelihoodChoice::Builtin(Likelihood::Bernoulli),
+        params: None,
         dim: 2,
     };
     let (mut lp, mut cache) = ([0.0f32], [0.0f32; 2]);

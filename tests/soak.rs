@@ -177,8 +177,15 @@ fn soak_train_evaluate_save_load() {
         )
         .unwrap();
         assert!(e.terms.neg_elbo.is_finite());
-        let m = estimate_log_marginal(t.vae(), t.params(), &test.head(50), &[1, 10, 100], round, 2)
-            .unwrap();
+        let m = estimate_log_marginal(
+            t.vae(),
+            t.params(),
+            &test.head(50),
+            &[1, 10, 100],
+            round,
+            &elbo::Parallelism::threads(2).unwrap(),
+        )
+        .unwrap();
         assert!(m.estimates[2].log_px >= m.estimates[0].log_px - 1.0);
         t.save_checkpoint(&path, &[]).unwrap();
         let back =

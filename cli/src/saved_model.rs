@@ -46,7 +46,7 @@ pub(crate) fn load_model(args: &ModelFileArgs) -> Result<(checkpoint::Loaded<f32
     let (_, test) = load_data(&data, None)?;
     test.check_for(
         loaded.vae.input_dim(),
-        &loaded.vae.config().likelihood.domain(),
+        &loaded.vae.likelihood.choice.domain(),
     )?;
     Ok((loaded, test))
 }

@@ -383,7 +383,7 @@ pub struct ValueDomain<'a> {
     /// What it needs, in words ("values in [0, 1]").
     pub needs: &'a str,
     /// Whether a value is acceptable.
-    pub accepts: &'a (dyn Fn(f64) -> bool + Sync),
+    pub accepts: Box<dyn Fn(f64) -> bool + Sync + 'a>,
     /// Whether every grey level in [0, 1] is acceptable, so byte data need not be read.
     pub bytes_always_fit: bool,
 }

@@ -9,9 +9,10 @@ use std::ops::{AddAssign, DivAssign, MulAssign, SubAssign};
 /// A floating-point scalar the kernels run on: `f32` or `f64`.
 ///
 /// Sealed: only `f32` and `f64` implement it, because the kernels' fast paths are written for
-/// exactly those two.
+/// exactly those two. Those fast paths are methods of a crate-private supertrait, so a user
+/// can neither call them nor implement them.
 pub trait Float:
-    sealed::Sealed
+    sealed::Kernels
     + num_traits::Float
     + Default
     + Debug
@@ -36,44 +37,101 @@ pub trait Float:
     fn from_byte(b: u8) -> Self {
         Self::of(b as f64 / 255.0)
     }
-
-    /// One row of the Bernoulli likelihood: returns sum_j (x_j a_j - softplus(a_j)) and writes
-    /// sigmoid(a_j) into `sig`. The default is the plain version; f32 overrides it with
-    /// [`super::fast::bernoulli_row`].
-    #[inline]
-    fn bernoulli_row(x: &[Self], a: &[Self], sig: &mut [Self]) -> Self {
-        let mut s = Self::zero();
-        for ((&xi, &ai), si) in x.iter().zip(a).zip(sig.iter_mut()) {
-            *si = sigmoid(ai);
-            s += xi * ai - softplus(ai);
-        }
-        s
-    }
-
-    /// Copies the nonzero entries of `row` and their positions (plus `base`) to the front of
-    /// `index` and `values`, which need `COMPACT_SLACK`
-    /// entries of room past `row.len()`; returns how many. f32 overrides the plain loop with a
-    /// vectorised one.
-    #[inline]
-    fn compact_nonzeros(row: &[Self], base: u32, index: &mut [u32], values: &mut [Self]) -> usize {
-        super::fast::compact_nonzeros_reference(row, base, index, values)
-    }
-
-    /// Adam's update on one chunk. The default is the plain loop; f32 overrides it with a
-    /// vectorised build of the same loop.
-    #[inline]
-    fn adam(p: &mut [Self], g: &[Self], m: &mut [Self], v: &mut [Self], c: AdamStep<Self>) {
-        super::fast::adam_body(p, g, m, v, c)
-    }
 }
 
 use super::fast::AdamStep;
 
-mod sealed {
-    /// Keeps [`Float`](super::Float) to the two types the kernels are written for.
-    pub trait Sealed {}
-    impl Sealed for f32 {}
-    impl Sealed for f64 {}
+pub(crate) mod sealed {
+    use super::{AdamStep, Family, Float, sigmoid, softplus};
+
+    /// The kernels' per-type fast paths. Crate-private (the module is), so it keeps
+    /// [`Float`](super::Float) to f32 and f64 and keeps these entry points, which trust their
+    /// callers' slice lengths, away from users.
+    pub trait Kernels: Sized {
+        /// One row of the Bernoulli likelihood: returns sum_j (x_j a_j - softplus(a_j)) and
+        /// writes sigmoid(a_j) into `sig`. f32 runs the vectorised kernel, f64 the plain loop.
+        fn bernoulli_row(x: &[Self], a: &[Self], sig: &mut [Self]) -> Self;
+
+        /// Copies the nonzero entries of `row` and their positions (plus `base`) to the front
+        /// of `index` and `values`, which need `COMPACT_SLACK` entries of room past
+        /// `row.len()` (checked: too little panics, as a bug of this crate); returns how many.
+        fn compact_nonzeros(
+            row: &[Self],
+            base: u32,
+            index: &mut [u32],
+            values: &mut [Self],
+        ) -> usize;
+
+        /// Adam's update on one chunk of equal-length slices.
+        fn adam(p: &mut [Self], g: &[Self], m: &mut [Self], v: &mut [Self], c: AdamStep<Self>);
+
+        /// Picks the member for `Self` of a pair of values whose types form a [`Family`]: how
+        /// code generic over the scalar reaches an f32 or an f64 version of something it holds
+        /// both of.
+        fn pick<W: Family>(for_f32: W::Of<f32>, for_f64: W::Of<f64>) -> W::Of<Self>
+        where
+            Self: Float;
+    }
+
+    impl Kernels for f32 {
+        #[inline]
+        fn bernoulli_row(x: &[Self], a: &[Self], sig: &mut [Self]) -> Self {
+            super::super::fast::bernoulli_row(x, a, sig)
+        }
+        #[inline]
+        fn compact_nonzeros(
+            row: &[Self],
+            base: u32,
+            index: &mut [u32],
+            values: &mut [Self],
+        ) -> usize {
+            super::super::fast::compact_nonzeros_f32(row, base, index, values)
+        }
+        #[inline]
+        fn adam(p: &mut [Self], g: &[Self], m: &mut [Self], v: &mut [Self], c: AdamStep<Self>) {
+            super::super::fast::adam_f32(p, g, m, v, c)
+        }
+        #[inline]
+        fn pick<W: Family>(for_f32: W::Of<f32>, _: W::Of<f64>) -> W::Of<f32> {
+            for_f32
+        }
+    }
+
+    impl Kernels for f64 {
+        #[inline]
+        fn bernoulli_row(x: &[Self], a: &[Self], sig: &mut [Self]) -> Self {
+            let mut s = 0.0;
+            for ((&xi, &ai), si) in x.iter().zip(a).zip(sig.iter_mut()) {
+                *si = sigmoid(ai);
+                s += xi * ai - softplus(ai);
+            }
+            s
+        }
+        #[inline]
+        fn compact_nonzeros(
+            row: &[Self],
+            base: u32,
+            index: &mut [u32],
+            values: &mut [Self],
+        ) -> usize {
+            super::super::fast::compact_nonzeros_reference(row, base, index, values)
+        }
+        #[inline]
+        fn adam(p: &mut [Self], g: &[Self], m: &mut [Self], v: &mut [Self], c: AdamStep<Self>) {
+            super::super::fast::adam_body(p, g, m, v, c)
+        }
+        #[inline]
+        fn pick<W: Family>(_: W::Of<f32>, for_f64: W::Of<f64>) -> W::Of<f64> {
+            for_f64
+        }
+    }
+}
+
+/// A family of types indexed by the scalar type (`Of<f32>`, `Of<f64>`), for picking the one
+/// for a generic scalar.
+pub trait Family {
+    /// The member for scalar `T`.
+    type Of<T: Float>;
 }
 
 impl Float for f32 {
@@ -90,18 +148,6 @@ impl Float for f32 {
     fn from_byte(b: u8) -> Self {
         // Division (not multiplication by 1/255) keeps 255 -> exactly 1.0.
         b as f32 / 255.0
-    }
-    #[inline]
-    fn bernoulli_row(x: &[Self], a: &[Self], sig: &mut [Self]) -> Self {
-        super::fast::bernoulli_row(x, a, sig)
-    }
-    #[inline]
-    fn adam(p: &mut [Self], g: &[Self], m: &mut [Self], v: &mut [Self], c: AdamStep<Self>) {
-        super::fast::adam_f32(p, g, m, v, c)
-    }
-    #[inline]
-    fn compact_nonzeros(row: &[Self], base: u32, index: &mut [u32], values: &mut [Self]) -> usize {
-        super::fast::compact_nonzeros_f32(row, base, index, values)
     }
 }
 

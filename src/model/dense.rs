@@ -84,8 +84,8 @@ impl Dense {
     }
 
     /// y = x W with x in sparse row form (`x.rows() x n_in`): only the nonzero terms are
-    /// computed ([`sparse_matmul`]). The caller adds the bias.
-    pub fn forward_sparse_without_bias<T: Float>(
+    /// computed (by the sparse product kernel). The caller adds the bias.
+    pub(crate) fn forward_sparse_without_bias<T: Float>(
         &self,
         params: &[T],
         x: &SparseRows<T>,
@@ -134,7 +134,7 @@ impl Dense {
     /// [`backward`](Self::backward) with the input given as its transpose x^T in sparse row
     /// form (`n_in x rows`), so that dL/dW = x^T G skips the zeros of x. The same derivatives.
     #[allow(clippy::too_many_arguments)]
-    pub fn backward_sparse<T: Float>(
+    pub(crate) fn backward_sparse<T: Float>(
         &self,
         params: &[T],
         x_t: &SparseRows<T>,

@@ -1,5 +1,13 @@
-//! Decoder likelihoods p(x|z), as functions of the decoder's output `a` (one value per pixel or
-//! dimension). Each gives log p(x|z) per row and the gradient of -log p with respect to `a`.
+//! Decoder likelihoods p(x|z), as functions of the decoder's output `a`. Each gives log p(x|a)
+//! per row and the gradient of -log p with respect to `a` (and to its own parameters, if it
+//! has any).
+//!
+//! [`DecoderLikelihood`] is the extension point: the built-in [`Likelihood`]s implement it, and
+//! so can a user's own type, which [`Vae::with_likelihood`](crate::Vae::with_likelihood) then
+//! plugs into the model and [`crate::gradcheck::check_likelihood`] checks against finite
+//! differences.
+
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
@@ -7,14 +15,11 @@ use crate::data::ValueDomain;
 use crate::error::{Error, Result};
 use crate::kernels::par;
 use crate::kernels::scalar::Float;
+use crate::kernels::scalar::{Family, sigmoid};
 use crate::model::params::TensorId;
 
 /// ln(2 pi).
 const LN_2PI: f64 = 1.837_877_066_409_345_5;
-
-fn unit_interval(v: f64) -> bool {
-    (0.0..=1.0).contains(&v)
-}
 
 /// Which p(x|z) the decoder parameterises.
 #[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
@@ -62,17 +67,6 @@ impl std::fmt::Display for Likelihood {
     }
 }
 
-/// A likelihood bound to its parameters (the learned log-variance, if any).
-#[derive(Clone, Copy, Debug)]
-pub struct LikelihoodHead {
-    /// Which likelihood.
-    pub kind: Likelihood,
-    /// The learned per-dimension log-variance, `dim` values.
-    pub log_variance: Option<TensorId>,
-    /// Width of x.
-    pub dim: usize,
-}
-
 impl Likelihood {
     /// Checks the likelihood's own settings.
     pub fn validate(&self) -> Result<()> {
@@ -91,34 +85,273 @@ impl Likelihood {
     /// Whether data values suit it: Bernoulli needs [0, 1], the Gaussians any finite value.
     pub fn check_value(&self, v: f64) -> bool {
         match self {
-            Likelihood::Bernoulli => unit_interval(v),
+            Likelihood::Bernoulli => (0.0..=1.0).contains(&v),
             _ => v.is_finite(),
-        }
-    }
-
-    /// The values it can model, as the data layer checks them.
-    pub fn domain(&self) -> ValueDomain<'static> {
-        match self {
-            Likelihood::Bernoulli => ValueDomain {
-                likelihood: self.to_string(),
-                needs: "values in [0, 1]",
-                accepts: &unit_interval,
-                bytes_always_fit: true,
-            },
-            _ => ValueDomain {
-                likelihood: self.to_string(),
-                needs: "finite values",
-                accepts: &f64::is_finite,
-                bytes_always_fit: true,
-            },
         }
     }
 }
 
+/// What a likelihood is, apart from its arithmetic: its name, its own parameters and the data
+/// values it can model. Shared by its f32 and f64 versions.
+pub trait LikelihoodInfo: Send + Sync + std::fmt::Debug {
+    /// A short name, for messages and model files ("bernoulli").
+    fn name(&self) -> String;
+
+    /// Decoder outputs per data dimension: 1 when `a` holds one value per dimension (a logit,
+    /// a mean); more when it holds several (a mean and a dispersion, say). The decoder's last
+    /// layer is `outputs_per_dim() x D` wide.
+    fn outputs_per_dim(&self) -> usize {
+        1
+    }
+
+    /// Learned parameters of its own for data of width `dim` (a per-dimension log-variance,
+    /// say), trained with the rest of the model; 0 by default.
+    fn num_params(&self, dim: usize) -> usize {
+        let _ = dim;
+        0
+    }
+
+    /// The name of its parameter tensor in the model's layout and files.
+    fn param_name(&self) -> &str {
+        "likelihood.params"
+    }
+
+    /// Whether it can model the data value `x` (for the check of a dataset before training).
+    fn accepts(&self, x: f64) -> bool {
+        x.is_finite()
+    }
+
+    /// `accepts` in words, for the error message ("values in [0, 1]").
+    fn needs(&self) -> &str {
+        "finite values"
+    }
+}
+
+/// A decoder likelihood p(x | a) in scalar type `T`, one data row at a time.
+///
+/// `x` is a data row (width D); `a` the decoder's output for it (width
+/// `outputs_per_dim() x D`); `params` its own parameters (`num_params(D)` values, empty for
+/// most); `cache` a scratch row as wide as `a`, which `log_prob` may fill and the gradient
+/// methods then read for the same `x` and `a`.
+///
+/// Implement it for both f32 and f64 (a generic `impl<T: Float>` does) and the model trains
+/// with it in either precision. The contract is checked by [`crate::gradcheck::check_likelihood`]:
+/// the gradients must be those of `log_prob`.
+pub trait DecoderLikelihood<T: Float>: LikelihoodInfo {
+    /// log p(x | a), fully normalised where the likelihood is a density or a mass function.
+    fn log_prob(&self, params: &[T], x: &[T], a: &[T], cache: &mut [T]) -> T;
+
+    /// Writes `da = scale * d(-log p(x|a))/da`.
+    fn grad_output(&self, params: &[T], x: &[T], a: &[T], cache: &[T], scale: T, da: &mut [T]);
+
+    /// Adds `scale * d(-log p(x|a))/d(params)` into `dparams`. Nothing to do without
+    /// parameters, which is the default.
+    #[allow(clippy::too_many_arguments)]
+    fn grad_params(
+        &self,
+        params: &[T],
+        x: &[T],
+        a: &[T],
+        cache: &[T],
+        scale: T,
+        dparams: &mut [T],
+    ) {
+        let _ = (params, x, a, cache, scale, dparams);
+    }
+
+    /// The mean of p(x | a), width D: what decoding a latent code gives.
+    fn mean(&self, params: &[T], a: &[T], out: &mut [T]);
+
+    /// Initial values of its parameters; zeros by default.
+    fn init_params(&self, params: &mut [T]) {
+        params.fill(T::zero());
+    }
+}
+
+/// A user's likelihood the model can hold: one that works in both f32 and f64. Every type that
+/// implements [`DecoderLikelihood`] for both is one.
+pub trait CustomLikelihood: DecoderLikelihood<f32> + DecoderLikelihood<f64> {}
+impl<L: DecoderLikelihood<f32> + DecoderLikelihood<f64>> CustomLikelihood for L {}
+
+impl LikelihoodInfo for Likelihood {
+    fn name(&self) -> String {
+        self.to_string()
+    }
+    fn num_params(&self, dim: usize) -> usize {
+        match self {
+            Likelihood::GaussianLearnedVariance => dim,
+            _ => 0,
+        }
+    }
+    fn param_name(&self) -> &str {
+        "likelihood.log_variance"
+    }
+    fn accepts(&self, x: f64) -> bool {
+        self.check_value(x)
+    }
+    fn needs(&self) -> &str {
+        match self {
+            Likelihood::Bernoulli => "values in [0, 1]",
+            _ => "finite values",
+        }
+    }
+}
+
+impl<T: Float> DecoderLikelihood<T> for Likelihood {
+    /// - Bernoulli: sum_j x_j a_j - softplus(a_j) (sigmoid(a) into the cache, computed from
+    ///   the same e^-|a| as the softplus);
+    /// - Gaussian (fixed variance v): -1/2 sum_j ((x_j - a_j)^2 / v + ln(2 pi v));
+    /// - Gaussian with learned log-variance s: -1/2 sum_j ((x_j - a_j)^2 e^-s_j + s_j + ln 2 pi).
+    fn log_prob(&self, params: &[T], x: &[T], a: &[T], cache: &mut [T]) -> T {
+        match *self {
+            Likelihood::Bernoulli => T::bernoulli_row(x, a, cache),
+            Likelihood::Gaussian { variance } => {
+                let sq = x
+                    .iter()
+                    .zip(a)
+                    .fold(T::zero(), |s, (&x, &a)| s + (x - a) * (x - a));
+                let n = T::of(x.len() as f64);
+                -T::of(0.5) * (sq / T::of(variance) + n * T::of(LN_2PI + variance.ln()))
+            }
+            Likelihood::GaussianLearnedVariance => {
+                let mut acc = T::zero();
+                for ((&xj, &aj), &sj) in x.iter().zip(a).zip(params) {
+                    let e = xj - aj;
+                    acc += e * e * (-sj).exp() + sj + T::of(LN_2PI);
+                }
+                -T::of(0.5) * acc
+            }
+        }
+    }
+
+    /// - Bernoulli:        d(-log p)/da = sigmoid(a) - x     (sigmoid(a) from the cache)
+    /// - Gaussian (fixed): d(-log p)/da = (a - x) / v
+    /// - Gaussian learned: d(-log p)/da = (a - x) e^-s
+    fn grad_output(&self, params: &[T], x: &[T], a: &[T], cache: &[T], scale: T, da: &mut [T]) {
+        match *self {
+            Likelihood::Bernoulli => {
+                for j in 0..da.len() {
+                    da[j] = scale * (cache[j] - x[j]);
+                }
+            }
+            Likelihood::Gaussian { variance } => {
+                let inv = scale / T::of(variance);
+                for j in 0..da.len() {
+                    da[j] = inv * (a[j] - x[j]);
+                }
+            }
+            Likelihood::GaussianLearnedVariance => {
+                for j in 0..da.len() {
+                    da[j] = scale * (a[j] - x[j]) * (-params[j]).exp();
+                }
+            }
+        }
+    }
+
+    /// Gaussian learned: d(-log p)/ds_j = (1 - (x_j - a_j)^2 e^-s_j) / 2; the others have no
+    /// parameters.
+    fn grad_params(
+        &self,
+        params: &[T],
+        x: &[T],
+        a: &[T],
+        _cache: &[T],
+        scale: T,
+        dparams: &mut [T],
+    ) {
+        if let Likelihood::GaussianLearnedVariance = self {
+            for j in 0..dparams.len() {
+                let e = x[j] - a[j];
+                dparams[j] += scale * T::of(0.5) * (T::one() - e * e * (-params[j]).exp());
+            }
+        }
+    }
+
+    /// sigmoid(a) for the Bernoulli, `a` itself for the Gaussians.
+    fn mean(&self, _params: &[T], a: &[T], out: &mut [T]) {
+        match self {
+            Likelihood::Bernoulli => {
+                for (o, &v) in out.iter_mut().zip(a) {
+                    *o = sigmoid(v);
+                }
+            }
+            _ => out.copy_from_slice(&a[..out.len()]),
+        }
+    }
+}
+
+/// The likelihood a model holds: a built-in one (described by the model's configuration and
+/// saved with it) or a user's.
+#[derive(Clone, Debug)]
+pub enum LikelihoodChoice {
+    /// One of elbo's own.
+    Builtin(Likelihood),
+    /// A user's [`CustomLikelihood`].
+    Custom(Arc<dyn CustomLikelihood>),
+}
+
+/// `&dyn DecoderLikelihood<T>` as a family over T, for [`Float::pick`].
+struct DynLikelihood<'a>(std::marker::PhantomData<&'a ()>);
+impl<'a> Family for DynLikelihood<'a> {
+    type Of<T: Float> = &'a dyn DecoderLikelihood<T>;
+}
+
+impl LikelihoodChoice {
+    /// Its name, its parameters and the values it accepts.
+    pub fn info(&self) -> &dyn LikelihoodInfo {
+        match self {
+            LikelihoodChoice::Builtin(l) => l,
+            LikelihoodChoice::Custom(c) => {
+                let l: &dyn DecoderLikelihood<f64> = &**c;
+                l
+            }
+        }
+    }
+
+    /// The version in scalar type `T`.
+    pub fn as_dyn<T: Float>(&self) -> &dyn DecoderLikelihood<T> {
+        match self {
+            LikelihoodChoice::Builtin(l) => l,
+            LikelihoodChoice::Custom(c) => T::pick::<DynLikelihood<'_>>(&**c, &**c),
+        }
+    }
+
+    /// The values it can model, as the data layer checks them.
+    pub fn domain(&self) -> ValueDomain<'_> {
+        let info = self.info();
+        ValueDomain {
+            likelihood: info.name(),
+            needs: info.needs(),
+            accepts: Box::new(move |v| info.accepts(v)),
+            bytes_always_fit: matches!(self, LikelihoodChoice::Builtin(_)),
+        }
+    }
+}
+
+/// A likelihood bound to its place in the model: its parameters' tensor, if any, and the data
+/// width.
+#[derive(Clone, Debug)]
+pub struct LikelihoodHead {
+    /// Which likelihood.
+    pub choice: LikelihoodChoice,
+    /// Its own parameters in the flat buffer, if it has any.
+    pub params: Option<TensorId>,
+    /// Width D of x.
+    pub dim: usize,
+}
+
 impl LikelihoodHead {
+    /// Decoder outputs per data row.
+    pub fn out_width(&self) -> usize {
+        self.choice.info().outputs_per_dim() * self.dim
+    }
+
+    fn own_params<'p, T>(&self, params: &'p [T]) -> &'p [T] {
+        self.params.map_or(&[], |t| t.of(params))
+    }
+
     /// log p(x|a) per decoder row, in parallel over rows. Decoder row r belongs to data row
-    /// r / samples. For the Bernoulli, `cache` receives sigmoid(a), which the backward pass
-    /// reuses (computed from the same e^-|a| as the softplus); other likelihoods leave it alone.
+    /// r / samples. `cache` receives what the likelihood keeps for its backward pass.
     #[allow(clippy::too_many_arguments)]
     pub fn forward<T: Float>(
         &self,
@@ -130,48 +363,25 @@ impl LikelihoodHead {
         cache: &mut [T],
         dec_rows: usize,
     ) {
-        let d = self.dim;
-        let kind = self.kind;
-        let log_var = self.log_variance.map(|t| t.of(params));
+        let (d, w) = (self.dim, self.out_width());
+        let lik = self.choice.as_dyn::<T>();
+        let own = self.own_params(params);
         par::for_each_row_with_scalar(
-            &mut cache[..dec_rows * d],
-            d,
+            &mut cache[..dec_rows * w],
+            w,
             &mut logp[..dec_rows],
-            |r, sig, lp| {
+            |r, c, lp| {
                 let xr = &x[(r / samples) * d..(r / samples + 1) * d];
-                let ar = &a[r * d..(r + 1) * d];
-                *lp = match kind {
-                    Likelihood::Bernoulli => T::bernoulli_row(xr, ar, sig),
-                    Likelihood::Gaussian { variance } => {
-                        let sq = xr
-                            .iter()
-                            .zip(ar)
-                            .fold(T::zero(), |s, (&x, &a)| s + (x - a) * (x - a));
-                        let n = T::of(d as f64);
-                        -T::of(0.5) * (sq / T::of(variance) + n * T::of(LN_2PI + variance.ln()))
-                    }
-                    Likelihood::GaussianLearnedVariance => {
-                        let s = log_var.expect("learned variance has a tensor");
-                        let mut acc = T::zero();
-                        for j in 0..d {
-                            let e = xr[j] - ar[j];
-                            acc += e * e * (-s[j]).exp() + s[j] + T::of(LN_2PI);
-                        }
-                        -T::of(0.5) * acc
-                    }
-                };
+                *lp = lik.log_prob(own, xr, &a[r * w..(r + 1) * w], c);
             },
         );
     }
 
     /// Writes dL/da for L = -scale * sum_r c_r log p(x|a_r) into `da` (c_r = `row_weights[r]`,
-    /// or 1 when `None`), and for the learned variance writes dL/ds into `grads`. `cache` is
-    /// what [`forward`](Self::forward) left there for the same `a`.
-    ///
-    /// - Bernoulli:        d(-log p)/da = sigmoid(a) - x     (sigmoid(a) from the cache)
-    /// - Gaussian (fixed): d(-log p)/da = (a - x) / variance
-    /// - Gaussian learned: d(-log p)/da = (a - x) exp(-s),
-    ///   d(-log p)/ds = (1 - (x - a)^2 exp(-s)) / 2, summed over rows
+    /// or 1 when `None`), and dL/d(its parameters) into `grads`, by the likelihood's
+    /// [`grad_output`](DecoderLikelihood::grad_output) and
+    /// [`grad_params`](DecoderLikelihood::grad_params). `cache` is what
+    /// [`forward`](Self::forward) left there for the same `a`.
     #[allow(clippy::too_many_arguments)]
     pub fn backward<T: Float>(
         &self,
@@ -186,47 +396,23 @@ impl LikelihoodHead {
         grads: &mut [T],
         dec_rows: usize,
     ) {
-        let d = self.dim;
-        let kind = self.kind;
-        let log_var = self.log_variance.map(|t| t.of(params));
-        let weight = |r: usize| row_weights.map_or(scale, |w| scale * w[r]);
-        par::for_each_row(&mut da[..dec_rows * d], d, |r, dr| {
-            let scale = weight(r);
+        let (d, w) = (self.dim, self.out_width());
+        let lik = self.choice.as_dyn::<T>();
+        let own = self.own_params(params);
+        let weight = |r: usize| row_weights.map_or(scale, |wr| scale * wr[r]);
+        par::for_each_row(&mut da[..dec_rows * w], w, |r, dr| {
             let xr = &x[(r / samples) * d..(r / samples + 1) * d];
-            let ar = &a[r * d..(r + 1) * d];
-            match kind {
-                Likelihood::Bernoulli => {
-                    let sig = &cache[r * d..(r + 1) * d];
-                    for j in 0..d {
-                        dr[j] = scale * (sig[j] - xr[j]);
-                    }
-                }
-                Likelihood::Gaussian { variance } => {
-                    let inv = scale / T::of(variance);
-                    for j in 0..d {
-                        dr[j] = inv * (ar[j] - xr[j]);
-                    }
-                }
-                Likelihood::GaussianLearnedVariance => {
-                    let s = log_var.expect("learned variance has a tensor");
-                    for j in 0..d {
-                        dr[j] = scale * (ar[j] - xr[j]) * (-s[j]).exp();
-                    }
-                }
-            }
+            let (ar, cr) = (&a[r * w..(r + 1) * w], &cache[r * w..(r + 1) * w]);
+            lik.grad_output(own, xr, ar, cr, weight(r), dr);
         });
-        if let (Likelihood::GaussianLearnedVariance, Some(t)) = (kind, self.log_variance) {
-            let s = t.of(params);
-            let ds = t.of_mut(grads);
-            ds.fill(T::zero());
+        if let Some(t) = self.params {
+            let (own, dp) = (t.of(params), t.of_mut(grads));
+            dp.fill(T::zero());
+            // Serial over rows, in order: the sum does not depend on the thread count.
             for r in 0..dec_rows {
-                let scale = weight(r);
                 let xr = &x[(r / samples) * d..(r / samples + 1) * d];
-                let ar = &a[r * d..(r + 1) * d];
-                for j in 0..d {
-                    let e = xr[j] - ar[j];
-                    ds[j] += scale * T::of(0.5) * (T::one() - e * e * (-s[j]).exp());
-                }
+                let (ar, cr) = (&a[r * w..(r + 1) * w], &cache[r * w..(r + 1) * w]);
+                lik.grad_params(own, xr, ar, cr, weight(r), dp);
             }
         }
     }

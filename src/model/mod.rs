@@ -12,7 +12,10 @@ pub mod vae;
 pub use activation::Activation;
 pub use dense::Dense;
 pub use gaussian::{KlToStandardNormal, Reparameterize};
-pub use likelihood::{Likelihood, LikelihoodHead};
+pub use likelihood::{
+    CustomLikelihood, DecoderLikelihood, Likelihood, LikelihoodChoice, LikelihoodHead,
+    LikelihoodInfo,
+};
 pub use mlp::{Layer, Mlp, MlpBuffers, SPARSE_INPUT_DENSITY};
 pub use params::{Layout, TensorId, TensorSpec};
 pub use vae::{Vae, VaeConfig};

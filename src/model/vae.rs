@@ -1,6 +1,8 @@
 //! The VAE's architecture: encoder MLP, Gaussian head, decoder MLP and likelihood, with every
 //! parameter in one flat buffer.
 
+use std::sync::Arc;
+
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
@@ -8,7 +10,9 @@ use crate::kernels::scalar::Float;
 use crate::model::activation::Activation;
 use crate::model::dense::Dense;
 use crate::model::gaussian::KlToStandardNormal;
-use crate::model::likelihood::{Likelihood, LikelihoodHead};
+use crate::model::likelihood::{
+    CustomLikelihood, Likelihood, LikelihoodChoice, LikelihoodHead, LikelihoodInfo,
+};
 use crate::model::mlp::Mlp;
 use crate::model::params::Layout;
 
@@ -108,9 +112,7 @@ impl VaeConfig {
         for w in dec.windows(2) {
             total = total.checked_add(dense(w[0], w[1])?)?;
         }
-        if self.likelihood == Likelihood::GaussianLearnedVariance {
-            total = total.checked_add(self.input_dim)?;
-        }
+        total = total.checked_add(self.likelihood.num_params(self.input_dim))?;
         Some(total)
     }
 }
@@ -138,7 +140,39 @@ pub struct Vae {
 impl Vae {
     /// Builds the structure for `config`.
     pub fn new(config: VaeConfig) -> Result<Self> {
+        let choice = LikelihoodChoice::Builtin(config.likelihood);
+        Self::build(config, choice)
+    }
+
+    /// Builds the structure for `config` with a likelihood of the caller's own in place of
+    /// `config.likelihood`: the decoder's last layer is as wide as it asks, and its parameters
+    /// (if any) join the flat buffer and are trained with the rest.
+    ///
+    /// A model file of such a model names the likelihood; [`crate::train::checkpoint::load`]
+    /// refuses it, and [`load_with_likelihood`](crate::train::checkpoint::load_with_likelihood)
+    /// reads it back given the same likelihood.
+    pub fn with_likelihood(
+        config: VaeConfig,
+        likelihood: Arc<dyn CustomLikelihood>,
+    ) -> Result<Self> {
+        Self::build(config, LikelihoodChoice::Custom(likelihood))
+    }
+
+    fn build(config: VaeConfig, choice: LikelihoodChoice) -> Result<Self> {
         config.validate()?;
+        let info = choice.info();
+        let lik_params = info.num_params(config.input_dim);
+        let out_width = info
+            .outputs_per_dim()
+            .checked_mul(config.input_dim)
+            .filter(|&w| w > 0)
+            .ok_or_else(|| {
+                Error::config(
+                    "likelihood outputs per dimension",
+                    info.outputs_per_dim(),
+                    "must be at least 1, and small enough for the model to fit in memory",
+                )
+            })?;
         let mut layout = Layout::new();
         let act = config.activation;
         let mut enc_widths = vec![config.input_dim];
@@ -148,7 +182,7 @@ impl Vae {
         let head = Dense::new(&mut layout, "head", h, 2 * config.latent_dim);
         let mut dec_widths = vec![config.latent_dim];
         dec_widths.extend(&config.decoder_hidden);
-        dec_widths.push(config.input_dim);
+        dec_widths.push(out_width);
         let decoder = Mlp::new(
             &mut layout,
             "decoder",
@@ -156,8 +190,14 @@ impl Vae {
             act,
             Activation::Identity,
         );
-        let log_variance = matches!(config.likelihood, Likelihood::GaussianLearnedVariance)
-            .then(|| layout.push("likelihood.log_variance", &[config.input_dim]));
+        let own = (lik_params > 0).then(|| layout.push(info.param_name(), &[lik_params]));
+        if layout.len() > MAX_PARAMS {
+            return Err(Error::config(
+                "model size",
+                layout.len(),
+                "has more than 2^34 parameters",
+            ));
+        }
         Ok(Vae {
             kl: KlToStandardNormal {
                 latent: config.latent_dim,
@@ -169,8 +209,8 @@ impl Vae {
                     limit,
                 }),
             likelihood: LikelihoodHead {
-                kind: config.likelihood,
-                log_variance,
+                choice,
+                params: own,
                 dim: config.input_dim,
             },
             encoder,
@@ -194,6 +234,11 @@ impl Vae {
     /// Number of scalar parameters.
     pub fn num_params(&self) -> usize {
         self.layout.len()
+    }
+
+    /// Its likelihood: name, parameters, and the values it can model.
+    pub fn likelihood_info(&self) -> &dyn LikelihoodInfo {
+        self.likelihood.choice.info()
     }
 
     /// Width of x.
@@ -284,21 +329,30 @@ impl Vae {
         let rows = self.check_input(params, z, self.latent_dim(), "latent codes")?;
         let mut buf = self.decoder.buffers::<T>(rows);
         self.decoder.forward(params, z, &mut buf, rows, threads);
-        let mut out = buf.outputs.pop().expect("decoder has a layer");
-        if self.config.likelihood == Likelihood::Bernoulli {
-            out.iter_mut()
-                .for_each(|a| *a = crate::kernels::scalar::sigmoid(*a));
+        let a = buf.outputs.pop().unwrap_or_default();
+        let (d, w) = (self.input_dim(), self.likelihood.out_width());
+        let lik = self.likelihood.choice.as_dyn::<T>();
+        let own = self.likelihood.params.map_or(&[][..], |t| t.of(params));
+        let mut out = vec![T::zero(); rows * d];
+        for (o, ar) in out.chunks_exact_mut(d).zip(a.chunks_exact(w)) {
+            lik.mean(own, ar, o);
         }
         Ok(out)
     }
 
-    /// Fresh parameters: PyTorch's default uniform initialisation for every dense layer and a
-    /// learned log-variance of 0, drawn from `seed`.
+    /// Fresh parameters: PyTorch's default uniform initialisation for every dense layer, drawn
+    /// from `seed`, and the likelihood's own initial values (a learned log-variance of 0).
     pub fn init_params<T: Float>(&self, seed: u64) -> Vec<T> {
         let mut params = vec![T::zero(); self.num_params()];
         let mut rng = crate::rng::stream(seed, crate::rng::Purpose::Init, 0);
         for layer in self.dense_layers() {
             layer.init(&mut params, &mut rng);
+        }
+        if let Some(t) = self.likelihood.params {
+            self.likelihood
+                .choice
+                .as_dyn::<T>()
+                .init_params(t.of_mut(&mut params));
         }
         params
     }

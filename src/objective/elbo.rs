@@ -90,7 +90,7 @@ impl<T: Float> Workspace<T> {
             dec: vae.decoder.buffers(dec_rows),
             log_px_z: zeros(dec_rows),
             kl: zeros(max_rows),
-            lik_cache: zeros(dec_rows * d),
+            lik_cache: zeros(dec_rows * vae.likelihood.out_width()),
             log_w: zeros(dec_rows),
             weights: zeros(dec_rows),
             grad_a: zeros(dec_rows * widest),
@@ -446,14 +446,15 @@ impl<'a> Elbo<'a> {
                 format!("{} values", x.len()),
             ));
         }
-        let lik = self.vae.config().likelihood;
-        if let Some(i) = x.iter().position(|v| !lik.check_value(v.as_f64())) {
+        let lik = self.vae.likelihood_info();
+        if let Some(i) = x.iter().position(|v| !lik.accepts(v.as_f64())) {
             return Err(Error::InvalidData(format!(
-                "input row {}, column {} is {}, which the {} likelihood cannot model",
+                "input row {}, column {} is {}, which the {} likelihood cannot model ({})",
                 i / d,
                 i % d,
                 x[i],
-                lik
+                lik.name(),
+                lik.needs()
             )));
         }
         Ok(x.len() / d)

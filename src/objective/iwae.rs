@@ -17,6 +17,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::data::Dataset;
 use crate::error::{Error, Result};
+use crate::kernels::pool::Parallelism;
 use crate::kernels::scalar::Float;
 use crate::model::Vae;
 use crate::objective::elbo::{BatchElbo, Elbo, Workspace};
@@ -206,10 +207,38 @@ pub struct KEstimate {
 
 /// Samples drawn per forward pass when estimating log p(x): wide enough for efficient matrix
 /// products, small enough for the cache.
-const CHUNK: usize = 250;
+pub(crate) const CHUNK: usize = 250;
+
+/// For the data point in `ws.x` (a workspace of 1 row and `chunk` samples), `kmax` log
+/// importance weights log p(x, z_i) - log q(z_i|x), with z_i drawn from the stream of
+/// (`seed`, `index`); returns (mean log p(x|z_i), KL, the log weights).
+pub(crate) fn point_log_weights<T: Float>(
+    vae: &Vae,
+    params: &[T],
+    ws: &mut Workspace<T>,
+    kmax: usize,
+    seed: u64,
+    index: u64,
+) -> (f64, f64, Vec<f64>) {
+    let (zd, chunk) = (vae.latent_dim(), ws.samples());
+    let mut rng = stream(seed, Purpose::Importance, index);
+    let mut log_w = Vec::with_capacity(kmax);
+    let (mut recon, mut kl) = (0.0, 0.0);
+    let elbo = Elbo::new(vae);
+    while log_w.len() < kmax {
+        fill_normal(&mut rng, &mut ws.eps[..chunk * zd]);
+        elbo.forward_unchecked(params, ws, 1);
+        log_weights(ws, zd, 1);
+        let take = chunk.min(kmax - log_w.len());
+        recon += ws.log_px_z[..take].iter().map(|v| v.as_f64()).sum::<f64>();
+        log_w.extend(ws.log_w[..take].iter().map(|v| v.as_f64()));
+        kl = ws.kl[0].as_f64();
+    }
+    (recon / kmax as f64, kl, log_w)
+}
 
 /// Estimates log p(x) for each k in `ks` (nested: the k-sample estimate uses the first k of
-/// max(ks) draws per point) on `data`, in parallel over points on `threads` threads. Each
+/// max(ks) draws per point) on `data`, in parallel over points on `parallelism`'s threads. Each
 /// point's draws come from its own stream, so results do not depend on the thread count.
 pub fn estimate_log_marginal<T: Float>(
     vae: &Vae,
@@ -217,7 +246,7 @@ pub fn estimate_log_marginal<T: Float>(
     data: &Dataset,
     ks: &[usize],
     seed: u64,
-    threads: usize,
+    parallelism: &Parallelism,
 ) -> Result<MarginalReport> {
     let kmax = ks.iter().copied().max().unwrap_or(0);
     if kmax == 0 || ks.contains(&0) {
@@ -230,31 +259,17 @@ pub fn estimate_log_marginal<T: Float>(
     if params.len() != vae.num_params() {
         return Err(Error::shape("parameters", vae.num_params(), params.len()));
     }
-    data.check_for(vae.input_dim(), &vae.config().likelihood.domain())?;
+    data.check_for(vae.input_dim(), &vae.likelihood.choice.domain())?;
     let chunk = CHUNK.min(kmax);
-    let pool = crate::kernels::pool::ThreadPool::new(threads.max(1))?;
-    let (d, zd) = (vae.input_dim(), vae.latent_dim());
-    let per_point: Vec<(f64, f64, Vec<f64>)> = pool.install(|| {
+    let d = vae.input_dim();
+    let per_point: Vec<(f64, f64, Vec<f64>)> = parallelism.run(|| {
         (0..data.len())
             .into_par_iter()
             .map_init(
                 || Workspace::<T>::new(vae, 1, chunk, 1).expect("sizes checked"),
                 |ws, p| {
                     data.gather_unchecked(&[p], &mut ws.x[..d]);
-                    let mut rng = stream(seed, Purpose::Importance, p as u64);
-                    let mut log_w = Vec::with_capacity(kmax);
-                    let (mut recon, mut kl) = (0.0, 0.0);
-                    let elbo = Elbo::new(vae);
-                    while log_w.len() < kmax {
-                        fill_normal(&mut rng, &mut ws.eps[..chunk * zd]);
-                        elbo.forward_unchecked(params, ws, 1);
-                        log_weights(ws, zd, 1);
-                        let take = chunk.min(kmax - log_w.len());
-                        recon += ws.log_px_z[..take].iter().map(|v| v.as_f64()).sum::<f64>();
-                        log_w.extend(ws.log_w[..take].iter().map(|v| v.as_f64()));
-                        kl = ws.kl[0].as_f64();
-                    }
-                    (recon / kmax as f64, kl, log_w)
+                    point_log_weights(vae, params, ws, kmax, seed, p as u64)
                 },
             )
             .collect()

@@ -386,7 +386,7 @@ impl LinearGaussian {
         let wt = &params[dec.weight.range()];
         let w = (0..d * zd).map(|i| wt[(i % zd) * d + i / zd]).collect();
         let b = params[dec.bias.range()].to_vec();
-        let psi = match (cfg.likelihood, vae.likelihood.log_variance) {
+        let psi = match (cfg.likelihood, vae.likelihood.params) {
             (Likelihood::Gaussian { variance }, _) => vec![variance; d],
             (Likelihood::GaussianLearnedVariance, Some(t)) => {
                 params[t.range()].iter().map(|s| s.exp()).collect()

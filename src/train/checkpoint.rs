@@ -3,12 +3,13 @@
 
 use std::collections::HashMap;
 use std::path::Path;
+use std::sync::Arc;
 
 use safetensors::{Dtype, SafeTensors, tensor::TensorView};
 
 use crate::error::{Error, Result};
 use crate::kernels::scalar::Float;
-use crate::model::{Vae, VaeConfig};
+use crate::model::{CustomLikelihood, LikelihoodChoice, LikelihoodInfo, Vae, VaeConfig};
 
 /// Metadata key holding the [`VaeConfig`] as JSON.
 pub const CONFIG_KEY: &str = "elbo.vae_config";
@@ -81,6 +82,12 @@ pub fn save_with_state<T: Float>(
     let mut meta = HashMap::new();
     let cfg = serde_json::to_string(vae.config()).expect("configuration serialises");
     meta.insert(CONFIG_KEY.to_string(), cfg);
+    if let LikelihoodChoice::Custom(c) = &vae.likelihood.choice {
+        meta.insert(
+            CUSTOM_LIKELIHOOD_KEY.to_string(),
+            LikelihoodInfo::name(&**c),
+        );
+    }
     for (k, v) in extra {
         meta.insert(k.to_string(), v.clone());
     }
@@ -155,8 +162,26 @@ pub fn metadata(path: &Path) -> Result<HashMap<String, String>> {
     Ok(meta.metadata().clone().unwrap_or_default())
 }
 
-/// Reads a model file written by [`save`] (in f32 or f64), converting to `T`.
-pub fn load<T: Float>(path: &Path) -> Result<Loaded<T>> {
+/// Metadata key naming the user's likelihood of a model built with
+/// [`Vae::with_likelihood`].
+pub const CUSTOM_LIKELIHOOD_KEY: &str = "elbo.custom_likelihood";
+
+/// Reads a model file written by [`save`] (in f32 or f64), converting to `T`. A model with a
+/// user's likelihood needs [`load_with_likelihood`].
+pub fn load<T: Float>(path: impl AsRef<Path>) -> Result<Loaded<T>> {
+    load_as(path.as_ref(), None)
+}
+
+/// Reads a model file whose model was built with [`Vae::with_likelihood`], given the same
+/// likelihood (its name must match the one in the file).
+pub fn load_with_likelihood<T: Float>(
+    path: impl AsRef<Path>,
+    likelihood: Arc<dyn CustomLikelihood>,
+) -> Result<Loaded<T>> {
+    load_as(path.as_ref(), Some(likelihood))
+}
+
+fn load_as<T: Float>(path: &Path, custom: Option<Arc<dyn CustomLikelihood>>) -> Result<Loaded<T>> {
     let bytes = std::fs::read(path).map_err(|e| Error::io("reading", path, e))?;
     let bad = |r: String| Error::malformed(path, r);
     let (_, meta) = SafeTensors::read_metadata(&bytes)
@@ -169,7 +194,25 @@ pub fn load<T: Float>(path: &Path) -> Result<Loaded<T>> {
     })?;
     let config: VaeConfig = serde_json::from_str(cfg_json)
         .map_err(|e| bad(format!("bad model configuration ({e})")))?;
-    let vae = Vae::new(config).map_err(|e| bad(format!("bad model configuration ({e})")))?;
+    let vae = match (metadata.get(CUSTOM_LIKELIHOOD_KEY), custom) {
+        (None, None) => Vae::new(config),
+        (Some(name), Some(lik)) if *name == LikelihoodInfo::name(&*lik) => {
+            Vae::with_likelihood(config, lik)
+        }
+        (Some(name), _) => {
+            return Err(bad(format!(
+                "the model uses the custom likelihood '{name}': load it with \
+                 load_with_likelihood and that likelihood"
+            )));
+        }
+        (None, Some(lik)) => {
+            return Err(bad(format!(
+                "the model uses its built-in likelihood, not '{}'",
+                LikelihoodInfo::name(&*lik)
+            )));
+        }
+    }
+    .map_err(|e| bad(format!("bad model configuration ({e})")))?;
     // Refuse before allocating: the file must hold at least 4 bytes per parameter.
     if vae.num_params().saturating_mul(4) > bytes.len() {
         return Err(bad(format!(

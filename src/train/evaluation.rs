@@ -77,7 +77,7 @@ pub fn evaluate<T: Float>(
     if params.len() != vae.num_params() {
         return Err(Error::shape("parameters", vae.num_params(), params.len()));
     }
-    data.check_for(vae.input_dim(), &vae.config().likelihood.domain())?;
+    data.check_for(vae.input_dim(), &vae.likelihood.choice.domain())?;
     let mut ws = Workspace::new(vae, batch_size, samples, parallelism.count())?;
     Ok(parallelism.session(|| evaluate_into(vae, params, data, &mut ws, seed)))
 }

@@ -6,6 +6,7 @@ pub mod evaluation;
 pub mod optim;
 pub mod reports;
 mod resume;
+pub mod trained;
 pub mod trainer;
 
 pub use config::TrainConfig;
@@ -15,4 +16,4 @@ pub use reports::{
     ACTIVE_UNIT_THRESHOLD, EpochProgress, EpochReport, EpochTerms, Evaluation, LatentStats,
     StepResult,
 };
-pub use trainer::{FitOptions, Trainer};
+pub use trainer::{FitOptions, Trainer, fit};

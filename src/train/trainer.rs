@@ -1,6 +1,6 @@
 //! The training loop: minibatches, noise, forward, backward, clipping and the optimizer step,
 //! all in one workspace on a pool of the caller's size. Each epoch (and each evaluation) runs as
-//! one session of that pool ([`crate::kernels::team`]), so its threads stay with the many short
+//! one session of that pool (the kernels' team of threads), so its threads stay with the many short
 //! parallel loops of every step.
 
 use std::time::Instant;
@@ -9,13 +9,14 @@ use crate::data::{Dataset, epoch_order};
 use crate::error::{Error, Result};
 use crate::kernels::pool::Parallelism;
 use crate::kernels::scalar::Float;
-use crate::model::Vae;
+use crate::model::{Vae, VaeConfig};
 use crate::objective::{BatchElbo, Elbo, Iwae, Workspace};
 use crate::rng::{Purpose, fill_normal, stream};
 use crate::train::config::TrainConfig;
 use crate::train::evaluation::evaluate_into;
 use crate::train::optim::{Optimizer, OptimizerConfig, clip_grad_norm};
 use crate::train::reports::{EpochProgress, EpochReport, EpochTerms, Evaluation, StepResult};
+use crate::train::trained::TrainedVae;
 
 /// Trains a [`Vae`] and holds everything a run needs.
 pub struct Trainer<T: Float> {
@@ -150,7 +151,7 @@ impl<T: Float> Trainer<T> {
         data.check_rows(
             rows,
             self.vae.input_dim(),
-            &self.vae.config().likelihood.domain(),
+            &self.vae.likelihood.choice.domain(),
         )
         .map_err(|e| match e {
             Error::InvalidData(m) => Error::InvalidData(format!("{what}: {m}")),
@@ -449,4 +450,36 @@ impl<'a, T: Float> FitOptions<'a, T> {
         self.stop = Some(flag);
         self
     }
+}
+
+impl<T: Float> Trainer<T> {
+    /// The model as trained so far, ready to encode, decode, sample and evaluate.
+    pub fn model(&self) -> Result<TrainedVae<T>> {
+        TrainedVae::new(self.vae.clone(), self.params.clone(), &self.parallelism)
+    }
+
+    /// The trained model, giving up the trainer's optimizer state and buffers.
+    pub fn into_model(self) -> Result<TrainedVae<T>> {
+        TrainedVae::new(self.vae, self.params, &self.parallelism)
+    }
+}
+
+/// Trains a VAE of `vae` on `data` with `config` on every core the machine offers, and returns
+/// the trained model: the shortest way from data to a model. For a test set, callbacks, a stop
+/// flag or a chosen thread count, build a [`Trainer`] and call [`Trainer::fit`].
+///
+/// ```
+/// use elbo::{Dataset, TrainConfig, TrainedVae, VaeConfig};
+/// let data = Dataset::from_bytes(32, 4, (0..128).map(|i| (i * 57 % 256) as u8).collect())?;
+/// let config = VaeConfig { input_dim: 4, encoder_hidden: vec![], latent_dim: 1,
+///     decoder_hidden: vec![], ..VaeConfig::mnist() };          // a linear VAE
+/// let model: TrainedVae<f64> = elbo::fit(config,
+///     TrainConfig { epochs: 1, batch_size: 8, ..TrainConfig::default() }, &data)?;
+/// assert_eq!(model.latent_dim(), 1);
+/// # Ok::<(), elbo::Error>(())
+/// ```
+pub fn fit<T: Float>(vae: VaeConfig, config: TrainConfig, data: &Dataset) -> Result<TrainedVae<T>> {
+    let mut trainer = Trainer::new(Vae::new(vae)?, config, &Parallelism::available()?)?;
+    trainer.fit(data, FitOptions::new())?;
+    trainer.into_model()
 }

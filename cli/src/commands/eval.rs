@@ -57,7 +57,7 @@ pub(crate) fn eval(args: EvalArgs) -> Result<()> {
         &test,
         &args.k,
         args.seed,
-        threads,
+        &pool(threads)?,
     )?;
     if args.json {
         let out = serde_json::json!({

@@ -105,7 +105,7 @@ pub(crate) fn gradcheck(args: GradcheckArgs) -> Result<()> {
         args.step,
         tol,
         args.per_tensor,
-    );
+    )?;
     println!(
         "gradient of {objective} for {} examples x {} samples, eps held fixed; f64;\n\
          numerical = (f(p + h) - f(p - h)) / 2h with h = {}; pass when |analytic - numerical| <= {} + {} |numerical|\n",
