@@ -61,8 +61,15 @@ pub struct TensorCheck {
 /// let kl = KlToStandardNormal { latent: 1 };
 /// let theta = vec![0.3, -0.5];
 /// let mut grad = vec![0.0; 2];
-/// kl.backward(&theta, 1.0, &mut grad, 1);
-/// let f = |t: &[f64]| { let mut k = [0.0]; kl.forward(stats.of(t), &mut k, 1); k[0] };
+/// kl.backward(&theta, 1.0, &mut grad, 1)?;
+/// let f = |t: &[f64]| {
+///     let mut k = [0.0];
+///     // NaN (a failed check) if the sizes were wrong; they are not.
+///     match stats.get(t).and_then(|s| kl.forward(s, &mut k, 1)) {
+///         Ok(()) => k[0],
+///         Err(_) => f64::NAN,
+///     }
+/// };
 /// let report = check(&layout, &theta, &grad, f, 1e-5, Tolerance::DEFAULT)?;
 /// assert!(report[0].passed && report[0].max_abs_err < 1e-8);
 /// # Ok::<(), elbo::Error>(())

@@ -73,13 +73,13 @@ proptest! {
         let c = uniform(&mut rng, rows * n_out, -1.0, 1.0);
         let loss = |t: &[f64]| {
             let mut y = vec![0.0; rows * n_out];
-            dense.forward(t, x.of(t), &mut y, rows, 1);
+            dense.forward(t, x.get(t).unwrap(), &mut y, rows, 1).unwrap();
             y.iter().zip(&c).map(|(a, b)| a * b).sum::<f64>()
         };
         let mut g = vec![0.0; layout.len()];
         let mut dx = vec![0.0; rows * n_in];
-        dense.backward(&theta, x.of(&theta), &c, &mut g, Some(&mut dx), rows, 1);
-        x.of_mut(&mut g).copy_from_slice(&dx);
+        dense.backward(&theta, x.get(&theta).unwrap(), &c, &mut g, Some(&mut dx), rows, 1).unwrap();
+        x.get_mut(&mut g).unwrap().copy_from_slice(&dx);
         assert_all_pass(&check(&layout, &theta, &g, loss, H, TOL).unwrap());
     }
 
@@ -92,14 +92,14 @@ proptest! {
         let theta = uniform(&mut rng, layout.len(), -4.0, 4.0);
         let c = uniform(&mut rng, rows * cols, -1.0, 1.0);
         let loss = |t: &[f64]| {
-            let mut y = a.of(t).to_vec();
-            act.forward(&mut y, cols);
+            let mut y = a.get(t).unwrap().to_vec();
+            act.forward(&mut y, cols).unwrap();
             y.iter().zip(&c).map(|(a, b)| a * b).sum::<f64>()
         };
         let mut y = theta.clone();
-        act.forward(&mut y, cols);
+        act.forward(&mut y, cols).unwrap();
         let mut g = c.clone();
-        act.backward(&y, &mut g, cols);
+        act.backward(&y, &mut g, cols).unwrap();
         assert_all_pass(&check(&layout, &theta, &g, loss, H, TOL).unwrap());
     }
 
@@ -115,27 +115,27 @@ proptest! {
         let mlp = Mlp::new(&mut layout, "mlp", &widths, hidden, last);
         let out_w = *widths.last().unwrap();
         let mut theta = uniform(&mut rng, layout.len(), -1.0, 1.0);
-        for v in x.of_mut(&mut theta) {
+        for v in x.get_mut(&mut theta).unwrap() {
             if rng.random::<f64>() < zeros { *v = 0.0; }
         }
-        let xs = x.of(&theta);
+        let xs = x.get(&theta).unwrap();
         let sparse = xs.iter().filter(|v| **v != 0.0).count() as f64 / xs.len() as f64 <= SPARSE_INPUT_DENSITY;
         let c = uniform(&mut rng, rows * out_w, -1.0, 1.0);
         let loss = |t: &[f64]| {
-            let mut buf = mlp.buffers::<f64>(rows);
-            mlp.forward(t, x.of(t), &mut buf, rows, 1);
+            let mut buf = mlp.buffers::<f64>(rows).unwrap();
+            mlp.forward(t, x.get(t).unwrap(), &mut buf, rows, 1).unwrap();
             buf.outputs.last().unwrap().iter().zip(&c).map(|(a, b)| a * b).sum::<f64>()
         };
-        let mut buf = mlp.buffers::<f64>(rows);
-        mlp.forward(&theta, x.of(&theta), &mut buf, rows, 1);
+        let mut buf = mlp.buffers::<f64>(rows).unwrap();
+        mlp.forward(&theta, x.get(&theta).unwrap(), &mut buf, rows, 1).unwrap();
         let widest = *widths.iter().max().unwrap();
         let (mut ga, mut gb) = (vec![0.0; rows * widest], vec![0.0; rows * widest]);
         ga[..c.len()].copy_from_slice(&c);
         let mut g = vec![0.0; layout.len()];
         let mut dx = vec![0.0; rows * widths[0]];
         prop_assert_eq!(buf.input_was_sparse(), sparse);
-        mlp.backward(&theta, x.of(&theta), &mut buf, &mut ga, &mut gb, &mut g, Some(&mut dx), rows, 1);
-        x.of_mut(&mut g).copy_from_slice(&dx);
+        mlp.backward(&theta, x.get(&theta).unwrap(), &mut buf, &mut ga, &mut gb, &mut g, Some(&mut dx), rows, 1).unwrap();
+        x.get_mut(&mut g).unwrap().copy_from_slice(&dx);
         assert_all_pass(&check(&layout, &theta, &g, loss, H, TOL).unwrap());
     }
 
@@ -151,11 +151,11 @@ proptest! {
         let c = uniform(&mut rng, rows * samples * latent, -1.0, 1.0);
         let loss = |t: &[f64]| {
             let mut z = vec![0.0; rows * samples * latent];
-            rp.forward(stats.of(t), &eps, &mut z, rows);
+            rp.forward(stats.get(t).unwrap(), &eps, &mut z, rows).unwrap();
             z.iter().zip(&c).map(|(a, b)| a * b).sum::<f64>()
         };
         let mut g = vec![0.0; layout.len()];
-        rp.backward(stats.of(&theta), &eps, &c, &mut g, rows);
+        rp.backward(stats.get(&theta).unwrap(), &eps, &c, &mut g, rows).unwrap();
         assert_all_pass(&check(&layout, &theta, &g, loss, H, TOL).unwrap());
     }
 
@@ -169,11 +169,11 @@ proptest! {
         let theta = uniform(&mut rng, layout.len(), -3.0, 3.0);
         let loss = |t: &[f64]| {
             let mut k = vec![0.0; rows];
-            kl.forward(stats.of(t), &mut k, rows);
+            kl.forward(stats.get(t).unwrap(), &mut k, rows).unwrap();
             scale * k.iter().sum::<f64>()
         };
         let mut g = vec![0.0; layout.len()];
-        kl.backward(stats.of(&theta), scale, &mut g, rows);
+        kl.backward(stats.get(&theta).unwrap(), scale, &mut g, rows).unwrap();
         assert_all_pass(&check(&layout, &theta, &g, loss, H, TOL).unwrap());
     }
 
@@ -196,15 +196,15 @@ proptest! {
         let loss = |t: &[f64]| {
             let mut lp = vec![0.0; dec];
             let mut cache = vec![0.0; dec * dim];
-            head.forward(t, &x, a.of(t), samples, &mut lp, &mut cache, dec);
+            head.forward(t, &x, a.get(t).unwrap(), samples, &mut lp, &mut cache, dec).unwrap();
             -scale * lp.iter().zip(&w).map(|(l, w)| l * w).sum::<f64>()
         };
         let mut g = vec![0.0; layout.len()];
         let mut da = vec![0.0; dec * dim];
         let (mut lp, mut cache) = (vec![0.0; dec], vec![0.0; dec * dim]);
-        head.forward(&theta, &x, a.of(&theta), samples, &mut lp, &mut cache, dec);
-        head.backward(&theta, &x, a.of(&theta), &cache, samples, scale, Some(&w), &mut da, &mut g, dec);
-        a.of_mut(&mut g).copy_from_slice(&da);
+        head.forward(&theta, &x, a.get(&theta).unwrap(), samples, &mut lp, &mut cache, dec).unwrap();
+        head.backward(&theta, &x, a.get(&theta).unwrap(), &cache, samples, scale, Some(&w), &mut da, &mut g, dec).unwrap();
+        a.get_mut(&mut g).unwrap().copy_from_slice(&da);
         assert_all_pass(&check(&layout, &theta, &g, loss, H, TOL).unwrap());
     }
 
@@ -290,11 +290,11 @@ fn gradcheck_detects_a_wrong_derivative() {
     let theta = vec![0.3, 0.7];
     let loss = |t: &[f64]| {
         let mut k = vec![0.0];
-        kl.forward(stats.of(t), &mut k, 1);
+        kl.forward(stats.get(t).unwrap(), &mut k, 1).unwrap();
         k[0]
     };
     let mut g = vec![0.0; 2];
-    kl.backward(&theta, 1.0, &mut g, 1);
+    kl.backward(&theta, 1.0, &mut g, 1).unwrap();
     assert!(
         check(&layout, &theta, &g, loss, H, TOL)
             .unwrap()

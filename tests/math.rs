@@ -13,7 +13,9 @@ fn kl_closed_form(mu: &[f64], lv: &[f64]) -> f64 {
     let mut stats = mu.to_vec();
     stats.extend_from_slice(lv);
     let mut k = [0.0];
-    KlToStandardNormal { latent: mu.len() }.forward(&stats, &mut k, 1);
+    KlToStandardNormal { latent: mu.len() }
+        .forward(&stats, &mut k, 1)
+        .unwrap();
     k[0]
 }
 
@@ -81,9 +83,11 @@ fn bernoulli_value_and_grad(a: f64, x: f64) -> (f64, f64) {
         dim: 1,
     };
     let (mut lp, mut cache) = ([0.0], [0.0]);
-    head.forward(&[], &[x], &[a], 1, &mut lp, &mut cache, 1);
+    head.forward(&[], &[x], &[a], 1, &mut lp, &mut cache, 1)
+        .unwrap();
     let mut da = [0.0];
-    head.backward(&[], &[x], &[a], &cache, 1, 1.0, None, &mut da, &mut [], 1);
+    head.backward(&[], &[x], &[a], &cache, 1, 1.0, None, &mut da, &mut [], 1)
+        .unwrap();
     (lp[0], da[0])
 }
 
@@ -113,7 +117,8 @@ fn bernoulli_is_stable_at_extreme_logits() {
         dim: 2,
     };
     let (mut lp, mut cache) = ([0.0f32], [0.0f32; 2]);
-    head.forward::<f32>(&[], &[0.0, 1.0], &[1e4, -1e4], 1, &mut lp, &mut cache, 1);
+    head.forward::<f32>(&[], &[0.0, 1.0], &[1e4, -1e4], 1, &mut lp, &mut cache, 1)
+        .unwrap();
     assert!(
         lp[0].is_finite() && (lp[0] + 2e4).abs() < 1.0,
         "f32: {}",

@@ -7,6 +7,7 @@ use crate::error::{Error, Result};
 use crate::kernels::fast::with_simd;
 use crate::kernels::par;
 use crate::kernels::scalar::{Float, sigmoid, softplus};
+use crate::model::shape::{holds, width};
 
 /// An elementwise nonlinearity.
 #[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
@@ -79,16 +80,33 @@ impl Activation {
     }
 
     /// y = f(a), in place over a buffer of `cols`-wide rows.
-    pub fn forward<T: Float>(&self, a: &mut [T], cols: usize) {
-        self.forward_with_bias(a, None, cols);
+    pub fn forward<T: Float>(&self, a: &mut [T], cols: usize) -> Result<()> {
+        self.forward_with_bias(a, None, cols)
     }
 
     /// y = f(a + b) for each row a, in place: the dense layer's bias and the activation in one
     /// pass over memory.
-    pub fn forward_with_bias<T: Float>(&self, a: &mut [T], bias: Option<&[T]>, cols: usize) {
+    pub fn forward_with_bias<T: Float>(
+        &self,
+        a: &mut [T],
+        bias: Option<&[T]>,
+        cols: usize,
+    ) -> Result<()> {
+        width("activation rows", cols)?;
+        holds("activation input", a, a.len() / cols, cols)?;
+        if !a.len().is_multiple_of(cols) {
+            return Err(Error::shape(
+                "activation input",
+                format!("whole rows of {cols}"),
+                a.len(),
+            ));
+        }
+        if let Some(b) = bias {
+            holds("bias", b, 1, cols)?;
+        }
         let act = *self;
         if act == Activation::Identity && bias.is_none() {
-            return;
+            return Ok(());
         }
         par::for_each_row(a, cols, |_, row| {
             with_simd(
@@ -115,6 +133,7 @@ impl Activation {
                 },
             )
         });
+        Ok(())
     }
 
     /// dL/da = dL/dy * f'(a), in place on `grad` (which holds dL/dy on entry), with f'
@@ -126,10 +145,19 @@ impl Activation {
     /// - tanh: f' = 1 - y^2
     /// - sigmoid: f' = y (1 - y)
     /// - softplus: f' = sigmoid(a) = 1 - e^-y (computed as -expm1(-y), exact for tiny y)
-    pub fn backward<T: Float>(&self, y: &[T], grad: &mut [T], cols: usize) {
+    pub fn backward<T: Float>(&self, y: &[T], grad: &mut [T], cols: usize) -> Result<()> {
+        width("activation rows", cols)?;
+        if !grad.len().is_multiple_of(cols) {
+            return Err(Error::shape(
+                "activation gradient",
+                format!("whole rows of {cols}"),
+                grad.len(),
+            ));
+        }
+        holds("activation output", y, grad.len() / cols, cols)?;
         let act = *self;
         if act == Activation::Identity {
-            return;
+            return Ok(());
         }
         let y = &y[..grad.len()];
         par::for_each_row(grad, cols, |r, g| {
@@ -148,6 +176,7 @@ impl Activation {
                 },
             )
         });
+        Ok(())
     }
 
     #[inline]

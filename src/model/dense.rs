@@ -1,9 +1,11 @@
 //! The dense (fully connected) layer y = x W + b.
 
+use crate::error::Result;
 use crate::kernels::scalar::Float;
 use crate::kernels::{Op, SparseRows, matmul, sparse_matmul};
 use crate::model::activation::Activation;
 use crate::model::params::{Layout, TensorId};
+use crate::model::shape::holds;
 
 /// y = x W + b for a batch of row vectors: x is `rows x n_in`, W is `n_in x n_out`, b is `n_out`.
 #[derive(Clone, Debug)]
@@ -31,9 +33,17 @@ impl Dense {
         }
     }
 
+    /// The parameter buffer holds both tensors.
+    fn check_params<T>(&self, params: &[T]) -> Result<()> {
+        self.weight.get(params)?;
+        self.bias.get(params)?;
+        Ok(())
+    }
+
     /// PyTorch's default initialisation: W and b uniform on +-1/sqrt(n_in).
-    pub fn init<T: Float>(&self, params: &mut [T], rng: &mut impl rand::Rng) {
+    pub fn init<T: Float>(&self, params: &mut [T], rng: &mut impl rand::Rng) -> Result<()> {
         use rand::RngExt;
+        self.check_params(params)?;
         let bound = 1.0 / (self.n_in.max(1) as f64).sqrt();
         for v in self.weight.of_mut(params) {
             *v = T::of(rng.random_range(-bound..bound));
@@ -41,6 +51,7 @@ impl Dense {
         for v in self.bias.of_mut(params) {
             *v = T::of(rng.random_range(-bound..bound));
         }
+        Ok(())
     }
 
     /// y = x W + b over `rows` rows.
@@ -51,10 +62,10 @@ impl Dense {
         y: &mut [T],
         rows: usize,
         threads: usize,
-    ) {
-        self.forward_without_bias(params, x, y, rows, threads);
+    ) -> Result<()> {
+        self.forward_without_bias(params, x, y, rows, threads)?;
         let y = &mut y[..rows * self.n_out];
-        Activation::Identity.forward_with_bias(y, Some(self.bias.of(params)), self.n_out);
+        Activation::Identity.forward_with_bias(y, Some(self.bias.of(params)), self.n_out)
     }
 
     /// y = x W only; the caller adds the bias (an [`Mlp`](crate::model::Mlp) fuses it with
@@ -66,7 +77,10 @@ impl Dense {
         y: &mut [T],
         rows: usize,
         threads: usize,
-    ) {
+    ) -> Result<()> {
+        self.check_params(params)?;
+        holds("layer input", x, rows, self.n_in)?;
+        holds("layer output", y, rows, self.n_out)?;
         let w = self.weight.of(params);
         let y = &mut y[..rows * self.n_out];
         matmul(
@@ -81,6 +95,7 @@ impl Dense {
             false,
             threads,
         );
+        Ok(())
     }
 
     /// y = x W with x in sparse row form (`x.rows() x n_in`): only the nonzero terms are
@@ -113,8 +128,15 @@ impl Dense {
         dx: Option<&mut [T]>,
         rows: usize,
         threads: usize,
-    ) {
+    ) -> Result<()> {
         let (n_in, n_out) = (self.n_in, self.n_out);
+        self.check_params(params)?;
+        self.check_params(grads)?;
+        holds("layer input", x, rows, n_in)?;
+        holds("output gradient", dy, rows, n_out)?;
+        if let Some(dx) = &dx {
+            holds("input gradient", dx, rows, n_in)?;
+        }
         let dy = &dy[..rows * n_out];
         matmul(
             n_in,
@@ -129,6 +151,7 @@ impl Dense {
             threads,
         );
         self.bias_and_input_grads(params, dy, grads, dx, rows, threads);
+        Ok(())
     }
 
     /// [`backward`](Self::backward) with the input given as its transpose x^T in sparse row

@@ -4,8 +4,10 @@
 //! Both work on the encoder head's output `stats`, a `rows x 2Z` buffer whose first Z columns
 //! are mu and last Z columns are logvar. Gradients go to a buffer of the same shape.
 
+use crate::error::Result;
 use crate::kernels::par;
 use crate::kernels::scalar::Float;
+use crate::model::shape::holds;
 
 /// z = mu + exp(logvar / 2) * eps, with `samples` draws of eps per data point.
 #[derive(Clone, Copy, Debug)]
@@ -18,8 +20,17 @@ pub struct Reparameterize {
 
 impl Reparameterize {
     /// `z[b L + l] = mu[b] + exp(logvar[b] / 2) * eps[b L + l]`, for `rows` data points.
-    pub fn forward<T: Float>(&self, stats: &[T], eps: &[T], z: &mut [T], rows: usize) {
+    pub fn forward<T: Float>(
+        &self,
+        stats: &[T],
+        eps: &[T],
+        z: &mut [T],
+        rows: usize,
+    ) -> Result<()> {
         let (zd, l) = (self.latent, self.samples);
+        holds("posterior statistics", stats, rows, 2 * zd)?;
+        holds("noise", eps, rows.saturating_mul(l), zd)?;
+        holds("latent samples", z, rows.saturating_mul(l), zd)?;
         let z = &mut z[..rows * l * zd];
         par::for_each_row(z, zd, |r, zr| {
             let s = &stats[(r / l) * 2 * zd..(r / l + 1) * 2 * zd];
@@ -29,6 +40,7 @@ impl Reparameterize {
                 zr[j] = mu[j] + (lv[j] * T::of(0.5)).exp() * e[j];
             }
         });
+        Ok(())
     }
 
     /// With dz = dL/dz, adds to `dstats`:
@@ -42,8 +54,12 @@ impl Reparameterize {
         dz: &[T],
         dstats: &mut [T],
         rows: usize,
-    ) {
+    ) -> Result<()> {
         let (zd, l) = (self.latent, self.samples);
+        holds("posterior statistics", stats, rows, 2 * zd)?;
+        holds("noise", eps, rows.saturating_mul(l), zd)?;
+        holds("latent gradient", dz, rows.saturating_mul(l), zd)?;
+        holds("statistics gradient", dstats, rows, 2 * zd)?;
         let dstats = &mut dstats[..rows * 2 * zd];
         par::for_each_row(dstats, 2 * zd, |b, ds| {
             let lv = &stats[b * 2 * zd + zd..(b + 1) * 2 * zd];
@@ -57,6 +73,7 @@ impl Reparameterize {
                 }
             }
         });
+        Ok(())
     }
 }
 
@@ -70,8 +87,10 @@ pub struct KlToStandardNormal {
 impl KlToStandardNormal {
     /// One KL per row. `exp(v) - 1 - v` is computed as `expm1(v) - v`, which keeps precision for
     /// small v and gives exactly 0 at the prior.
-    pub fn forward<T: Float>(&self, stats: &[T], kl: &mut [T], rows: usize) {
+    pub fn forward<T: Float>(&self, stats: &[T], kl: &mut [T], rows: usize) -> Result<()> {
         let zd = self.latent;
+        holds("posterior statistics", stats, rows, 2 * zd)?;
+        holds("KL per row", kl, rows, 1)?;
         for (b, k) in kl[..rows].iter_mut().enumerate() {
             let (mu, lv) = stats[b * 2 * zd..(b + 1) * 2 * zd].split_at(zd);
             let mut s = T::zero();
@@ -80,14 +99,23 @@ impl KlToStandardNormal {
             }
             *k = s * T::of(0.5);
         }
+        Ok(())
     }
 
     /// Adds `scale` times the KL's gradient to `dstats`:
     ///
     /// - dKL/dmu_j     = mu_j
     /// - dKL/dlogvar_j = (exp(logvar_j) - 1) / 2
-    pub fn backward<T: Float>(&self, stats: &[T], scale: T, dstats: &mut [T], rows: usize) {
+    pub fn backward<T: Float>(
+        &self,
+        stats: &[T],
+        scale: T,
+        dstats: &mut [T],
+        rows: usize,
+    ) -> Result<()> {
         let zd = self.latent;
+        holds("posterior statistics", stats, rows, 2 * zd)?;
+        holds("statistics gradient", dstats, rows, 2 * zd)?;
         let half = T::of(0.5);
         for b in 0..rows {
             let s = &stats[b * 2 * zd..(b + 1) * 2 * zd];
@@ -97,6 +125,7 @@ impl KlToStandardNormal {
                 d[zd + j] += scale * half * s[zd + j].exp_m1();
             }
         }
+        Ok(())
     }
 }
 
@@ -112,19 +141,23 @@ pub struct LogvarClamp {
 
 impl LogvarClamp {
     /// logvar <- min(max(logvar, -c), c), in place.
-    pub fn forward<T: Float>(&self, stats: &mut [T], rows: usize) {
+    pub fn forward<T: Float>(&self, stats: &mut [T], rows: usize) -> Result<()> {
         let (zd, c) = (self.latent, T::of(self.limit));
+        holds("posterior statistics", stats, rows, 2 * zd)?;
         for s in stats[..rows * 2 * zd].chunks_exact_mut(2 * zd) {
             for v in &mut s[zd..] {
                 *v = v.max(-c).min(c);
             }
         }
+        Ok(())
     }
 
     /// d clamp(v)/dv = 1 inside (-c, c), 0 where the clamp held: zeroes the log-variance
     /// gradients at the bound. `stats` is the clamped output.
-    pub fn backward<T: Float>(&self, stats: &[T], dstats: &mut [T], rows: usize) {
+    pub fn backward<T: Float>(&self, stats: &[T], dstats: &mut [T], rows: usize) -> Result<()> {
         let (zd, c) = (self.latent, T::of(self.limit));
+        holds("posterior statistics", stats, rows, 2 * zd)?;
+        holds("statistics gradient", dstats, rows, 2 * zd)?;
         for (s, d) in stats[..rows * 2 * zd]
             .chunks_exact(2 * zd)
             .zip(dstats.chunks_exact_mut(2 * zd))
@@ -135,5 +168,6 @@ impl LogvarClamp {
                 }
             }
         }
+        Ok(())
     }
 }

@@ -17,6 +17,7 @@ use crate::kernels::par;
 use crate::kernels::scalar::Float;
 use crate::kernels::scalar::{Family, sigmoid};
 use crate::model::params::TensorId;
+use crate::model::shape::holds;
 
 /// ln(2 pi).
 const LN_2PI: f64 = 1.837_877_066_409_345_5;
@@ -362,8 +363,11 @@ impl LikelihoodHead {
         logp: &mut [T],
         cache: &mut [T],
         dec_rows: usize,
-    ) {
+    ) -> Result<()> {
         let (d, w) = (self.dim, self.out_width());
+        self.check(params, x, a, samples, dec_rows)?;
+        holds("log-likelihood per row", logp, dec_rows, 1)?;
+        holds("likelihood cache", cache, dec_rows, w)?;
         let lik = self.choice.as_dyn::<T>();
         let own = self.own_params(params);
         par::for_each_row_with_scalar(
@@ -375,6 +379,31 @@ impl LikelihoodHead {
                 *lp = lik.log_prob(own, xr, &a[r * w..(r + 1) * w], c);
             },
         );
+        Ok(())
+    }
+
+    /// The sizes every pass needs: the parameters hold its tensor, `x` the data rows of
+    /// `dec_rows` decoder rows (`samples` per data row), `a` the decoder rows.
+    fn check<T>(
+        &self,
+        params: &[T],
+        x: &[T],
+        a: &[T],
+        samples: usize,
+        dec_rows: usize,
+    ) -> Result<()> {
+        if samples == 0 {
+            return Err(Error::config(
+                "samples per data point",
+                0,
+                "must be at least 1",
+            ));
+        }
+        if let Some(t) = self.params {
+            t.get(params)?;
+        }
+        holds("data rows", x, dec_rows.div_ceil(samples), self.dim)?;
+        holds("decoder output", a, dec_rows, self.out_width())
     }
 
     /// Writes dL/da for L = -scale * sum_r c_r log p(x|a_r) into `da` (c_r = `row_weights[r]`,
@@ -395,8 +424,17 @@ impl LikelihoodHead {
         da: &mut [T],
         grads: &mut [T],
         dec_rows: usize,
-    ) {
+    ) -> Result<()> {
         let (d, w) = (self.dim, self.out_width());
+        self.check(params, x, a, samples, dec_rows)?;
+        holds("likelihood cache", cache, dec_rows, w)?;
+        holds("output gradient", da, dec_rows, w)?;
+        if let Some(rw) = row_weights {
+            holds("row weights", rw, dec_rows, 1)?;
+        }
+        if let Some(t) = self.params {
+            t.get(grads)?;
+        }
         let lik = self.choice.as_dyn::<T>();
         let own = self.own_params(params);
         let weight = |r: usize| row_weights.map_or(scale, |wr| scale * wr[r]);
@@ -415,5 +453,6 @@ impl LikelihoodHead {
                 lik.grad_params(own, xr, ar, cr, weight(r), dp);
             }
         }
+        Ok(())
     }
 }

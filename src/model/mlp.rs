@@ -1,10 +1,12 @@
 //! A multi-layer perceptron of any depth: dense layers each followed by an activation.
 
+use crate::error::{Error, Result};
 use crate::kernels::SparseRows;
 use crate::kernels::scalar::Float;
 use crate::model::activation::Activation;
 use crate::model::dense::Dense;
 use crate::model::params::Layout;
+use crate::model::shape::holds;
 
 /// One dense layer and its activation.
 #[derive(Clone, Debug)]
@@ -28,6 +30,10 @@ pub struct Mlp {
 /// at density 0.5 they take longer than the dense ones.
 pub const SPARSE_INPUT_DENSITY: f64 = 0.3;
 
+/// The most values the buffers of one stack may hold: 2^36 (256 GiB in f32), past any machine
+/// this runs on; a larger request is a mistake, refused before allocating.
+const MAX_BUFFER: usize = 1 << 36;
+
 /// Per-layer outputs of an [`Mlp`] for a batch, kept for the backward pass.
 #[derive(Clone, Debug)]
 pub struct MlpBuffers<T> {
@@ -39,6 +45,7 @@ pub struct MlpBuffers<T> {
     input_t: SparseRows<T>,
     input_is_sparse: bool,
     allow_sparse_input: bool,
+    max_rows: usize,
 }
 
 impl<T> MlpBuffers<T> {
@@ -79,10 +86,21 @@ impl Mlp {
         self.layers.last().map(|l| l.dense.n_out)
     }
 
-    /// Buffers for batches of up to `max_rows` rows.
-    pub fn buffers<T: Float>(&self, max_rows: usize) -> MlpBuffers<T> {
+    /// Buffers for batches of up to `max_rows` rows; [`Error::InvalidConfig`] if they would
+    /// not fit in memory.
+    pub fn buffers<T: Float>(&self, max_rows: usize) -> Result<MlpBuffers<T>> {
         let n_in = self.layers.first().map_or(0, |l| l.dense.n_in);
-        MlpBuffers {
+        let total = self.layers.iter().try_fold(0usize, |t, l| {
+            t.checked_add(max_rows.checked_mul(l.dense.n_out.max(n_in))?)
+        });
+        if total.is_none_or(|t| t > MAX_BUFFER) {
+            return Err(Error::config(
+                "batch rows",
+                max_rows,
+                "too many for the layers' buffers to fit in memory",
+            ));
+        }
+        Ok(MlpBuffers {
             outputs: self
                 .layers
                 .iter()
@@ -92,7 +110,38 @@ impl Mlp {
             input_t: SparseRows::with_capacity(n_in, max_rows),
             input_is_sparse: false,
             allow_sparse_input: true,
+            max_rows,
+        })
+    }
+
+    /// `rows` fits `buf` (made by [`buffers`](Self::buffers) of this stack) and `params`
+    /// holds every layer's tensors.
+    fn check<T: Float>(&self, params: &[T], buf: &MlpBuffers<T>, rows: usize) -> Result<()> {
+        let fits = buf.outputs.len() == self.layers.len()
+            && self
+                .layers
+                .iter()
+                .zip(&buf.outputs)
+                .all(|(l, o)| o.len() == buf.max_rows * l.dense.n_out);
+        if !fits {
+            return Err(Error::shape(
+                "layer buffers",
+                "buffers made by this stack's buffers()",
+                "buffers of another shape",
+            ));
         }
+        if rows > buf.max_rows {
+            return Err(Error::shape(
+                "rows",
+                format!("at most {} (the buffers' size)", buf.max_rows),
+                rows,
+            ));
+        }
+        for l in &self.layers {
+            l.dense.weight.get(params)?;
+            l.dense.bias.get(params)?;
+        }
+        Ok(())
     }
 
     /// Runs every layer on `x`; layer i's output lands in `buf.outputs[i]`.
@@ -103,7 +152,11 @@ impl Mlp {
         buf: &mut MlpBuffers<T>,
         rows: usize,
         threads: usize,
-    ) {
+    ) -> Result<()> {
+        self.check(params, buf, rows)?;
+        if let Some(first) = self.layers.first() {
+            holds("input", x, rows, first.dense.n_in)?;
+        }
         buf.input_is_sparse = false;
         for i in 0..self.layers.len() {
             let layer = &self.layers[i];
@@ -124,20 +177,21 @@ impl Mlp {
                 } else {
                     layer
                         .dense
-                        .forward_without_bias(params, x, out, rows, threads);
+                        .forward_without_bias(params, x, out, rows, threads)?;
                 }
             } else {
                 let input = &before[i - 1][..];
                 layer
                     .dense
-                    .forward_without_bias(params, input, out, rows, threads);
+                    .forward_without_bias(params, input, out, rows, threads)?;
             }
             layer.activation.forward_with_bias(
                 out,
                 Some(layer.dense.bias.of(params)),
                 layer.dense.n_out,
-            );
+            )?;
         }
+        Ok(())
     }
 
     /// Backpropagates through every layer. On entry `grad_a` holds dL/d(output) (`rows x
@@ -155,7 +209,19 @@ impl Mlp {
         mut dx: Option<&mut [T]>,
         rows: usize,
         threads: usize,
-    ) {
+    ) -> Result<()> {
+        self.check(params, buf, rows)?;
+        self.check(grads, buf, rows)?;
+        let widest = self
+            .layers
+            .iter()
+            .map(|l| l.dense.n_out.max(l.dense.n_in))
+            .max();
+        if let (Some(first), Some(widest)) = (self.layers.first(), widest) {
+            holds("input", x, rows, first.dense.n_in)?;
+            holds("output gradient", grad_a, rows, widest)?;
+            holds("gradient scratch", grad_b, rows, widest)?;
+        }
         let (mut cur, mut next) = (grad_a, grad_b);
         for i in (0..self.layers.len()).rev() {
             let layer = &self.layers[i];
@@ -163,7 +229,7 @@ impl Mlp {
             let g = &mut cur[..rows * width];
             layer
                 .activation
-                .backward(&buf.outputs[i][..rows * width], g, width);
+                .backward(&buf.outputs[i][..rows * width], g, width)?;
             let input = if i == 0 { x } else { &buf.outputs[i - 1][..] };
             let target = if i == 0 {
                 dx.as_deref_mut()
@@ -178,9 +244,10 @@ impl Mlp {
             } else {
                 layer
                     .dense
-                    .backward(params, input, g, grads, target, rows, threads);
+                    .backward(params, input, g, grads, target, rows, threads)?;
             }
             std::mem::swap(&mut cur, &mut next);
         }
+        Ok(())
     }
 }

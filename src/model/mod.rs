@@ -7,6 +7,7 @@ pub mod gaussian;
 pub mod likelihood;
 pub mod mlp;
 pub mod params;
+mod shape;
 pub mod vae;
 
 pub use activation::Activation;

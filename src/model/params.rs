@@ -3,6 +3,8 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::error::{Error, Result};
+
 /// A named tensor's place in a flat buffer.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TensorSpec {
@@ -42,14 +44,41 @@ impl TensorId {
     pub fn range(self) -> std::ops::Range<usize> {
         self.offset..self.offset + self.len
     }
-    /// This tensor's view of `buf`.
+    /// Number of elements.
     #[inline]
-    pub fn of<T>(self, buf: &[T]) -> &[T] {
+    pub fn len(self) -> usize {
+        self.len
+    }
+    /// Whether it has no elements.
+    #[inline]
+    pub fn is_empty(self) -> bool {
+        self.len == 0
+    }
+    /// This tensor's view of `buf`, or [`Error::Shape`] if `buf` is too short to hold it.
+    pub fn get<T>(self, buf: &[T]) -> Result<&[T]> {
+        let n = buf.len();
+        buf.get(self.range()).ok_or_else(|| self.too_short(n))
+    }
+    /// This tensor's mutable view of `buf`, or [`Error::Shape`] if `buf` is too short.
+    pub fn get_mut<T>(self, buf: &mut [T]) -> Result<&mut [T]> {
+        let n = buf.len();
+        buf.get_mut(self.range()).ok_or_else(|| self.too_short(n))
+    }
+    fn too_short(self, len: usize) -> Error {
+        Error::shape(
+            "parameter buffer",
+            format!("at least {} values", self.offset + self.len),
+            len,
+        )
+    }
+    /// This tensor's view of a buffer already checked to hold it.
+    #[inline]
+    pub(crate) fn of<T>(self, buf: &[T]) -> &[T] {
         &buf[self.range()]
     }
-    /// This tensor's mutable view of `buf`.
+    /// This tensor's mutable view of a buffer already checked to hold it.
     #[inline]
-    pub fn of_mut<T>(self, buf: &mut [T]) -> &mut [T] {
+    pub(crate) fn of_mut<T>(self, buf: &mut [T]) -> &mut [T] {
         &mut buf[self.range()]
     }
 }

@@ -294,13 +294,13 @@ impl Vae {
     ) -> Result<(Vec<T>, Vec<T>)> {
         let rows = self.check_input(params, x, self.input_dim(), "input")?;
         let zd = self.latent_dim();
-        let mut buf = self.encoder.buffers::<T>(rows);
-        self.encoder.forward(params, x, &mut buf, rows, threads);
+        let mut buf = self.encoder.buffers::<T>(rows)?;
+        self.encoder.forward(params, x, &mut buf, rows, threads)?;
         let h = buf.outputs.last().map(|v| &v[..]).unwrap_or(x);
         let mut stats = vec![T::zero(); rows * 2 * zd];
-        self.head.forward(params, h, &mut stats, rows, threads);
+        self.head.forward(params, h, &mut stats, rows, threads)?;
         if let Some(c) = &self.clamp {
-            c.forward(&mut stats, rows);
+            c.forward(&mut stats, rows)?;
         }
         let (mut mu, mut lv) = (Vec::with_capacity(rows * zd), Vec::with_capacity(rows * zd));
         for s in stats.chunks_exact(2 * zd) {
@@ -327,8 +327,8 @@ impl Vae {
     /// ```
     pub fn decode_mean<T: Float>(&self, params: &[T], z: &[T], threads: usize) -> Result<Vec<T>> {
         let rows = self.check_input(params, z, self.latent_dim(), "latent codes")?;
-        let mut buf = self.decoder.buffers::<T>(rows);
-        self.decoder.forward(params, z, &mut buf, rows, threads);
+        let mut buf = self.decoder.buffers::<T>(rows)?;
+        self.decoder.forward(params, z, &mut buf, rows, threads)?;
         let a = buf.outputs.pop().unwrap_or_default();
         let (d, w) = (self.input_dim(), self.likelihood.out_width());
         let lik = self.likelihood.choice.as_dyn::<T>();
@@ -346,7 +346,8 @@ impl Vae {
         let mut params = vec![T::zero(); self.num_params()];
         let mut rng = crate::rng::stream(seed, crate::rng::Purpose::Init, 0);
         for layer in self.dense_layers() {
-            layer.init(&mut params, &mut rng);
+            // The buffer was made for this layout, so every tensor fits.
+            let _ = layer.init(&mut params, &mut rng);
         }
         if let Some(t) = self.likelihood.params {
             self.likelihood

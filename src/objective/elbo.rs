@@ -84,10 +84,10 @@ impl<T: Float> Workspace<T> {
             threads: threads.max(1),
             x: zeros(max_rows * d),
             eps: zeros(dec_rows * zd),
-            enc: vae.encoder.buffers(max_rows),
+            enc: vae.encoder.buffers(max_rows)?,
             stats: zeros(max_rows * 2 * zd),
             z: zeros(dec_rows * zd),
-            dec: vae.decoder.buffers(dec_rows),
+            dec: vae.decoder.buffers(dec_rows)?,
             log_px_z: zeros(dec_rows),
             kl: zeros(max_rows),
             lik_cache: zeros(dec_rows * vae.likelihood.out_width()),
@@ -268,7 +268,7 @@ impl<'a> Elbo<'a> {
         rows: usize,
     ) -> Result<BatchElbo> {
         ws.check_call(self.vae, params, rows)?;
-        Ok(self.forward_unchecked(params, ws, rows))
+        self.forward_unchecked(params, ws, rows)
     }
 
     /// [`forward`](Self::forward) once its sizes are checked.
@@ -277,20 +277,21 @@ impl<'a> Elbo<'a> {
         params: &[T],
         ws: &mut Workspace<T>,
         rows: usize,
-    ) -> BatchElbo {
+    ) -> Result<BatchElbo> {
         ws.forward_rows = Some(rows);
         let vae = self.vae;
         let t = ws.threads;
         let l = ws.samples;
-        vae.encoder.forward(params, &ws.x, &mut ws.enc, rows, t);
+        vae.encoder.forward(params, &ws.x, &mut ws.enc, rows, t)?;
         let h = ws.enc.outputs.last().map(|v| &v[..]).unwrap_or(&ws.x);
-        vae.head.forward(params, h, &mut ws.stats, rows, t);
+        vae.head.forward(params, h, &mut ws.stats, rows, t)?;
         if let Some(c) = &vae.clamp {
-            c.forward(&mut ws.stats, rows);
+            c.forward(&mut ws.stats, rows)?;
         }
         self.reparam(ws)
-            .forward(&ws.stats, &ws.eps, &mut ws.z, rows);
-        vae.decoder.forward(params, &ws.z, &mut ws.dec, rows * l, t);
+            .forward(&ws.stats, &ws.eps, &mut ws.z, rows)?;
+        vae.decoder
+            .forward(params, &ws.z, &mut ws.dec, rows * l, t)?;
         let out = ws.dec.outputs.last().expect("decoder has a layer");
         vae.likelihood.forward(
             params,
@@ -300,15 +301,15 @@ impl<'a> Elbo<'a> {
             &mut ws.log_px_z,
             &mut ws.lik_cache,
             rows * l,
-        );
-        vae.kl.forward(&ws.stats, &mut ws.kl, rows);
+        )?;
+        vae.kl.forward(&ws.stats, &mut ws.kl, rows)?;
         let recon = ws.log_px_z[..rows * l]
             .iter()
             .map(|v| v.as_f64())
             .sum::<f64>()
             / (rows * l) as f64;
         let kl = ws.kl[..rows].iter().map(|v| v.as_f64()).sum::<f64>() / rows as f64;
-        BatchElbo { recon, kl }
+        Ok(BatchElbo { recon, kl })
     }
 
     /// Writes into `grads` the gradient of the batch mean of `-recon + beta KL` with respect to
@@ -331,8 +332,7 @@ impl<'a> Elbo<'a> {
         grads: &mut [T],
     ) -> Result<()> {
         ws.check_backward(self.vae, params, rows, grads)?;
-        self.backward_unchecked(params, ws, rows, beta, grads);
-        Ok(())
+        self.backward_unchecked(params, ws, rows, beta, grads)
     }
 
     /// [`backward`](Self::backward) once its sizes are checked.
@@ -343,18 +343,18 @@ impl<'a> Elbo<'a> {
         rows: usize,
         beta: T,
         grads: &mut [T],
-    ) {
+    ) -> Result<()> {
         let scale = T::one() / T::of((rows * ws.samples) as f64);
-        self.backward_decoder(params, ws, rows, scale, false, grads);
+        self.backward_decoder(params, ws, rows, scale, false, grads)?;
         let zd = self.vae.latent_dim();
         let reparam = self.reparam(ws);
         let dstats = &mut ws.dstats[..rows * 2 * zd];
         dstats.fill(T::zero());
-        reparam.backward(&ws.stats, &ws.eps, &ws.dz, dstats, rows);
+        reparam.backward(&ws.stats, &ws.eps, &ws.dz, dstats, rows)?;
         self.vae
             .kl
-            .backward(&ws.stats, beta / T::of(rows as f64), dstats, rows);
-        self.backward_encoder(params, ws, rows, grads);
+            .backward(&ws.stats, beta / T::of(rows as f64), dstats, rows)?;
+        self.backward_encoder(params, ws, rows, grads)
     }
 
     /// Steps 1-2 of the backward pass: from -scale * sum_r c_r log p(x|z_r) to dL/dz in
@@ -367,7 +367,7 @@ impl<'a> Elbo<'a> {
         scale: T,
         weighted: bool,
         grads: &mut [T],
-    ) {
+    ) -> Result<()> {
         let vae = self.vae;
         let (t, l) = (ws.threads, ws.samples);
         let dec_rows = rows * l;
@@ -384,7 +384,7 @@ impl<'a> Elbo<'a> {
             &mut ws.grad_a,
             grads,
             dec_rows,
-        );
+        )?;
         vae.decoder.backward(
             params,
             &ws.z,
@@ -395,7 +395,7 @@ impl<'a> Elbo<'a> {
             Some(&mut ws.dz),
             dec_rows,
             t,
-        );
+        )
     }
 
     /// Step 4: from dL/d(mu, logvar) in `ws.dstats` back through the head and the encoder.
@@ -405,11 +405,11 @@ impl<'a> Elbo<'a> {
         ws: &mut Workspace<T>,
         rows: usize,
         grads: &mut [T],
-    ) {
+    ) -> Result<()> {
         let vae = self.vae;
         let t = ws.threads;
         if let Some(c) = &vae.clamp {
-            c.backward(&ws.stats, &mut ws.dstats, rows);
+            c.backward(&ws.stats, &mut ws.dstats, rows)?;
         }
         let dstats = &ws.dstats[..rows * 2 * vae.latent_dim()];
         let has_hidden = !vae.encoder.layers.is_empty();
@@ -419,7 +419,7 @@ impl<'a> Elbo<'a> {
         } else {
             None
         };
-        vae.head.backward(params, h, dstats, grads, dh, rows, t);
+        vae.head.backward(params, h, dstats, grads, dh, rows, t)?;
         if has_hidden {
             vae.encoder.backward(
                 params,
@@ -431,8 +431,9 @@ impl<'a> Elbo<'a> {
                 None,
                 rows,
                 t,
-            );
+            )?;
         }
+        Ok(())
     }
 
     /// Checks a batch given by a caller: `x` must hold whole rows of width D with finite values
@@ -503,7 +504,7 @@ impl<'a> Elbo<'a> {
         ws.x[..x.len()].copy_from_slice(x);
         let mut rng = crate::rng::stream(seed, crate::rng::Purpose::Eval, 0);
         crate::rng::fill_normal(&mut rng, &mut ws.eps);
-        self.forward_unchecked(params, &mut ws, rows);
+        self.forward_unchecked(params, &mut ws, rows)?;
         Ok((0..rows)
             .map(|b| (ws.recon_of(b), ws.kl[b].as_f64()))
             .collect())

@@ -87,7 +87,7 @@ impl<'a> Iwae<'a> {
         rows: usize,
     ) -> Result<IwBatch> {
         ws.check_call(self.vae, params, rows)?;
-        Ok(self.forward_unchecked(params, ws, rows))
+        self.forward_unchecked(params, ws, rows)
     }
 
     /// [`forward`](Self::forward) once its sizes are checked.
@@ -96,8 +96,8 @@ impl<'a> Iwae<'a> {
         params: &[T],
         ws: &mut Workspace<T>,
         rows: usize,
-    ) -> IwBatch {
-        let elbo = Elbo::new(self.vae).forward_unchecked(params, ws, rows);
+    ) -> Result<IwBatch> {
+        let elbo = Elbo::new(self.vae).forward_unchecked(params, ws, rows)?;
         let zd = self.vae.latent_dim();
         log_weights(ws, zd, rows);
         let k = ws.samples();
@@ -111,10 +111,10 @@ impl<'a> Iwae<'a> {
                 ws.weights[b * k + i] = T::of((ws.log_w[b * k + i].as_f64() - m).exp() / sum);
             }
         }
-        IwBatch {
+        Ok(IwBatch {
             bound: bound / rows as f64,
             elbo,
-        }
+        })
     }
 
     /// Writes into `grads` the gradient of -(1/B) sum_b log (1/k) sum_i w_bi (eps held fixed),
@@ -137,8 +137,7 @@ impl<'a> Iwae<'a> {
         grads: &mut [T],
     ) -> Result<()> {
         ws.check_backward(self.vae, params, rows, grads)?;
-        self.backward_unchecked(params, ws, rows, grads);
-        Ok(())
+        self.backward_unchecked(params, ws, rows, grads)
     }
 
     /// [`backward`](Self::backward) once its sizes are checked.
@@ -148,10 +147,10 @@ impl<'a> Iwae<'a> {
         ws: &mut Workspace<T>,
         rows: usize,
         grads: &mut [T],
-    ) {
+    ) -> Result<()> {
         let elbo = Elbo::new(self.vae);
         let inv_b = T::one() / T::of(rows as f64);
-        elbo.backward_decoder(params, ws, rows, inv_b, true, grads);
+        elbo.backward_decoder(params, ws, rows, inv_b, true, grads)?;
         let (zd, k) = (self.vae.latent_dim(), ws.samples());
         for r in 0..rows * k {
             let c = ws.weights[r] * inv_b;
@@ -162,14 +161,14 @@ impl<'a> Iwae<'a> {
         let reparam = elbo.reparam(ws);
         let dstats = &mut ws.dstats[..rows * 2 * zd];
         dstats.fill(T::zero());
-        reparam.backward(&ws.stats, &ws.eps, &ws.dz, dstats, rows);
+        reparam.backward(&ws.stats, &ws.eps, &ws.dz, dstats, rows)?;
         let half = T::of(0.5) * inv_b;
         for b in 0..rows {
             for j in 0..zd {
                 dstats[b * 2 * zd + zd + j] -= half;
             }
         }
-        elbo.backward_encoder(params, ws, rows, grads);
+        elbo.backward_encoder(params, ws, rows, grads)
     }
 }
 
@@ -219,7 +218,7 @@ pub(crate) fn point_log_weights<T: Float>(
     kmax: usize,
     seed: u64,
     index: u64,
-) -> (f64, f64, Vec<f64>) {
+) -> Result<(f64, f64, Vec<f64>)> {
     let (zd, chunk) = (vae.latent_dim(), ws.samples());
     let mut rng = stream(seed, Purpose::Importance, index);
     let mut log_w = Vec::with_capacity(kmax);
@@ -227,14 +226,14 @@ pub(crate) fn point_log_weights<T: Float>(
     let elbo = Elbo::new(vae);
     while log_w.len() < kmax {
         fill_normal(&mut rng, &mut ws.eps[..chunk * zd]);
-        elbo.forward_unchecked(params, ws, 1);
+        elbo.forward_unchecked(params, ws, 1)?;
         log_weights(ws, zd, 1);
         let take = chunk.min(kmax - log_w.len());
         recon += ws.log_px_z[..take].iter().map(|v| v.as_f64()).sum::<f64>();
         log_w.extend(ws.log_w[..take].iter().map(|v| v.as_f64()));
         kl = ws.kl[0].as_f64();
     }
-    (recon / kmax as f64, kl, log_w)
+    Ok((recon / kmax as f64, kl, log_w))
 }
 
 /// Estimates log p(x) for each k in `ks` (nested: the k-sample estimate uses the first k of
@@ -262,18 +261,19 @@ pub fn estimate_log_marginal<T: Float>(
     data.check_for(vae.input_dim(), &vae.likelihood.choice.domain())?;
     let chunk = CHUNK.min(kmax);
     let d = vae.input_dim();
+    let first = Workspace::<T>::new(vae, 1, chunk, 1)?;
     let per_point: Vec<(f64, f64, Vec<f64>)> = parallelism.run(|| {
         (0..data.len())
             .into_par_iter()
             .map_init(
-                || Workspace::<T>::new(vae, 1, chunk, 1).expect("sizes checked"),
+                || first.clone(),
                 |ws, p| {
                     data.gather_unchecked(&[p], &mut ws.x[..d]);
                     point_log_weights(vae, params, ws, kmax, seed, p as u64)
                 },
             )
-            .collect()
-    });
+            .collect::<Result<_>>()
+    })?;
     let n = per_point.len() as f64;
     let recon = per_point.iter().map(|p| p.0).sum::<f64>() / n;
     let kl = per_point.iter().map(|p| p.1).sum::<f64>() / n;

@@ -17,7 +17,7 @@ pub(crate) fn evaluate_into<T: Float>(
     data: &Dataset,
     ws: &mut Workspace<T>,
     seed: u64,
-) -> Evaluation {
+) -> Result<Evaluation> {
     let elbo = Elbo::new(vae);
     let (d, zd, l) = (vae.input_dim(), vae.latent_dim(), ws.samples());
     let indices: Vec<usize> = (0..data.len()).collect();
@@ -30,7 +30,7 @@ pub(crate) fn evaluate_into<T: Float>(
             &mut stream(seed, Purpose::Eval, bi as u64),
             &mut ws.eps[..rows * l * zd],
         );
-        let b = elbo.forward_unchecked(params, ws, rows);
+        let b = elbo.forward_unchecked(params, ws, rows)?;
         sum.recon += b.recon * rows as f64;
         sum.kl += b.kl * rows as f64;
         for s in ws.stats[..rows * 2 * zd].chunks_exact(2 * zd) {
@@ -46,7 +46,7 @@ pub(crate) fn evaluate_into<T: Float>(
     let mean_variance: Vec<f64> = (0..zd)
         .map(|j| (s_mu2[j] / n - (s_mu[j] / n).powi(2)).max(0.0))
         .collect();
-    Evaluation {
+    Ok(Evaluation {
         terms: BatchElbo {
             recon: sum.recon / n,
             kl: sum.kl / n,
@@ -60,7 +60,7 @@ pub(crate) fn evaluate_into<T: Float>(
                 .count(),
             mean_variance,
         },
-    }
+    })
 }
 
 /// The ELBO's terms and latent diagnostics over `data` for given parameters, in batches of
@@ -79,5 +79,5 @@ pub fn evaluate<T: Float>(
     }
     data.check_for(vae.input_dim(), &vae.likelihood.choice.domain())?;
     let mut ws = Workspace::new(vae, batch_size, samples, parallelism.count())?;
-    Ok(parallelism.session(|| evaluate_into(vae, params, data, &mut ws, seed)))
+    parallelism.session(|| evaluate_into(vae, params, data, &mut ws, seed))
 }

@@ -322,12 +322,12 @@ impl<T: Float> TrainedVae<T> {
                     || first.clone(),
                     |ws, i| {
                         ws.x[..d].copy_from_slice(&x[i * d..(i + 1) * d]);
-                        let (_, _, log_w) = point_log_weights(vae, params, ws, k, seed, i as u64);
-                        log_mean_exp(log_w.into_iter())
+                        let (_, _, log_w) = point_log_weights(vae, params, ws, k, seed, i as u64)?;
+                        Ok(log_mean_exp(log_w.into_iter()))
                     },
                 )
-                .collect()
-        });
+                .collect::<Result<_>>()
+        })?;
         Ok(Array1::from(estimates))
     }
 }

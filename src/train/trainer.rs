@@ -264,10 +264,10 @@ impl<T: Float> Trainer<T> {
         );
         let beta = self.beta_at(step, steps_per_epoch);
         let (elbo, loss, iw_bound) = if self.config.iw_samples.is_some() {
-            let r = Iwae::new(&self.vae).forward_unchecked(&self.params, &mut self.ws, rows);
+            let r = Iwae::new(&self.vae).forward_unchecked(&self.params, &mut self.ws, rows)?;
             (r.elbo, -r.bound, Some(r.bound))
         } else {
-            let b = Elbo::new(&self.vae).forward_unchecked(&self.params, &mut self.ws, rows);
+            let b = Elbo::new(&self.vae).forward_unchecked(&self.params, &mut self.ws, rows)?;
             (b, b.loss(beta), None)
         };
         if !loss.is_finite() {
@@ -285,7 +285,7 @@ impl<T: Float> Trainer<T> {
                 &mut self.ws,
                 rows,
                 &mut self.grads,
-            );
+            )?;
         } else {
             Elbo::new(&self.vae).backward_unchecked(
                 &self.params,
@@ -293,7 +293,7 @@ impl<T: Float> Trainer<T> {
                 rows,
                 T::of(beta),
                 &mut self.grads,
-            );
+            )?;
         }
         if let Some(c) = self.config.clip_norm {
             clip_grad_norm(&mut self.grads, c);
@@ -313,9 +313,8 @@ impl<T: Float> Trainer<T> {
         self.check_data(data, "evaluation data")?;
         let params = &self.params;
         let (vae, ws, seed) = (&self.vae, &mut self.ws, self.config.seed);
-        Ok(self
-            .parallelism
-            .session(|| evaluate_into(vae, params, data, ws, seed)))
+        self.parallelism
+            .session(|| evaluate_into(vae, params, data, ws, seed))
     }
 
     /// Trains until the configured number of epochs is done (on a resumed run, the rest of
