@@ -87,7 +87,10 @@ impl<T: Float> SparseRows<T> {
     /// Refills from the dense row-major `rows x cols` matrix `x`, keeping entries `!= 0`
     /// (NaN included). Rows are compacted in parallel (`kernels::par`).
     pub fn fill_from_dense(&mut self, x: &[T], rows: usize, cols: usize) {
-        assert!(x.len() >= rows * cols, "fill_from_dense: buffer too small");
+        assert!(
+            rows.checked_mul(cols).is_some_and(|n| n <= x.len()),
+            "fill_from_dense: buffer too small"
+        );
         self.ensure(rows, cols);
         let stride = self.stride;
         let (index, values) = (
@@ -210,9 +213,11 @@ fn rows_body<T: Float>(x: &SparseRows<T>, w: &[T], n: usize, r0: usize, out: &mu
 /// when `threads > 1`.
 pub fn sparse_matmul<T: Float>(x: &SparseRows<T>, w: &[T], n: usize, y: &mut [T], threads: usize) {
     let (m, k) = (x.rows(), x.cols());
-    // Internal invariant: callers size their buffers from validated shapes.
+    // Internal invariant: callers size their buffers from validated shapes. Products are
+    // overflow-checked so that no wrapped size passes.
+    let fits = |a: usize, b: usize, len: usize| a.checked_mul(b).is_some_and(|p| p <= len);
     assert!(
-        w.len() >= k * n && y.len() >= m * n,
+        fits(k, n, w.len()) && fits(m, n, y.len()),
         "sparse_matmul buffers too small"
     );
     let y = &mut y[..m * n];

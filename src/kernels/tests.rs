@@ -135,7 +135,7 @@ fn sparse_matrix(rows: usize, cols: usize, density: f64, seed: u64) -> Vec<f64> 
         .collect()
 }
 
-fn dense_of<T: crate::Float>(s: &SparseRows<T>) -> Vec<T> {
+fn dense_of<T: super::scalar::Float>(s: &SparseRows<T>) -> Vec<T> {
     let mut d = vec![T::zero(); s.rows() * s.cols()];
     for r in 0..s.rows() {
         let (idx, vals) = s.row(r);
@@ -162,7 +162,7 @@ fn on_pool<R: Send>(threads: usize, session: bool, f: impl FnOnce() -> R + Send)
 }
 
 /// Runs `sparse_matmul` on a pool of `threads`.
-fn sparse_product<T: crate::Float>(
+fn sparse_product<T: super::scalar::Float>(
     x: &SparseRows<T>,
     w: &[T],
     n: usize,
@@ -275,7 +275,7 @@ proptest! {
 
 /// A product on `run`, in `T`, from f64 inputs.
 #[allow(clippy::too_many_arguments)]
-fn product<T: crate::Float>(
+fn product<T: super::scalar::Float>(
     (m, n, k): (usize, usize, usize),
     a: &[f64],
     op_a: Op,

@@ -12,7 +12,7 @@ pub mod vae;
 
 pub use activation::Activation;
 pub use dense::Dense;
-pub use gaussian::{KlToStandardNormal, Reparameterize};
+pub use gaussian::{KlToStandardNormal, LogvarClamp, Reparameterize};
 pub use likelihood::{
     CustomLikelihood, DecoderLikelihood, Likelihood, LikelihoodChoice, LikelihoodHead,
     LikelihoodInfo,
