@@ -1,12 +1,14 @@
-//! Train a VAE on your own matrix (.npy or .csv, one row an example) and print each epoch.
+//! Train a VAE on your own matrix (.npy or .csv, one row an example), print each epoch, then
+//! encode the test rows with the trained model.
 //!
-//! cargo run --release --example train_on_your_data -- points.csv
-use elbo::{Likelihood, TrainConfig, Trainer, Vae, VaeConfig};
+//! cargo run --release --features io --example train_on_your_data -- points.csv
+use elbo::{FitOptions, Likelihood, Parallelism, TrainConfig, Trainer, Vae, VaeConfig};
 
 fn main() -> elbo::Result<()> {
-    let path = std::env::args()
-        .nth(1)
-        .expect("usage: train_on_your_data FILE.npy|FILE.csv");
+    let Some(path) = std::env::args().nth(1) else {
+        eprintln!("usage: train_on_your_data FILE.npy|FILE.csv");
+        std::process::exit(2);
+    };
     let data = elbo::files::read_matrix(path.as_ref())?;
     let (train, test) = data.split_at(data.len() * 9 / 10);
     let vae = Vae::new(VaeConfig {
@@ -22,21 +24,19 @@ fn main() -> elbo::Result<()> {
         batch_size: 64.min(train.len()),
         ..TrainConfig::default()
     };
-    let mut trainer = Trainer::<f32>::new(vae, config, &elbo::Parallelism::threads(2)?)?;
-    let options = elbo::FitOptions::new().test(&test).on_epoch(|report, _| {
-        let t = report.test.expect("a test set was given");
-        println!(
-            "epoch {:>2}: test -ELBO {:.3} (KL {:.3})",
-            report.epoch, t.neg_elbo, t.kl
-        );
+    let mut trainer = Trainer::<f32>::new(vae, config, &Parallelism::available()?)?;
+    let options = FitOptions::new().test(&test).on_epoch(|report, _| {
+        if let Some(t) = report.test {
+            println!(
+                "epoch {:>2}: test -ELBO {:.3} (KL {:.3})",
+                report.epoch, t.neg_elbo, t.kl
+            );
+        }
         Ok(())
     });
     trainer.fit(&train, options)?;
-    let (mu, _) = trainer.vae().encode(
-        trainer.params(),
-        &test.to_array::<f32>().into_raw_vec_and_offset().0,
-        1,
-    )?;
-    println!("first test example's latent mean: {:?}", &mu[..2]);
+    let model = trainer.into_model()?;
+    let q = model.encode(test.to_array::<f32>().view())?;
+    println!("first test example's latent mean: {}", q.means.row(0));
     Ok(())
 }

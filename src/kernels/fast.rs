@@ -1,7 +1,7 @@
 //! Vectorisable f32 kernels for the elementwise hot spots (the Bernoulli likelihood and Adam),
 //! compiled for AVX-512 and AVX2 besides the portable baseline and chosen at run time, so the
 //! crate needs no `target-cpu` flag. Each has a plain reference beside it (`*_reference`,
-//! built on the standard library's `exp` and `ln_1p`); `tests/kernels.rs` holds them to it.
+//! built on the standard library's `exp` and `ln_1p`); `src/kernels/tests.rs` holds them to it.
 //!
 //! Results do not depend on which instruction set runs: no fused multiply-adds are used (so
 //! every product is rounded the same way) and row sums keep 16 partial sums whatever the vector
