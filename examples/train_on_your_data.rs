@@ -9,7 +9,7 @@ fn main() -> elbo::Result<()> {
         eprintln!("usage: train_on_your_data FILE.npy|FILE.csv");
         std::process::exit(2);
     };
-    let data = elbo::files::read_matrix(path.as_ref())?;
+    let data = elbo::files::read_matrix(&path)?;
     let (train, test) = data.split_at(data.len() * 9 / 10);
     let vae = Vae::new(VaeConfig {
         input_dim: data.dim(),

@@ -7,7 +7,17 @@ use crate::data::Dataset;
 use crate::error::{Error, Result};
 
 /// Reads a 2-D matrix from a `.npy` or `.csv` file (by extension) as a [`Dataset`].
-pub fn read_matrix(path: &Path) -> Result<Dataset> {
+///
+/// ```
+/// let dir = tempfile::tempdir().unwrap();
+/// let path = dir.path().join("points.csv");
+/// std::fs::write(&path, "x,y\n0.5,1.5\n-2,3\n").unwrap();   // a header row is skipped
+/// let data = elbo::files::read_matrix(&path)?;
+/// assert_eq!((data.len(), data.dim(), data.value(1, 0)), (2, 2, Some(-2.0)));
+/// # Ok::<(), elbo::Error>(())
+/// ```
+pub fn read_matrix(path: impl AsRef<Path>) -> Result<Dataset> {
+    let path = path.as_ref();
     match path
         .extension()
         .and_then(|e| e.to_str())
@@ -159,12 +169,13 @@ fn with_path(e: Error, path: &Path) -> Error {
 
 /// Writes a `rows x cols` matrix to `.npy` (f32) or `.csv` (with `header`), atomically.
 pub fn write_matrix(
-    path: &Path,
+    path: impl AsRef<Path>,
     rows: usize,
     cols: usize,
     values: &[f32],
     header: &[String],
 ) -> Result<()> {
+    let path = path.as_ref();
     let ext = path
         .extension()
         .and_then(|e| e.to_str())

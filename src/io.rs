@@ -7,7 +7,16 @@ use std::path::Path;
 use crate::error::{Error, Result};
 
 /// Writes `bytes` to `path` atomically.
-pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
+///
+/// ```
+/// let dir = tempfile::tempdir().unwrap();
+/// let path = dir.path().join("report.json");
+/// elbo::io::write_atomic(&path, b"{}")?;
+/// assert_eq!(std::fs::read(&path).unwrap(), b"{}");
+/// # Ok::<(), elbo::Error>(())
+/// ```
+pub fn write_atomic(path: impl AsRef<Path>, bytes: &[u8]) -> Result<()> {
+    let path = path.as_ref();
     let dir = match path.parent() {
         Some(p) if !p.as_os_str().is_empty() => p,
         _ => Path::new("."),

@@ -33,12 +33,13 @@ fn write_png(
 /// Writes `images` (each `h x w` values in [0, 1], row-major) as a grid with `cols` tiles per
 /// row, each pixel drawn `scale` times larger. Returns the picture's (width, height).
 pub fn write_grid(
-    path: &Path,
+    path: impl AsRef<Path>,
     images: &[Vec<f32>],
     (h, w): (usize, usize),
     cols: usize,
     scale: usize,
 ) -> Result<(usize, usize)> {
+    let path = path.as_ref();
     if images.is_empty() || cols == 0 || scale == 0 || images.iter().any(|im| im.len() != h * w) {
         return Err(Error::shape(
             "picture grid",
@@ -78,7 +79,13 @@ const PALETTE: [[u8; 3]; 10] = [
 ];
 
 /// A `size x size` scatter of 2-D points coloured by label, on [-4, 4]^2 with axes through 0.
-pub fn write_scatter(path: &Path, points: &[(f32, f32)], labels: &[u8], size: usize) -> Result<()> {
+pub fn write_scatter(
+    path: impl AsRef<Path>,
+    points: &[(f32, f32)],
+    labels: &[u8],
+    size: usize,
+) -> Result<()> {
+    let path = path.as_ref();
     let mut px = vec![255u8; size * size * 3];
     let to_px = |v: f32| (((v + 4.0) / 8.0) * (size - 1) as f32).round() as i64;
     for i in 0..size {
@@ -104,7 +111,8 @@ pub fn write_scatter(path: &Path, points: &[(f32, f32)], labels: &[u8], size: us
 
 /// Training curves: train and test -ELBO, reconstruction term (-E[log p(x|z)]) and KL per
 /// epoch, as an SVG.
-pub fn write_curves(path: &Path, epochs: &[EpochReport]) -> Result<()> {
+pub fn write_curves(path: impl AsRef<Path>, epochs: &[EpochReport]) -> Result<()> {
+    let path = path.as_ref();
     use plotters::prelude::*;
     if epochs.is_empty() {
         return Ok(());
@@ -199,10 +207,11 @@ pub fn write_gallery<T: crate::kernels::scalar::Float>(
     vae: &crate::model::Vae,
     params: &[T],
     data: &crate::data::Dataset,
-    dir: &Path,
+    dir: impl AsRef<Path>,
     seed: u64,
     threads: usize,
 ) -> Result<Vec<std::path::PathBuf>> {
+    let dir = dir.as_ref();
     let shape = data
         .image_shape
         .or_else(|| {

@@ -26,6 +26,14 @@ pub enum Purpose {
 }
 
 /// The stream for (seed, purpose, index).
+///
+/// ```
+/// use elbo::rng::{Purpose, fill_normal, stream};
+/// let (mut a, mut b) = ([0f64; 3], [0f64; 3]);
+/// fill_normal(&mut stream(7, Purpose::Noise, 12), &mut a);
+/// fill_normal(&mut stream(7, Purpose::Noise, 12), &mut b);
+/// assert_eq!(a, b);                                     // same (seed, purpose, index), same draws
+/// ```
 pub fn stream(seed: u64, purpose: Purpose, index: u64) -> ChaCha8Rng {
     // Spread the purpose over the seed with a large odd constant so that nearby seeds and
     // purposes do not collide.

@@ -24,6 +24,13 @@ pub struct Factors {
 
 impl Factors {
     /// `values` holds `values.len() / names.len()` rows of one value per name.
+    ///
+    /// ```
+    /// use elbo::data::Factors;
+    /// let f = Factors::new(vec!["scale".into(), "angle".into()], vec![0.5, 0.0, 1.0, 3.1])?;
+    /// assert_eq!((f.len(), f.get(1, "angle")), (2, Some(3.1)));
+    /// # Ok::<(), elbo::Error>(())
+    /// ```
     pub fn new(names: Vec<String>, values: Vec<f64>) -> Result<Self> {
         if names.is_empty() || !values.len().is_multiple_of(names.len()) {
             return Err(Error::shape(
@@ -105,6 +112,17 @@ pub struct Dataset {
 
 impl Dataset {
     /// From bytes (grey levels 0..=255), `rows x cols`.
+    ///
+    /// ```
+    /// // Two 3-pixel images, grey levels 0..=255 read as value / 255.
+    /// let data = elbo::Dataset::from_bytes(2, 3, vec![0, 255, 51, 10, 20, 30])?;
+    /// let mut batch = vec![0f32; 2 * 3];
+    /// data.gather(&[1, 0], &mut batch)?;            // rows in any order
+    /// assert_eq!(batch[3..], [0.0, 1.0, 0.2]);
+    /// assert!(data.gather(&[2], &mut batch).is_err()); // no row 2: an error, not a panic
+    /// assert!(elbo::Dataset::from_bytes(2, 3, vec![0; 5]).is_err());
+    /// # Ok::<(), elbo::Error>(())
+    /// ```
     pub fn from_bytes(rows: usize, cols: usize, data: Vec<u8>) -> Result<Self> {
         Self::check_shape(rows, cols, data.len())?;
         Ok(Self::new(rows, cols, Pixels::U8(data)))

@@ -19,7 +19,8 @@ pub struct IdxArray {
 const TYPE_U8: u8 = 0x08;
 
 /// Reads an IDX file of unsigned bytes, raw or gzipped (detected from its first two bytes).
-pub fn read_idx(path: &Path) -> Result<IdxArray> {
+pub fn read_idx(path: impl AsRef<Path>) -> Result<IdxArray> {
+    let path = path.as_ref();
     let file = std::fs::File::open(path).map_err(|e| Error::io("opening", path, e))?;
     let mut reader = std::io::BufReader::new(file);
     let mut magic2 = [0u8; 2];
@@ -48,7 +49,8 @@ fn read_full(r: &mut impl Read, buf: &mut [u8]) -> std::io::Result<usize> {
 
 /// Parses an IDX stream (already decompressed). The header is checked, and the size it claims
 /// is bounded, before anything is allocated; the stream must then hold exactly that much data.
-pub fn parse_idx(mut r: impl Read, path: &Path) -> Result<IdxArray> {
+pub fn parse_idx(mut r: impl Read, path: impl AsRef<Path>) -> Result<IdxArray> {
+    let path = path.as_ref();
     let bad = |reason: String| Error::malformed(path, reason);
     // A decompressor reports a corrupt or cut-short stream as invalid data or an early end:
     // those are faults of the file, not of the disk.
@@ -121,7 +123,18 @@ pub fn parse_idx(mut r: impl Read, path: &Path) -> Result<IdxArray> {
 pub const MAX_ELEMENTS: usize = 1 << 30;
 
 /// Writes an uncompressed IDX file of unsigned bytes (for tests and tools).
-pub fn write_idx(path: &Path, dims: &[usize], data: &[u8]) -> Result<()> {
+///
+/// ```
+/// use elbo::data::idx::{read_idx, write_idx};
+/// let dir = tempfile::tempdir().unwrap();
+/// let path = dir.path().join("tiny-idx3-ubyte");
+/// write_idx(&path, &[2, 2, 2], &[1, 2, 3, 4, 5, 6, 7, 8])?;
+/// let back = read_idx(&path)?;
+/// assert_eq!((back.dims, back.data[7]), (vec![2, 2, 2], 8));
+/// # Ok::<(), elbo::Error>(())
+/// ```
+pub fn write_idx(path: impl AsRef<Path>, dims: &[usize], data: &[u8]) -> Result<()> {
+    let path = path.as_ref();
     let mut bytes = vec![0, 0, TYPE_U8, dims.len() as u8];
     for &d in dims {
         bytes.extend_from_slice(&(d as u32).to_be_bytes());

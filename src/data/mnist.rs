@@ -30,7 +30,8 @@ fn find(dir: &Path, stem: &str) -> Result<PathBuf> {
 }
 
 /// Loads one split of MNIST from `dir`, with labels; images are kept as bytes.
-pub fn load(dir: &Path, split: Split) -> Result<Dataset> {
+pub fn load(dir: impl AsRef<Path>, split: Split) -> Result<Dataset> {
+    let dir = dir.as_ref();
     let prefix = match split {
         Split::Train => "train",
         Split::Test => "t10k",

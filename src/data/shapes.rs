@@ -95,6 +95,16 @@ pub const FACTOR_NAMES: [&str; 5] = ["shape", "scale", "rotation", "x", "y"];
 
 /// Images `start .. start + count` of the `shapes` set for `seed`, with their factors and
 /// shape labels.
+///
+/// ```
+/// let ds = elbo::data::shapes::generate(0, 0, 10)?;
+/// assert_eq!((ds.len(), ds.dim(), ds.image_shape), (10, 784, Some((28, 28))));
+/// let f = ds.factors.as_ref().unwrap();
+/// assert_eq!(f.names()[0], "shape");
+/// // A pure function of (seed, index): image 5 of a set starting at 5 is image 5 here.
+/// assert_eq!(elbo::data::shapes::generate(0, 5, 1)?.row(0), ds.row(5));
+/// # Ok::<(), elbo::Error>(())
+/// ```
 pub fn generate(seed: u64, start: u64, count: usize) -> Result<Dataset> {
     let factors: Vec<ShapeFactors> = (0..count as u64)
         .map(|i| ShapeFactors::draw(seed, start + i))

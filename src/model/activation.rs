@@ -80,6 +80,18 @@ impl Activation {
     }
 
     /// y = f(a), in place over a buffer of `cols`-wide rows.
+    ///
+    /// ```
+    /// use elbo::Activation;
+    /// let mut a = vec![-1.0f64, 0.5, 2.0, -3.0];
+    /// Activation::Relu.forward(&mut a, 2)?;            // two rows of two
+    /// assert_eq!(a, [0.0, 0.5, 2.0, 0.0]);
+    /// let mut g = vec![1.0; 4];                         // dL/dy
+    /// Activation::Relu.backward(&a, &mut g, 2)?;       // dL/da, written through y
+    /// assert_eq!(g, [0.0, 1.0, 1.0, 0.0]);
+    /// assert!(Activation::Relu.forward(&mut a, 3).is_err()); // 4 values are not rows of 3
+    /// # Ok::<(), elbo::Error>(())
+    /// ```
     pub fn forward<T: Float>(&self, a: &mut [T], cols: usize) -> Result<()> {
         self.forward_with_bias(a, None, cols)
     }

@@ -22,6 +22,21 @@ pub struct Dense {
 
 impl Dense {
     /// Registers the layer's tensors `{name}.weight` and `{name}.bias` in `layout`.
+    ///
+    /// ```
+    /// use elbo::model::{Dense, Layout};
+    /// let mut layout = Layout::new();
+    /// let layer = Dense::new(&mut layout, "d", 2, 1); // W: 2 x 1, b: 1
+    /// let params = vec![3.0f64, -1.0, 0.5];             // W = [3, -1]^T, b = 0.5
+    /// let x = [1.0, 2.0];
+    /// let mut y = [0.0];
+    /// layer.forward(&params, &x, &mut y, 1, 1)?;
+    /// assert_eq!(y, [3.0 - 2.0 + 0.5]);
+    /// let (mut grads, mut dx) = (vec![0.0; 3], vec![0.0; 2]);
+    /// layer.backward(&params, &x, &[1.0], &mut grads, Some(&mut dx), 1, 1)?;
+    /// assert_eq!((grads, dx), (vec![1.0, 2.0, 1.0], vec![3.0, -1.0])); // x^T G, sum G, G W^T
+    /// # Ok::<(), elbo::Error>(())
+    /// ```
     pub fn new(layout: &mut Layout, name: &str, n_in: usize, n_out: usize) -> Self {
         let weight = layout.push(format!("{name}.weight"), &[n_in, n_out]);
         let bias = layout.push(format!("{name}.bias"), &[n_out]);

@@ -20,6 +20,15 @@ pub struct Reparameterize {
 
 impl Reparameterize {
     /// `z[b L + l] = mu[b] + exp(logvar[b] / 2) * eps[b L + l]`, for `rows` data points.
+    ///
+    /// ```
+    /// use elbo::model::Reparameterize;
+    /// let stats = [1.0f64, (4.0f64).ln()];                 // mu = 1, sigma^2 = 4
+    /// let mut z = [0.0];
+    /// Reparameterize { latent: 1, samples: 1 }.forward(&stats, &[0.5], &mut z, 1)?;
+    /// assert!((z[0] - 2.0).abs() < 1e-12);                  // 1 + 2 * 0.5
+    /// # Ok::<(), elbo::Error>(())
+    /// ```
     pub fn forward<T: Float>(
         &self,
         stats: &[T],
@@ -87,6 +96,17 @@ pub struct KlToStandardNormal {
 impl KlToStandardNormal {
     /// One KL per row. `exp(v) - 1 - v` is computed as `expm1(v) - v`, which keeps precision for
     /// small v and gives exactly 0 at the prior.
+    ///
+    /// ```
+    /// use elbo::model::KlToStandardNormal;
+    /// let kl = KlToStandardNormal { latent: 2 };
+    /// let (mut k, mut d) = ([0.0f64], [0.0; 4]);
+    /// kl.forward(&[0.0, 0.0, 0.0, 0.0], &mut k, 1)?;     // q = p: KL = 0
+    /// assert_eq!(k, [0.0]);
+    /// kl.backward(&[1.0, 0.0, 0.0, 0.0], 1.0, &mut d, 1)?; // dKL/dmu = mu
+    /// assert_eq!(d, [1.0, 0.0, 0.0, 0.0]);
+    /// # Ok::<(), elbo::Error>(())
+    /// ```
     pub fn forward<T: Float>(&self, stats: &[T], kl: &mut [T], rows: usize) -> Result<()> {
         let zd = self.latent;
         holds("posterior statistics", stats, rows, 2 * zd)?;
@@ -141,6 +161,14 @@ pub struct LogvarClamp {
 
 impl LogvarClamp {
     /// logvar <- min(max(logvar, -c), c), in place.
+    ///
+    /// ```
+    /// use elbo::model::LogvarClamp;
+    /// let mut stats = [0.3f64, 25.0];                       // mu, logvar
+    /// LogvarClamp { latent: 1, limit: 10.0 }.forward(&mut stats, 1)?;
+    /// assert_eq!(stats, [0.3, 10.0]);
+    /// # Ok::<(), elbo::Error>(())
+    /// ```
     pub fn forward<T: Float>(&self, stats: &mut [T], rows: usize) -> Result<()> {
         let (zd, c) = (self.latent, T::of(self.limit));
         holds("posterior statistics", stats, rows, 2 * zd)?;

@@ -64,6 +64,19 @@ impl<T> MlpBuffers<T> {
 impl Mlp {
     /// Layers of widths `widths[0] -> widths[1] -> ...`, named `{name}.{i}`; hidden layers use
     /// `hidden`, the last layer uses `last`.
+    ///
+    /// ```
+    /// use elbo::model::{Layout, Mlp};
+    /// use elbo::Activation;
+    /// let mut layout = Layout::new();
+    /// let mlp = Mlp::new(&mut layout, "m", &[3, 4, 2], Activation::Tanh, Activation::Identity);
+    /// let params = vec![0.1f64; layout.len()];
+    /// let mut buf = mlp.buffers::<f64>(5)?;              // up to 5 rows
+    /// mlp.forward(&params, &[0.5; 2 * 3], &mut buf, 2, 1)?;
+    /// assert_eq!(buf.outputs[1][..4].len(), 2 * 2);
+    /// assert!(mlp.forward(&params, &[0.5; 6 * 3], &mut buf, 6, 1).is_err()); // 6 > 5 rows
+    /// # Ok::<(), elbo::Error>(())
+    /// ```
     pub fn new(
         layout: &mut Layout,
         name: &str,

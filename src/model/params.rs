@@ -96,6 +96,17 @@ impl Layout {
         Self::default()
     }
     /// Appends a tensor and returns its handle.
+    ///
+    /// ```
+    /// use elbo::model::Layout;
+    /// let mut layout = Layout::new();
+    /// let w = layout.push("w", &[2, 3]);
+    /// let b = layout.push("b", &[3]);
+    /// let params: Vec<f32> = (0..layout.len()).map(|i| i as f32).collect();
+    /// assert_eq!(b.get(&params)?, &[6.0, 7.0, 8.0]);
+    /// assert!(w.get(&params[..4]).is_err());              // too short a buffer
+    /// # Ok::<(), elbo::Error>(())
+    /// ```
     pub fn push(&mut self, name: impl Into<String>, shape: &[usize]) -> TensorId {
         let spec = TensorSpec {
             name: name.into(),

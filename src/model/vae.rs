@@ -139,6 +139,14 @@ pub struct Vae {
 
 impl Vae {
     /// Builds the structure for `config`.
+    ///
+    /// ```
+    /// use elbo::{Vae, VaeConfig};
+    /// let vae = Vae::new(VaeConfig::mnist())?;             // 784-400-20-400-784
+    /// assert_eq!((vae.num_params(), vae.latent_dim()), (652_824, 20));
+    /// assert!(Vae::new(VaeConfig { latent_dim: 0, ..VaeConfig::mnist() }).is_err());
+    /// # Ok::<(), elbo::Error>(())
+    /// ```
     pub fn new(config: VaeConfig) -> Result<Self> {
         let choice = LikelihoodChoice::Builtin(config.likelihood);
         Self::build(config, choice)

@@ -239,6 +239,19 @@ pub(crate) fn point_log_weights<T: Float>(
 /// Estimates log p(x) for each k in `ks` (nested: the k-sample estimate uses the first k of
 /// max(ks) draws per point) on `data`, in parallel over points on `parallelism`'s threads. Each
 /// point's draws come from its own stream, so results do not depend on the thread count.
+///
+/// ```
+/// use elbo::{Parallelism, Vae, VaeConfig};
+/// let data = elbo::data::shapes::generate(0, 0, 4)?;
+/// let vae = Vae::new(VaeConfig { latent_dim: 2, ..VaeConfig::mnist() })?;
+/// let params: Vec<f32> = vae.init_params(0);
+/// let r = elbo::objective::estimate_log_marginal(&vae, &params, &data, &[1, 50], 0,
+///     &Parallelism::threads(1)?)?;
+/// // One estimate per k, each the mean over points with its standard error.
+/// assert_eq!((r.estimates[1].k, r.points), (50, 4));
+/// assert!(r.estimates.iter().all(|e| e.log_px.is_finite() && e.std_err >= 0.0));
+/// # Ok::<(), elbo::Error>(())
+/// ```
 pub fn estimate_log_marginal<T: Float>(
     vae: &Vae,
     params: &[T],

@@ -31,23 +31,40 @@ pub const OPTIMIZER_STATE: &str = "optimizer.state";
 
 /// Writes `params` of `vae` to `path` atomically; `extra` goes into the metadata beside the
 /// configuration.
+///
+/// ```
+/// use elbo::train::checkpoint;
+/// use elbo::{Vae, VaeConfig};
+/// let vae = Vae::new(VaeConfig { input_dim: 4, encoder_hidden: vec![], latent_dim: 1,
+///     decoder_hidden: vec![], ..VaeConfig::mnist() })?;
+/// let params: Vec<f32> = vae.init_params(1);
+/// let dir = tempfile::tempdir().unwrap();
+/// let path = dir.path().join("m.safetensors");
+/// checkpoint::save(&path, &vae, &params, &[("note", "hello".into())])?;
+/// let back = checkpoint::load::<f64>(&path)?;                 // read back in either precision
+/// assert_eq!(back.vae.config(), vae.config());
+/// assert_eq!(back.metadata["note"], "hello");
+/// # Ok::<(), elbo::Error>(())
+/// ```
 pub fn save<T: Float>(
-    path: &Path,
+    path: impl AsRef<Path>,
     vae: &Vae,
     params: &[T],
     extra: &[(&str, String)],
 ) -> Result<()> {
+    let path = path.as_ref();
     save_with_state(path, vae, params, None, extra)
 }
 
 /// Like [`save`], with the optimizer's flat state as the tensor [`OPTIMIZER_STATE`].
 pub fn save_with_state<T: Float>(
-    path: &Path,
+    path: impl AsRef<Path>,
     vae: &Vae,
     params: &[T],
     optimizer_state: Option<&[T]>,
     extra: &[(&str, String)],
 ) -> Result<()> {
+    let path = path.as_ref();
     if params.len() != vae.num_params() {
         return Err(Error::shape("parameters", vae.num_params(), params.len()));
     }
@@ -130,7 +147,8 @@ fn read_tensor<T: Float>(
 }
 
 /// Like [`load`], refusing a file whose architecture differs from `expected`.
-pub fn load_expecting<T: Float>(path: &Path, expected: &VaeConfig) -> Result<Loaded<T>> {
+pub fn load_expecting<T: Float>(path: impl AsRef<Path>, expected: &VaeConfig) -> Result<Loaded<T>> {
+    let path = path.as_ref();
     let loaded = load::<T>(path)?;
     if loaded.vae.config() != expected {
         let describe = |c: &VaeConfig| {
@@ -155,7 +173,8 @@ pub fn load_expecting<T: Float>(path: &Path, expected: &VaeConfig) -> Result<Loa
 }
 
 /// Only the metadata of a model file.
-pub fn metadata(path: &Path) -> Result<HashMap<String, String>> {
+pub fn metadata(path: impl AsRef<Path>) -> Result<HashMap<String, String>> {
+    let path = path.as_ref();
     let bytes = std::fs::read(path).map_err(|e| Error::io("reading", path, e))?;
     let (_, meta) = SafeTensors::read_metadata(&bytes)
         .map_err(|e| Error::malformed(path, format!("not a safetensors file ({e})")))?;

@@ -52,6 +52,14 @@ impl Default for TrainConfig {
 
 impl TrainConfig {
     /// Checks every setting.
+    ///
+    /// ```
+    /// use elbo::TrainConfig;
+    /// let config = TrainConfig { epochs: 5, beta: 4.0, warmup_epochs: 2.0, ..TrainConfig::default() };
+    /// config.validate()?;
+    /// assert!(TrainConfig { batch_size: 0, ..config }.validate().is_err());
+    /// # Ok::<(), elbo::Error>(())
+    /// ```
     pub fn validate(&self) -> Result<()> {
         if self.epochs == 0 {
             return Err(Error::config("epochs", 0, "must be at least 1"));

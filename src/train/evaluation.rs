@@ -65,6 +65,16 @@ pub(crate) fn evaluate_into<T: Float>(
 
 /// The ELBO's terms and latent diagnostics over `data` for given parameters, in batches of
 /// `batch_size` with `samples` z draws each, on `parallelism`'s threads.
+///
+/// ```
+/// use elbo::{Parallelism, Vae, VaeConfig};
+/// let data = elbo::data::shapes::generate(0, 0, 64)?;
+/// let vae = Vae::new(VaeConfig { latent_dim: 2, ..VaeConfig::mnist() })?;
+/// let params: Vec<f32> = vae.init_params(0);
+/// let e = elbo::train::evaluate(&vae, &params, &data, 32, 1, 0, &Parallelism::threads(1)?)?;
+/// assert!(e.terms.kl >= 0.0 && e.latent.kl_per_dim.len() == 2);
+/// # Ok::<(), elbo::Error>(())
+/// ```
 pub fn evaluate<T: Float>(
     vae: &Vae,
     params: &[T],

@@ -171,6 +171,16 @@ impl<T: Float> Optimizer<T> {
     ///
     /// `params` and `grads` must both have the length the optimizer was made for, else
     /// [`Error::Shape`] and nothing changes.
+    ///
+    /// ```
+    /// use elbo::train::{Optimizer, OptimizerConfig};
+    /// let mut sgd = Optimizer::<f64>::new(OptimizerConfig::sgd(0.1, 0.0), 2)?;
+    /// let mut p = vec![1.0, -1.0];
+    /// sgd.step(&mut p, &[10.0, 0.0])?;                      // p - lr g
+    /// assert_eq!(p, [0.0, -1.0]);
+    /// assert!(sgd.step(&mut p, &[1.0]).is_err());           // wrong length: nothing changes
+    /// # Ok::<(), elbo::Error>(())
+    /// ```
     pub fn step(&mut self, params: &mut [T], grads: &[T]) -> Result<()> {
         for (what, len) in [("parameters", params.len()), ("gradients", grads.len())] {
             if len != self.n {
