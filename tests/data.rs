@@ -97,7 +97,7 @@ fn idx_rejects_broken_files_with_a_clear_error() {
     std::fs::write(&p, &z[..z.len() / 2]).unwrap();
     assert!(matches!(read_idx(&p), Err(Error::Malformed { .. })));
     assert!(matches!(
-        read_idx(&dir.path().join("missing")),
+        read_idx(dir.path().join("missing")),
         Err(Error::Io { .. })
     ));
 }
@@ -106,17 +106,17 @@ fn idx_rejects_broken_files_with_a_clear_error() {
 fn mnist_rejects_mismatched_labels() {
     let dir = tempfile::tempdir().unwrap();
     write_idx(
-        &dir.path().join("t10k-images-idx3-ubyte"),
+        dir.path().join("t10k-images-idx3-ubyte"),
         &[3, 2, 2],
         &[0; 12],
     )
     .unwrap();
-    write_idx(&dir.path().join("t10k-labels-idx1-ubyte"), &[2], &[1, 2]).unwrap();
+    write_idx(dir.path().join("t10k-labels-idx1-ubyte"), &[2], &[1, 2]).unwrap();
     let err = mnist::load(dir.path(), mnist::Split::Test).unwrap_err();
     assert!(err.to_string().contains("2 labels for 3 images"), "{err}");
     // Images announced as labels (mislabelled file).
     write_idx(
-        &dir.path().join("t10k-labels-idx1-ubyte"),
+        dir.path().join("t10k-labels-idx1-ubyte"),
         &[3, 1, 1],
         &[1, 2, 3],
     )

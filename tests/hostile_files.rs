@@ -85,12 +85,11 @@ fn readers() -> Vec<Reader> {
 fn valid_files() -> Vec<(&'static str, Vec<u8>)> {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
-    elbo::data::idx::write_idx(&d.join("a.idx"), &[4, 3, 3], &(0..36).collect::<Vec<u8>>())
-        .unwrap();
+    elbo::data::idx::write_idx(d.join("a.idx"), &[4, 3, 3], &(0..36).collect::<Vec<u8>>()).unwrap();
     let values: Vec<f32> = (0..20).map(|i| i as f32 / 20.0).collect();
-    elbo::files::write_matrix(&d.join("a.npy"), 4, 5, &values, &[]).unwrap();
+    elbo::files::write_matrix(d.join("a.npy"), 4, 5, &values, &[]).unwrap();
     elbo::files::write_matrix(
-        &d.join("a.csv"),
+        d.join("a.csv"),
         4,
         5,
         &values,
@@ -106,7 +105,7 @@ fn valid_files() -> Vec<(&'static str, Vec<u8>)> {
     })
     .unwrap();
     elbo::train::checkpoint::save(
-        &d.join("a.safetensors"),
+        d.join("a.safetensors"),
         &vae,
         &vae.init_params::<f32>(0),
         &[],

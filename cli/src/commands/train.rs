@@ -308,7 +308,7 @@ pub(crate) fn run<T: Float>(
         t.save_checkpoint(&model_path, &extra)?;
         epochs.push(r.clone());
         write_report(&epochs, t)?;
-        elbo::pictures::write_curves(&out.join("curves.svg"), &epochs)?;
+        elbo::pictures::write_curves(out.join("curves.svg"), &epochs)?;
         if r.epoch < total_epochs {
             bar.reset();
             bar.set_prefix(format!("epoch {}/{total_epochs}", r.epoch + 1));
