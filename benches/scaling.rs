@@ -148,7 +148,7 @@ impl Steps {
 fn main() {
     // `cargo bench` passes --bench; nothing else is accepted.
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let data = mnist::load(&root.join("../shared/data/mnist"), mnist::Split::Train)
+    let data = mnist::load(root.join("../shared/data/mnist"), mnist::Split::Train)
         .expect("MNIST in ../shared/data/mnist");
     let mut configs: Vec<(usize, usize)> = [32, 64, 128, 256, 512, 1024]
         .iter()
