@@ -109,15 +109,10 @@ struct Steps {
 
 impl Steps {
     fn new(data: &elbo::Dataset, b: usize, h: usize, threads: usize, sparse: bool) -> Self {
-        let cfg = VaeConfig {
-            encoder_hidden: vec![h],
-            decoder_hidden: vec![h],
-            ..VaeConfig::mnist()
-        };
-        let config = TrainConfig {
-            batch_size: b,
-            ..TrainConfig::default()
-        };
+        let cfg = VaeConfig::mnist()
+            .encoder_hidden(vec![h])
+            .decoder_hidden(vec![h]);
+        let config = TrainConfig::default().batch_size(b);
         let mut trainer = Trainer::<f32>::new(
             Vae::new(cfg).unwrap(),
             config,

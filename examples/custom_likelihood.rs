@@ -92,19 +92,13 @@ fn main() -> elbo::Result<()> {
     let (train, test) = data.split_at(500);
 
     // 3. A VAE with it, trained.
-    let config = VaeConfig {
-        input_dim: 3,
-        encoder_hidden: vec![16],
-        latent_dim: 1,
-        decoder_hidden: vec![16],
-        ..VaeConfig::mnist()
-    };
+    let config = VaeConfig::mnist()
+        .input_dim(3)
+        .encoder_hidden(vec![16])
+        .latent_dim(1)
+        .decoder_hidden(vec![16]);
     let vae = Vae::with_likelihood(config, Arc::new(Logistic))?;
-    let train_config = TrainConfig {
-        epochs: 30,
-        batch_size: 50,
-        ..TrainConfig::default()
-    };
+    let train_config = TrainConfig::default().epochs(30).batch_size(50);
     let mut trainer = Trainer::<f32>::new(vae, train_config, &Parallelism::threads(2)?)?;
     let reports = trainer.fit(&train, FitOptions::new().test(&test))?;
     let (first, last) = (

@@ -11,19 +11,17 @@ fn main() -> elbo::Result<()> {
     };
     let data = elbo::files::read_matrix(&path)?;
     let (train, test) = data.split_at(data.len() * 9 / 10);
-    let vae = Vae::new(VaeConfig {
-        input_dim: data.dim(),
-        encoder_hidden: vec![64],
-        latent_dim: 2,
-        decoder_hidden: vec![64],
-        likelihood: Likelihood::GaussianLearnedVariance,
-        ..VaeConfig::mnist()
-    })?;
-    let config = TrainConfig {
-        epochs: 20,
-        batch_size: 64.min(train.len()),
-        ..TrainConfig::default()
-    };
+    let vae = Vae::new(
+        VaeConfig::mnist()
+            .input_dim(data.dim())
+            .encoder_hidden(vec![64])
+            .latent_dim(2)
+            .decoder_hidden(vec![64])
+            .likelihood(Likelihood::GaussianLearnedVariance),
+    )?;
+    let config = TrainConfig::default()
+        .epochs(20)
+        .batch_size(64.min(train.len()));
     let mut trainer = Trainer::<f32>::new(vae, config, &Parallelism::available()?)?;
     let options = FitOptions::new().test(&test).on_epoch(|report, _| {
         if let Some(t) = report.test {

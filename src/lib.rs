@@ -18,9 +18,8 @@
 //! let pixels: Vec<u8> = (0..64 * 4).map(|i| (i * 37 % 256) as u8).collect();
 //! let data = Dataset::from_bytes(64, 4, pixels)?;
 //! let (train, test) = data.split_at(48);
-//! let vae = Vae::new(VaeConfig { input_dim: 4, encoder_hidden: vec![8], latent_dim: 2,
-//!     decoder_hidden: vec![8], ..VaeConfig::mnist() })?;
-//! let config = TrainConfig { epochs: 2, batch_size: 16, ..TrainConfig::default() };
+//! let vae = Vae::new(VaeConfig::mnist().input_dim(4).encoder_hidden(vec![8]).latent_dim(2).decoder_hidden(vec![8]))?;
+//! let config = TrainConfig::default().epochs(2).batch_size(16);
 //! let threads = Parallelism::threads(2)?;           // chosen once; results do not depend on it
 //! let mut trainer = Trainer::<f32>::new(vae, config, &threads)?;
 //! let reports = trainer.fit(&train, FitOptions::new().test(&test))?;

@@ -58,13 +58,11 @@ fn clusters(n: usize) -> Dataset {
 }
 
 fn config() -> VaeConfig {
-    VaeConfig {
-        input_dim: 4,
-        encoder_hidden: vec![16],
-        latent_dim: 1,
-        decoder_hidden: vec![16],
-        ..VaeConfig::mnist()
-    }
+    VaeConfig::mnist()
+        .input_dim(4)
+        .encoder_hidden(vec![16])
+        .latent_dim(1)
+        .decoder_hidden(vec![16])
 }
 
 #[test]
@@ -101,12 +99,7 @@ fn a_custom_likelihood_trains_encodes_decodes_samples_and_round_trips() {
     let (train, test) = data.split_at(320);
     let lik = Arc::new(SmoothAbs { grad_error: 0.0 });
     let vae = Vae::with_likelihood(config(), lik.clone()).unwrap();
-    let tc = TrainConfig {
-        epochs: 100,
-        batch_size: 20,
-        seed: 3,
-        ..TrainConfig::default()
-    };
+    let tc = TrainConfig::default().epochs(100).batch_size(20).seed(3);
     let mut trainer = Trainer::<f32>::new(vae, tc, &Parallelism::threads(2).unwrap()).unwrap();
     let reports = trainer.fit(&train, FitOptions::new().test(&test)).unwrap();
     let (first, last) = (
@@ -167,15 +160,8 @@ fn a_custom_likelihood_trains_encodes_decodes_samples_and_round_trips() {
 fn the_built_in_path_needs_only_the_training_data() {
     let data = clusters(64);
     let model: TrainedVae<f64> = elbo::fit(
-        VaeConfig {
-            likelihood: elbo::Likelihood::Gaussian { variance: 0.1 },
-            ..config()
-        },
-        TrainConfig {
-            epochs: 2,
-            batch_size: 16,
-            ..TrainConfig::default()
-        },
+        config().likelihood(elbo::Likelihood::Gaussian { variance: 0.1 }),
+        TrainConfig::default().epochs(2).batch_size(16),
         &data,
     )
     .unwrap();

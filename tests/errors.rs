@@ -6,13 +6,11 @@ use elbo::train::checkpoint;
 use elbo::{Dataset, Error, Likelihood, OptimizerConfig, TrainConfig, Trainer, Vae, VaeConfig};
 
 fn small() -> VaeConfig {
-    VaeConfig {
-        input_dim: 784,
-        encoder_hidden: vec![16],
-        latent_dim: 3,
-        decoder_hidden: vec![16],
-        ..VaeConfig::mnist()
-    }
+    VaeConfig::mnist()
+        .input_dim(784)
+        .encoder_hidden(vec![16])
+        .latent_dim(3)
+        .decoder_hidden(vec![16])
 }
 
 fn config_error(r: elbo::Result<impl std::fmt::Debug>, name: &str) {
@@ -24,99 +22,36 @@ fn config_error(r: elbo::Result<impl std::fmt::Debug>, name: &str) {
 
 #[test]
 fn impossible_sizes_and_rates_are_refused() {
+    config_error(Vae::new(small().latent_dim(0)), "latent size");
+    config_error(Vae::new(small().input_dim(0)), "input width");
+    config_error(Vae::new(small().encoder_hidden(vec![0])), "hidden widths");
     config_error(
-        Vae::new(VaeConfig {
-            latent_dim: 0,
-            ..small()
-        }),
-        "latent size",
-    );
-    config_error(
-        Vae::new(VaeConfig {
-            input_dim: 0,
-            ..small()
-        }),
-        "input width",
-    );
-    config_error(
-        Vae::new(VaeConfig {
-            encoder_hidden: vec![0],
-            ..small()
-        }),
-        "hidden widths",
-    );
-    config_error(
-        Vae::new(VaeConfig {
-            likelihood: Likelihood::Gaussian { variance: -1.0 },
-            ..small()
-        }),
+        Vae::new(small().likelihood(Likelihood::Gaussian { variance: -1.0 })),
         "gaussian variance",
     );
     let vae = Vae::new(small()).unwrap();
     let t = |c: TrainConfig| {
         Trainer::<f32>::new(vae.clone(), c, &elbo::Parallelism::threads(1).unwrap()).map(|_| ())
     };
+    config_error(t(TrainConfig::default().batch_size(0)), "batch size");
+    config_error(t(TrainConfig::default().samples(0)), "samples");
+    config_error(t(TrainConfig::default().epochs(0)), "epochs");
     config_error(
-        t(TrainConfig {
-            batch_size: 0,
-            ..TrainConfig::default()
-        }),
-        "batch size",
-    );
-    config_error(
-        t(TrainConfig {
-            samples: 0,
-            ..TrainConfig::default()
-        }),
-        "samples",
-    );
-    config_error(
-        t(TrainConfig {
-            epochs: 0,
-            ..TrainConfig::default()
-        }),
-        "epochs",
-    );
-    config_error(
-        t(TrainConfig {
-            optimizer: OptimizerConfig::adam(-1e-3),
-            ..TrainConfig::default()
-        }),
+        t(TrainConfig::default().optimizer(OptimizerConfig::adam(-1e-3))),
         "learning rate",
     );
     config_error(
-        t(TrainConfig {
-            optimizer: OptimizerConfig::sgd(0.1, 1.5),
-            ..TrainConfig::default()
-        }),
+        t(TrainConfig::default().optimizer(OptimizerConfig::sgd(0.1, 1.5))),
         "momentum",
     );
+    config_error(t(TrainConfig::default().beta(f64::NAN)), "beta");
+    config_error(t(TrainConfig::default().beta(-1.0)), "beta");
     config_error(
-        t(TrainConfig {
-            beta: f64::NAN,
-            ..TrainConfig::default()
-        }),
-        "beta",
-    );
-    config_error(
-        t(TrainConfig {
-            beta: -1.0,
-            ..TrainConfig::default()
-        }),
-        "beta",
-    );
-    config_error(
-        t(TrainConfig {
-            warmup_epochs: -2.0,
-            ..TrainConfig::default()
-        }),
+        t(TrainConfig::default().warmup_epochs(-2.0)),
         "warm-up epochs",
     );
     config_error(
-        t(TrainConfig {
-            clip_norm: Some(0.0),
-            ..TrainConfig::default()
-        }),
+        t(TrainConfig::default().clip_norm(Some(0.0))),
         "gradient clip norm",
     );
     config_error(elbo::Parallelism::threads(0).map(|_| ()), "threads");
@@ -126,17 +61,10 @@ fn impossible_sizes_and_rates_are_refused() {
 
 #[test]
 fn data_of_the_wrong_width_is_refused() {
-    let vae = Vae::new(VaeConfig {
-        input_dim: 10,
-        ..small()
-    })
-    .unwrap();
+    let vae = Vae::new(small().input_dim(10)).unwrap();
     let mut t = Trainer::<f32>::new(
         vae,
-        TrainConfig {
-            batch_size: 8,
-            ..TrainConfig::default()
-        },
+        TrainConfig::default().batch_size(8),
         &elbo::Parallelism::threads(1).unwrap(),
     )
     .unwrap();
@@ -163,18 +91,12 @@ fn nan_infinite_and_out_of_range_values_are_refused() {
     }
     // 1.5 is fine for a Gaussian, not for a Bernoulli.
     let data = Dataset::from_f32(4, 2, vec![0.0, 0.5, 1.5, 1.0, 0.1, 0.2, 0.3, 0.4]).unwrap();
-    let cfg = VaeConfig {
-        input_dim: 2,
-        encoder_hidden: vec![4],
-        latent_dim: 1,
-        decoder_hidden: vec![4],
-        ..VaeConfig::mnist()
-    };
-    let tc = TrainConfig {
-        batch_size: 2,
-        epochs: 1,
-        ..TrainConfig::default()
-    };
+    let cfg = VaeConfig::mnist()
+        .input_dim(2)
+        .encoder_hidden(vec![4])
+        .latent_dim(1)
+        .decoder_hidden(vec![4]);
+    let tc = TrainConfig::default().batch_size(2).epochs(1);
     let mut t = Trainer::<f64>::new(
         Vae::new(cfg.clone()).unwrap(),
         tc.clone(),
@@ -186,10 +108,9 @@ fn nan_infinite_and_out_of_range_values_are_refused() {
         matches!(err, Error::InvalidData(_)) && err.to_string().contains("[0, 1]"),
         "{err}"
     );
-    let gauss = VaeConfig {
-        likelihood: Likelihood::Gaussian { variance: 1.0 },
-        ..cfg
-    };
+    let gauss = cfg
+        .clone()
+        .likelihood(Likelihood::Gaussian { variance: 1.0 });
     let mut t = Trainer::<f64>::new(
         Vae::new(gauss).unwrap(),
         tc,
@@ -201,11 +122,7 @@ fn nan_infinite_and_out_of_range_values_are_refused() {
 
 #[test]
 fn caller_batches_are_checked() {
-    let vae = Vae::new(VaeConfig {
-        input_dim: 3,
-        ..small()
-    })
-    .unwrap();
+    let vae = Vae::new(small().input_dim(3)).unwrap();
     let params: Vec<f64> = vae.init_params(0);
     let elbo = Elbo::new(&vae);
     assert!(matches!(
@@ -237,10 +154,7 @@ fn a_batch_larger_than_the_data_is_refused() {
     let vae = Vae::new(small()).unwrap();
     let mut t = Trainer::<f32>::new(
         vae,
-        TrainConfig {
-            batch_size: 64,
-            ..TrainConfig::default()
-        },
+        TrainConfig::default().batch_size(64),
         &elbo::Parallelism::threads(1).unwrap(),
     )
     .unwrap();
@@ -252,16 +166,11 @@ fn a_batch_larger_than_the_data_is_refused() {
 /// the step, and the parameters are those of the last good step (still finite).
 #[test]
 fn a_diverging_run_stops_with_a_clear_error() {
-    let cfg = VaeConfig {
-        likelihood: Likelihood::Gaussian { variance: 1.0 },
-        ..small()
-    };
-    let tc = TrainConfig {
-        batch_size: 32,
-        epochs: 50,
-        optimizer: OptimizerConfig::sgd(50.0, 0.9),
-        ..TrainConfig::default()
-    };
+    let cfg = small().likelihood(Likelihood::Gaussian { variance: 1.0 });
+    let tc = TrainConfig::default()
+        .batch_size(32)
+        .epochs(50)
+        .optimizer(OptimizerConfig::sgd(50.0, 0.9));
     let mut t = Trainer::<f32>::new(
         Vae::new(cfg).unwrap(),
         tc,
@@ -318,11 +227,7 @@ fn ndarray_interface() {
         Dataset::from_array(bad.view()),
         Err(Error::InvalidData(_))
     ));
-    let vae = Vae::new(VaeConfig {
-        input_dim: 3,
-        ..small()
-    })
-    .unwrap();
+    let vae = Vae::new(small().input_dim(3)).unwrap();
     let params: Vec<f32> = vae.init_params(0);
     let elbo = Elbo::new(&vae);
     let per = elbo.per_point_array(&params, a.view(), 2, 0, 1).unwrap();
@@ -345,10 +250,7 @@ fn a_model_file_of_another_architecture_is_refused() {
     let vae = Vae::new(small()).unwrap();
     checkpoint::save(&path, &vae, &vae.init_params::<f32>(0), &[]).unwrap();
     assert!(checkpoint::load_expecting::<f32>(&path, &small()).is_ok());
-    let wider = VaeConfig {
-        encoder_hidden: vec![32],
-        ..small()
-    };
+    let wider = small().encoder_hidden(vec![32]);
     let err = checkpoint::load_expecting::<f32>(&path, &wider).unwrap_err();
     assert!(matches!(err, Error::Shape { .. }), "{err}");
     assert!(

@@ -220,8 +220,7 @@ proptest! {
     ) {
         // With a clamp of 0.05 to 1, many log-variances sit beyond it, so both sides of the
         // clamp's derivative are checked.
-        let vae = Vae::new(VaeConfig { input_dim: input, encoder_hidden: enc, latent_dim: latent,
-            decoder_hidden: dec, activation: act, likelihood: lik, logvar_clamp: clamp }).unwrap();
+        let vae = Vae::new(VaeConfig::mnist().input_dim(input).encoder_hidden(enc).latent_dim(latent).decoder_hidden(dec).activation(act).likelihood(lik).logvar_clamp(clamp)).unwrap();
         let mut rng = ChaCha8Rng::seed_from_u64(seed);
         let mut params: Vec<f64> = vae.init_params(seed);
         if let Some(t) = vae.layout().get("likelihood.log_variance") {
@@ -260,9 +259,7 @@ proptest! {
         dec in prop::collection::vec(1usize..6, 0..3), act in activation_strategy(),
         lik in likelihood_strategy(), rows in 1usize..4, k in 1usize..6, seed in any::<u64>(),
     ) {
-        let vae = Vae::new(VaeConfig { input_dim: input, encoder_hidden: enc, latent_dim: latent,
-            decoder_hidden: dec, activation: act, likelihood: lik,
-            logvar_clamp: None, }).unwrap();
+        let vae = Vae::new(VaeConfig::mnist().input_dim(input).encoder_hidden(enc).latent_dim(latent).decoder_hidden(dec).activation(act).likelihood(lik).logvar_clamp(None)).unwrap();
         let mut rng = ChaCha8Rng::seed_from_u64(seed);
         let mut params: Vec<f64> = vae.init_params(seed);
         if let Some(t) = vae.layout().get("likelihood.log_variance") {

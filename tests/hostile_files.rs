@@ -96,13 +96,13 @@ fn valid_files() -> Vec<(&'static str, Vec<u8>)> {
         &["a".into(), "b".into(), "c".into(), "d".into(), "e".into()],
     )
     .unwrap();
-    let vae = elbo::Vae::new(elbo::VaeConfig {
-        input_dim: 5,
-        encoder_hidden: vec![3],
-        latent_dim: 2,
-        decoder_hidden: vec![3],
-        ..elbo::VaeConfig::mnist()
-    })
+    let vae = elbo::Vae::new(
+        elbo::VaeConfig::mnist()
+            .input_dim(5)
+            .encoder_hidden(vec![3])
+            .latent_dim(2)
+            .decoder_hidden(vec![3]),
+    )
     .unwrap();
     elbo::train::checkpoint::save(
         d.join("a.safetensors"),

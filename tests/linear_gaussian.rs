@@ -225,22 +225,21 @@ fn f_trained_linear_vae_reaches_the_pca_maximum_likelihood() {
         .map(|i| ds.value(i / 6, i % 6).unwrap())
         .collect();
     let ml = ppca_max_log_likelihood(&data, n, 6, 2);
-    let vae = Vae::new(VaeConfig {
-        input_dim: 6,
-        encoder_hidden: vec![],
-        latent_dim: 2,
-        decoder_hidden: vec![],
-        activation: elbo::Activation::Identity,
-        likelihood: elbo::Likelihood::GaussianLearnedVariance,
-        logvar_clamp: None,
-    })
+    let vae = Vae::new(
+        VaeConfig::mnist()
+            .input_dim(6)
+            .encoder_hidden(vec![])
+            .latent_dim(2)
+            .decoder_hidden(vec![])
+            .activation(elbo::Activation::Identity)
+            .likelihood(elbo::Likelihood::GaussianLearnedVariance)
+            .logvar_clamp(None),
+    )
     .unwrap();
-    let config = TrainConfig {
-        epochs: 60,
-        batch_size: 100,
-        optimizer: elbo::OptimizerConfig::adam(1e-2),
-        ..TrainConfig::default()
-    };
+    let config = TrainConfig::default()
+        .epochs(60)
+        .batch_size(100)
+        .optimizer(elbo::OptimizerConfig::adam(1e-2));
     let mut t = Trainer::<f64>::new(vae, config, &elbo::Parallelism::threads(1).unwrap()).unwrap();
     t.fit(&ds, elbo::FitOptions::new()).unwrap();
     let fit = LinearGaussian::from_vae(t.vae(), t.params()).unwrap();

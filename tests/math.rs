@@ -220,15 +220,15 @@ fn extreme_values_give_finite_values_and_gradients() {
         (Some(20.0), 5.0, Likelihood::GaussianLearnedVariance, -60.0),
     ];
     for (clamp, logvar, likelihood, lik_logvar) in cases {
-        let vae = Vae::new(VaeConfig {
-            input_dim: 6,
-            encoder_hidden: vec![4],
-            latent_dim: 2,
-            decoder_hidden: vec![4],
-            likelihood,
-            logvar_clamp: clamp,
-            ..VaeConfig::mnist()
-        })
+        let vae = Vae::new(
+            VaeConfig::mnist()
+                .input_dim(6)
+                .encoder_hidden(vec![4])
+                .latent_dim(2)
+                .decoder_hidden(vec![4])
+                .likelihood(likelihood)
+                .logvar_clamp(clamp),
+        )
         .unwrap();
         let mut params: Vec<f32> = vae.init_params(3);
         // Encoder head: log-variance bias at the edge; decoder output bias at +-1e4 logits.

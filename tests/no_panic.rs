@@ -25,14 +25,14 @@ fn no_panic<R>(what: &str, f: impl FnOnce() -> elbo::Result<R>) -> Option<R> {
 }
 
 fn small_vae() -> Vae {
-    Vae::new(VaeConfig {
-        input_dim: 5,
-        encoder_hidden: vec![4],
-        latent_dim: 2,
-        decoder_hidden: vec![3],
-        logvar_clamp: Some(5.0),
-        ..VaeConfig::mnist()
-    })
+    Vae::new(
+        VaeConfig::mnist()
+            .input_dim(5)
+            .encoder_hidden(vec![4])
+            .latent_dim(2)
+            .decoder_hidden(vec![3])
+            .logvar_clamp(Some(5.0)),
+    )
     .unwrap()
 }
 
@@ -90,7 +90,7 @@ proptest! {
             no_panic("Iwae::forward", || Iwae::new(&vae).forward(&params, &mut ws, rows));
             no_panic("Iwae::backward", || Iwae::new(&vae).backward(&params, &mut ws, rows, &mut grads));
             // A workspace of another model.
-            let other = Vae::new(VaeConfig { input_dim: 6, ..small_vae().config().clone() }).unwrap();
+            let other = Vae::new(small_vae().config().clone().input_dim(6)).unwrap();
             let p2 = vec![0.0f64; other.num_params()];
             no_panic("Elbo::forward, another model's workspace", || Elbo::new(&other).forward(&p2, &mut ws, 1));
         }
@@ -152,7 +152,7 @@ proptest! {
         let par = Parallelism::threads(1).unwrap();
         let mut trainer = Trainer::<f32>::new(
             small_vae(),
-            TrainConfig { epochs: 1, batch_size: 4, ..TrainConfig::default() },
+            TrainConfig::default().epochs(1).batch_size(4),
             &par,
         ).unwrap();
         trainer.fit(&data, FitOptions::new()).unwrap();

@@ -14,14 +14,12 @@ fn train_with(threads: usize, seed: u64, sparse: bool) -> (Vec<f32>, elbo::Epoch
     // Full MNIST-sized layers, so that the matrix products and elementwise kernels really do
     // split across threads.
     let vae = Vae::new(VaeConfig::mnist()).unwrap();
-    let config = TrainConfig {
-        epochs: 2,
-        seed,
-        samples: 2,
-        warmup_epochs: 1.0,
-        binarize: true,
-        ..TrainConfig::default()
-    };
+    let config = TrainConfig::default()
+        .epochs(2)
+        .seed(seed)
+        .samples(2)
+        .warmup_epochs(1.0)
+        .binarize(true);
     let mut t =
         Trainer::<f32>::new(vae, config, &elbo::Parallelism::threads(threads).unwrap()).unwrap();
     t.set_sparse_input(sparse);

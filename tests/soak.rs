@@ -89,10 +89,7 @@ fn fifty_mnist_epochs_do_not_grow_memory() {
     };
     let train = mnist::load(&dir, mnist::Split::Train).unwrap();
     let test = mnist::load(&dir, mnist::Split::Test).unwrap();
-    let config = TrainConfig {
-        epochs: 50,
-        ..TrainConfig::default()
-    };
+    let config = TrainConfig::default().epochs(50);
     let mut t = Trainer::<f32>::new(
         Vae::new(VaeConfig::mnist()).unwrap(),
         config,
@@ -148,17 +145,11 @@ fn soak_train_evaluate_save_load() {
     let mut live = Vec::new();
     let mut rss = Vec::new();
     for round in 0..30u64 {
-        let cfg = VaeConfig {
-            encoder_hidden: vec![128],
-            decoder_hidden: vec![128],
-            latent_dim: 8,
-            ..VaeConfig::mnist()
-        };
-        let config = TrainConfig {
-            epochs: 1,
-            seed: round,
-            ..TrainConfig::default()
-        };
+        let cfg = VaeConfig::mnist()
+            .encoder_hidden(vec![128])
+            .decoder_hidden(vec![128])
+            .latent_dim(8);
+        let config = TrainConfig::default().epochs(1).seed(round);
         let mut t = Trainer::<f32>::new(
             Vae::new(cfg).unwrap(),
             config,

@@ -20,10 +20,7 @@ fn mnist_training_improves_the_test_elbo() {
     let vae = Vae::new(VaeConfig::mnist()).unwrap();
     let mut t = Trainer::<f32>::new(
         vae,
-        TrainConfig {
-            epochs: 1,
-            ..TrainConfig::default()
-        },
+        TrainConfig::default().epochs(1),
         &elbo::Parallelism::threads(2).unwrap(),
     )
     .unwrap();
@@ -95,14 +92,12 @@ fn shapes_run(cfg: VaeConfig, tc: TrainConfig) -> Vec<elbo::EpochReport> {
 }
 
 fn shapes_model(likelihood: Likelihood) -> VaeConfig {
-    VaeConfig {
-        input_dim: 784,
-        encoder_hidden: vec![128],
-        latent_dim: 6,
-        decoder_hidden: vec![128],
-        likelihood,
-        ..VaeConfig::mnist()
-    }
+    VaeConfig::mnist()
+        .input_dim(784)
+        .encoder_hidden(vec![128])
+        .latent_dim(6)
+        .decoder_hidden(vec![128])
+        .likelihood(likelihood)
 }
 
 #[test]
@@ -114,11 +109,7 @@ fn every_likelihood_trains_on_shapes() {
     ] {
         let r = shapes_run(
             shapes_model(lik),
-            TrainConfig {
-                epochs: 4,
-                batch_size: 64,
-                ..TrainConfig::default()
-            },
+            TrainConfig::default().epochs(4).batch_size(64),
         );
         let (first, last) = (
             r[0].test.unwrap().neg_elbo,
@@ -131,12 +122,7 @@ fn every_likelihood_trains_on_shapes() {
 /// A larger beta buys a smaller KL; warm-up raises the weight linearly.
 #[test]
 fn beta_and_warm_up_act_on_the_kl() {
-    let tc = |beta| TrainConfig {
-        epochs: 3,
-        batch_size: 64,
-        beta,
-        ..TrainConfig::default()
-    };
+    let tc = |beta| TrainConfig::default().epochs(3).batch_size(64).beta(beta);
     let low = shapes_run(shapes_model(Likelihood::Bernoulli), tc(0.5));
     let high = shapes_run(shapes_model(Likelihood::Bernoulli), tc(4.0));
     let (kl_low, kl_high) = (low[2].test.unwrap().kl, high[2].test.unwrap().kl);
@@ -145,13 +131,11 @@ fn beta_and_warm_up_act_on_the_kl() {
         "KL with beta 4: {kl_high}, with beta 0.5: {kl_low}"
     );
 
-    let warm = TrainConfig {
-        epochs: 3,
-        batch_size: 100,
-        beta: 2.0,
-        warmup_epochs: 2.0,
-        ..TrainConfig::default()
-    };
+    let warm = TrainConfig::default()
+        .epochs(3)
+        .batch_size(100)
+        .beta(2.0)
+        .warmup_epochs(2.0);
     let r = shapes_run(shapes_model(Likelihood::Bernoulli), warm.clone());
     let betas: Vec<f64> = r.iter().map(|e| e.beta).collect();
     assert_eq!(betas, vec![1.0, 2.0, 2.0]);
@@ -169,12 +153,7 @@ fn beta_and_warm_up_act_on_the_kl() {
 fn several_samples_per_point() {
     let r = shapes_run(
         shapes_model(Likelihood::Bernoulli),
-        TrainConfig {
-            epochs: 2,
-            batch_size: 64,
-            samples: 4,
-            ..TrainConfig::default()
-        },
+        TrainConfig::default().epochs(2).batch_size(64).samples(4),
     );
     assert!(r[1].test.unwrap().neg_elbo < r[0].test.unwrap().neg_elbo);
 }
@@ -221,12 +200,10 @@ fn f32_and_f64_agree() {
 fn importance_weighted_training() {
     let r = shapes_run(
         shapes_model(Likelihood::Bernoulli),
-        TrainConfig {
-            epochs: 2,
-            batch_size: 64,
-            iw_samples: Some(4),
-            ..TrainConfig::default()
-        },
+        TrainConfig::default()
+            .epochs(2)
+            .batch_size(64)
+            .iw_samples(Some(4)),
     );
     let (b1, b2) = (r[0].train.iw_bound.unwrap(), r[1].train.iw_bound.unwrap());
     assert!(b2 > b1, "IW bound {b1} -> {b2}");
@@ -234,20 +211,9 @@ fn importance_weighted_training() {
     assert!(b2 >= -r[1].train.neg_elbo);
     let vae = Vae::new(shapes_model(Likelihood::Bernoulli)).unwrap();
     for bad in [
-        TrainConfig {
-            iw_samples: Some(0),
-            ..TrainConfig::default()
-        },
-        TrainConfig {
-            iw_samples: Some(3),
-            beta: 2.0,
-            ..TrainConfig::default()
-        },
-        TrainConfig {
-            iw_samples: Some(3),
-            samples: 2,
-            ..TrainConfig::default()
-        },
+        TrainConfig::default().iw_samples(Some(0)),
+        TrainConfig::default().iw_samples(Some(3)).beta(2.0),
+        TrainConfig::default().iw_samples(Some(3)).samples(2),
     ] {
         assert!(matches!(
             Trainer::<f32>::new(vae.clone(), bad, &elbo::Parallelism::threads(1).unwrap()),
@@ -260,26 +226,14 @@ fn importance_weighted_training() {
 /// (no variance in their means, near-zero KL), and the counts say so.
 #[test]
 fn active_units_see_posterior_collapse() {
-    let wide = VaeConfig {
-        latent_dim: 12,
-        ..shapes_model(Likelihood::Bernoulli)
-    };
+    let wide = shapes_model(Likelihood::Bernoulli).latent_dim(12);
     let normal = shapes_run(
         wide.clone(),
-        TrainConfig {
-            epochs: 3,
-            batch_size: 64,
-            ..TrainConfig::default()
-        },
+        TrainConfig::default().epochs(3).batch_size(64),
     );
     let collapsed = shapes_run(
         wide,
-        TrainConfig {
-            epochs: 3,
-            batch_size: 64,
-            beta: 20.0,
-            ..TrainConfig::default()
-        },
+        TrainConfig::default().epochs(3).batch_size(64).beta(20.0),
     );
     let (a, b) = (
         normal[2].test_latent.clone().unwrap(),

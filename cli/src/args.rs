@@ -84,19 +84,18 @@ impl ModelArgs {
         if let Likelihood::Gaussian { variance } = &mut likelihood {
             *variance = self.variance;
         }
-        Ok(VaeConfig {
-            input_dim,
-            encoder_hidden: self.hidden.clone(),
-            latent_dim: self.latent.unwrap_or(match data {
+        Ok(VaeConfig::mnist()
+            .input_dim(input_dim)
+            .encoder_hidden(self.hidden.clone())
+            .latent_dim(self.latent.unwrap_or(match data {
                 DataKind::Mnist => 20,
                 DataKind::Shapes => 10,
                 DataKind::File => 2,
-            }),
-            decoder_hidden: self.hidden.iter().rev().copied().collect(),
-            activation: self.activation.parse::<Activation>()?,
-            likelihood,
-            logvar_clamp: self.logvar_clamp,
-        })
+            }))
+            .decoder_hidden(self.hidden.iter().rev().copied().collect())
+            .activation(self.activation.parse::<Activation>()?)
+            .likelihood(likelihood)
+            .logvar_clamp(self.logvar_clamp))
     }
 }
 

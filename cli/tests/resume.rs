@@ -5,13 +5,13 @@ use elbo::train::checkpoint;
 use elbo::{TrainConfig, Trainer, Vae, VaeConfig};
 
 fn model() -> Vae {
-    Vae::new(VaeConfig {
-        input_dim: 784,
-        encoder_hidden: vec![64],
-        latent_dim: 4,
-        decoder_hidden: vec![64],
-        ..VaeConfig::mnist()
-    })
+    Vae::new(
+        VaeConfig::mnist()
+            .input_dim(784)
+            .encoder_hidden(vec![64])
+            .latent_dim(4)
+            .decoder_hidden(vec![64]),
+    )
     .unwrap()
 }
 
@@ -24,13 +24,11 @@ fn library_resume_is_bit_identical() {
     let data = shapes::generate(3, 0, 640).unwrap();
     let test = shapes::generate(3, 640, 64).unwrap();
     // Warm-up and binarisation make the step count and the per-step streams matter.
-    let config = TrainConfig {
-        epochs: 4,
-        batch_size: 64,
-        warmup_epochs: 3.0,
-        binarize: true,
-        ..TrainConfig::default()
-    };
+    let config = TrainConfig::default()
+        .epochs(4)
+        .batch_size(64)
+        .warmup_epochs(3.0)
+        .binarize(true);
     let mut straight = Trainer::<f32>::new(
         model(),
         config.clone(),
@@ -45,10 +43,7 @@ fn library_resume_is_bit_identical() {
     let path = dir.path().join("m.safetensors");
     let mut first = Trainer::<f32>::new(
         model(),
-        TrainConfig {
-            epochs: 2,
-            ..config
-        },
+        config.clone().epochs(2),
         &elbo::Parallelism::threads(1).unwrap(),
     )
     .unwrap();
@@ -154,12 +149,10 @@ fn interrupted_mid_epoch_and_resumed_is_bit_identical() {
     use std::sync::Arc;
     use std::sync::atomic::{AtomicBool, Ordering};
     let data = shapes::generate(4, 0, 640).unwrap();
-    let config = TrainConfig {
-        epochs: 3,
-        batch_size: 64,
-        binarize: true,
-        ..TrainConfig::default()
-    };
+    let config = TrainConfig::default()
+        .epochs(3)
+        .batch_size(64)
+        .binarize(true);
     let mut straight = Trainer::<f32>::new(
         model(),
         config.clone(),

@@ -7,6 +7,7 @@ use crate::kernels::scalar::Float;
 
 /// The stored values: grey levels as bytes (value = byte / 255), or floats.
 #[derive(Clone, Debug, PartialEq)]
+#[non_exhaustive]
 pub enum Pixels {
     /// Bytes, read as byte / 255.
     U8(Vec<u8>),

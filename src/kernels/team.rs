@@ -14,11 +14,25 @@
 
 use std::cell::Cell;
 use std::panic::{AssertUnwindSafe, catch_unwind, resume_unwind};
-use std::sync::Mutex;
-use std::sync::atomic::{AtomicBool, AtomicPtr, AtomicU64, AtomicUsize, Ordering};
-use std::thread::Thread;
-use std::time::Instant;
 
+use sync::{AtomicBool, AtomicPtr, AtomicU64, AtomicUsize, LocalKey, Mutex, Ordering, Thread};
+
+/// The synchronisation the protocol is built from: the standard library's, or loom's when the
+/// crate is built with `--cfg loom` for the model test at the end of this file.
+#[cfg(not(loom))]
+mod sync {
+    pub use std::sync::Mutex;
+    pub use std::sync::atomic::{AtomicBool, AtomicPtr, AtomicU64, AtomicUsize, Ordering, fence};
+    pub use std::thread::{LocalKey, Thread, current, park};
+}
+#[cfg(loom)]
+mod sync {
+    pub use loom::sync::Mutex;
+    pub use loom::sync::atomic::{AtomicBool, AtomicPtr, AtomicU64, AtomicUsize, Ordering, fence};
+    pub use loom::thread::{LocalKey, Thread, current, park};
+}
+
+#[cfg_attr(loom, allow(dead_code))]
 /// How long a waiting thread spins before it parks: longer than most gaps between two loops
 /// of a step, short enough that an idle team gives its cores back at once. Spinning longer is
 /// harmful on a virtual machine whose cores are shared: a spinning core takes time from the
@@ -54,38 +68,54 @@ struct Team {
 /// true must then call [`Team::wake`]; the `parked` count, in sequentially consistent order on
 /// both sides, makes sure that a wake-up is never lost.
 fn wait_until(team: &Team, ready: impl Fn() -> bool) {
-    let start = Instant::now();
-    let mut spins = 0u32;
+    #[cfg(not(loom))]
+    let (start, mut spins) = (std::time::Instant::now(), 0u32);
     while !ready() {
-        spins = spins.wrapping_add(1);
-        if !spins.is_multiple_of(64) || start.elapsed() < SPIN {
-            std::hint::spin_loop();
-            continue;
+        // Under loom the spin is left out: it only delays the park below, and loom explores
+        // every interleaving of the protocol without it.
+        #[cfg(not(loom))]
+        {
+            spins = spins.wrapping_add(1);
+            if !spins.is_multiple_of(64) || start.elapsed() < SPIN {
+                std::hint::spin_loop();
+                continue;
+            }
         }
         team.parked.fetch_add(1, Ordering::SeqCst);
+        // Store-then-load handshake with `wake` (Dekker): the fences on both sides put this
+        // increment before the check of `ready`, so either the check sees the change or `wake`
+        // sees the count. SeqCst accesses alone order it on real hardware, but not in loom's
+        // model, which weakens them to AcqRel; the fences make it hold in both.
+        sync::fence(Ordering::SeqCst);
         if !ready() {
             // Spurious returns and stale unpark tokens only cost another check.
-            std::thread::park();
+            sync::park();
         }
         team.parked.fetch_sub(1, Ordering::SeqCst);
     }
 }
 
+#[cfg(not(loom))]
 thread_local! {
     /// The session this thread leads, if any.
     static LEADING: Cell<*const Team> = const { Cell::new(std::ptr::null()) };
     /// Set while this thread runs a session's task or helps one: nested loops run inline.
     static INSIDE: Cell<bool> = const { Cell::new(false) };
 }
+#[cfg(loom)]
+loom::thread_local! {
+    static LEADING: Cell<*const Team> = Cell::new(std::ptr::null());
+    static INSIDE: Cell<bool> = Cell::new(false);
+}
 
 /// Restores a thread-local on drop, so a panic cannot leave it set.
 struct Restore<T: Copy + 'static> {
-    key: &'static std::thread::LocalKey<Cell<T>>,
+    key: &'static LocalKey<Cell<T>>,
     old: T,
 }
 
 impl<T: Copy + 'static> Restore<T> {
-    fn set(key: &'static std::thread::LocalKey<Cell<T>>, value: T) -> Self {
+    fn set(key: &'static LocalKey<Cell<T>>, value: T) -> Self {
         Restore {
             key,
             old: key.with(|c| c.replace(value)),
@@ -100,6 +130,20 @@ impl<T: Copy + 'static> Drop for Restore<T> {
 }
 
 impl Team {
+    /// A team of `size` threads, the calling one (the leader) registered.
+    fn new(size: usize) -> Self {
+        Team {
+            word: AtomicU64::new(0),
+            job: AtomicPtr::new(std::ptr::null_mut()),
+            done: AtomicUsize::new(0),
+            stop: AtomicBool::new(false),
+            panicked: AtomicBool::new(false),
+            size,
+            parked: AtomicUsize::new(0),
+            threads: Mutex::new(vec![sync::current()]),
+        }
+    }
+
     fn generation(word: u64) -> u64 {
         word >> (2 * FIELD)
     }
@@ -140,7 +184,7 @@ impl Team {
         self.threads
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .push(std::thread::current());
+            .push(sync::current());
         loop {
             wait_until(self, || {
                 self.stop.load(Ordering::SeqCst) || {
@@ -157,6 +201,9 @@ impl Team {
 
     /// Unparks every parked thread of the team, after a change they may wait for.
     fn wake(&self) {
+        // The other half of the handshake in `wait_until`: the change before this fence, the
+        // count after it.
+        sync::fence(Ordering::SeqCst);
         if self.parked.load(Ordering::SeqCst) > 0 {
             for t in self
                 .threads
@@ -202,16 +249,7 @@ pub fn session<R: Send>(threads: usize, f: impl FnOnce() -> R + Send) -> R {
     if threads <= 1 || INSIDE.with(Cell::get) || !LEADING.with(Cell::get).is_null() {
         return f();
     }
-    let team = Team {
-        word: AtomicU64::new(0),
-        job: AtomicPtr::new(std::ptr::null_mut()),
-        done: AtomicUsize::new(0),
-        stop: AtomicBool::new(false),
-        panicked: AtomicBool::new(false),
-        size: threads,
-        parked: AtomicUsize::new(0),
-        threads: Mutex::new(vec![std::thread::current()]),
-    };
+    let team = Team::new(threads);
     struct StopOnDrop<'a>(&'a Team);
     impl Drop for StopOnDrop<'_> {
         fn drop(&mut self) {
@@ -269,4 +307,51 @@ pub fn for_each_task(tasks: usize, f: &(dyn Fn(usize) + Sync)) -> bool {
         });
     }
     true
+}
+
+/// The wake-up and task-claim protocol under loom, which runs the leader and a helper through
+/// every interleaving of their atomic operations (within a preemption bound) and fails on a
+/// lost wake-up (every thread parked: a deadlock), a task run twice or not at all, or a read
+/// of the job after the leader left the loop. The session's rayon scope and the time-based spin
+/// are left out: loom cannot run rayon's pool, and the spin only delays the park.
+///
+/// `RUSTFLAGS="--cfg loom" cargo test --release --lib loom -- --test-threads=1`
+#[cfg(all(test, loom))]
+mod loom_model {
+    use super::*;
+    use loom::sync::Arc;
+
+    fn one_leader_one_helper(loops: usize, tasks: usize) {
+        let team = Arc::new(Team::new(2));
+        let helper = {
+            let team = team.clone();
+            loom::thread::spawn(move || team.help())
+        };
+        for _ in 0..loops {
+            let hits: Vec<AtomicUsize> = (0..tasks).map(|_| AtomicUsize::new(0)).collect();
+            team.run(tasks, &|t| {
+                hits[t].fetch_add(1, Ordering::Relaxed);
+            });
+            for h in &hits {
+                assert_eq!(h.load(Ordering::Relaxed), 1, "every task runs exactly once");
+            }
+        }
+        team.stop.store(true, Ordering::SeqCst);
+        team.wake();
+        helper.join().unwrap();
+    }
+
+    #[test]
+    fn loom_two_loops_of_two_tasks() {
+        let mut model = loom::model::Builder::new();
+        model.preemption_bound = Some(3);
+        model.check(|| one_leader_one_helper(2, 2));
+    }
+
+    #[test]
+    fn loom_one_loop_of_three_tasks() {
+        let mut model = loom::model::Builder::new();
+        model.preemption_bound = Some(3);
+        model.check(|| one_leader_one_helper(1, 3));
+    }
 }

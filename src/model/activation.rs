@@ -12,6 +12,7 @@ use crate::model::shape::{holds, width};
 /// An elementwise nonlinearity.
 #[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
+#[non_exhaustive]
 pub enum Activation {
     /// y = a (used for output layers).
     Identity,

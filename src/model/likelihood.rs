@@ -25,6 +25,7 @@ const LN_2PI: f64 = 1.837_877_066_409_345_5;
 /// Which p(x|z) the decoder parameterises.
 #[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
+#[non_exhaustive]
 pub enum Likelihood {
     /// Bernoulli with logits `a`; targets may be grey levels in [0, 1]:
     /// log p = x a - softplus(a).

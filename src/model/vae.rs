@@ -19,8 +19,24 @@ use crate::model::params::Layout;
 /// The largest model accepted: 2^34 parameters (64 GiB in f32).
 pub const MAX_PARAMS: usize = 1 << 34;
 
-/// What a VAE looks like: widths, activation and likelihood.
+/// What a VAE looks like: widths, activation and likelihood. Start from [`VaeConfig::mnist`]
+/// (also the [`Default`]) and change what differs with the chainable setters; [`Vae::new`]
+/// validates the result.
+///
+/// ```
+/// use elbo::{Activation, Likelihood, Vae, VaeConfig};
+/// let config = VaeConfig::mnist()
+///     .input_dim(10)
+///     .hidden(&[32, 16])                 // encoder 10-32-16, decoder 16-32-10
+///     .latent_dim(3)
+///     .activation(Activation::Tanh)
+///     .likelihood(Likelihood::GaussianLearnedVariance);
+/// assert_eq!(config.decoder_hidden, [16, 32]);
+/// assert!(Vae::new(config.clone()).is_ok());
+/// assert!(config.latent_dim(0).validate().is_err());
+/// ```
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[non_exhaustive]
 pub struct VaeConfig {
     /// Width D of a data point (784 for MNIST).
     pub input_dim: usize,
@@ -40,6 +56,13 @@ pub struct VaeConfig {
     pub logvar_clamp: Option<f64>,
 }
 
+impl Default for VaeConfig {
+    /// [`VaeConfig::mnist`].
+    fn default() -> Self {
+        Self::mnist()
+    }
+}
+
 impl VaeConfig {
     /// The reference MNIST model: 784-400-20-400-784, ReLU, Bernoulli.
     pub fn mnist() -> Self {
@@ -52,6 +75,49 @@ impl VaeConfig {
             likelihood: Likelihood::Bernoulli,
             logvar_clamp: None,
         }
+    }
+
+    /// Sets the width D of a data point.
+    pub fn input_dim(mut self, d: usize) -> Self {
+        self.input_dim = d;
+        self
+    }
+    /// Sets the encoder's hidden widths, input side first.
+    pub fn encoder_hidden(mut self, widths: Vec<usize>) -> Self {
+        self.encoder_hidden = widths;
+        self
+    }
+    /// Sets the latent width Z.
+    pub fn latent_dim(mut self, z: usize) -> Self {
+        self.latent_dim = z;
+        self
+    }
+    /// Sets the decoder's hidden widths, latent side first.
+    pub fn decoder_hidden(mut self, widths: Vec<usize>) -> Self {
+        self.decoder_hidden = widths;
+        self
+    }
+    /// Sets both: the encoder's hidden widths as given, the decoder's mirrored (no hidden
+    /// layer at all, the linear VAE, with `&[]`).
+    pub fn hidden(mut self, widths: &[usize]) -> Self {
+        self.encoder_hidden = widths.to_vec();
+        self.decoder_hidden = widths.iter().rev().copied().collect();
+        self
+    }
+    /// Sets the hidden layers' activation.
+    pub fn activation(mut self, activation: Activation) -> Self {
+        self.activation = activation;
+        self
+    }
+    /// Sets p(x|z).
+    pub fn likelihood(mut self, likelihood: Likelihood) -> Self {
+        self.likelihood = likelihood;
+        self
+    }
+    /// Sets the clamp on the encoder's log-variances (`None`: no clamp).
+    pub fn logvar_clamp(mut self, clamp: Option<f64>) -> Self {
+        self.logvar_clamp = clamp;
+        self
     }
 
     /// Checks that every size is positive and every setting possible.
@@ -144,7 +210,7 @@ impl Vae {
     /// use elbo::{Vae, VaeConfig};
     /// let vae = Vae::new(VaeConfig::mnist())?;             // 784-400-20-400-784
     /// assert_eq!((vae.num_params(), vae.latent_dim()), (652_824, 20));
-    /// assert!(Vae::new(VaeConfig { latent_dim: 0, ..VaeConfig::mnist() }).is_err());
+    /// assert!(Vae::new(VaeConfig::mnist().latent_dim(0)).is_err());
     /// # Ok::<(), elbo::Error>(())
     /// ```
     pub fn new(config: VaeConfig) -> Result<Self> {
@@ -323,8 +389,7 @@ impl Vae {
     ///
     /// ```
     /// use elbo::{Vae, VaeConfig};
-    /// let vae = Vae::new(VaeConfig { input_dim: 6, encoder_hidden: vec![8], latent_dim: 2,
-    ///     decoder_hidden: vec![8], ..VaeConfig::mnist() })?;
+    /// let vae = Vae::new(VaeConfig::mnist().input_dim(6).encoder_hidden(vec![8]).latent_dim(2).decoder_hidden(vec![8]))?;
     /// let params: Vec<f32> = vae.init_params(0);
     /// let x = vec![0.5f32; 3 * 6];
     /// let (mu, logvar) = vae.encode(&params, &x, 1)?;

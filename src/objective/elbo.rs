@@ -221,8 +221,7 @@ impl BatchElbo {
 ///
 /// ```
 /// use elbo::{Elbo, Vae, VaeConfig, Workspace};
-/// let vae = Vae::new(VaeConfig { input_dim: 4, encoder_hidden: vec![8], latent_dim: 2,
-///     decoder_hidden: vec![8], ..VaeConfig::mnist() })?;
+/// let vae = Vae::new(VaeConfig::mnist().input_dim(4).encoder_hidden(vec![8]).latent_dim(2).decoder_hidden(vec![8]))?;
 /// let params: Vec<f64> = vae.init_params(1);
 /// let mut ws = Workspace::<f64>::new(&vae, 2, 1, 1)?;   // 2 rows, 1 sample each
 /// ws.x.copy_from_slice(&[0.0, 0.5, 1.0, 0.2, 0.9, 0.1, 0.3, 0.7]);

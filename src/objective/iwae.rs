@@ -32,6 +32,7 @@ pub struct Iwae<'a> {
 
 /// Batch means from one forward pass of the importance-weighted bound.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[non_exhaustive]
 pub struct IwBatch {
     /// Mean over data points of log (1/k) sum_i w_i.
     pub bound: f64,
@@ -174,6 +175,7 @@ impl<'a> Iwae<'a> {
 
 /// Importance-sampled estimates of log p(x) over a dataset, with the ELBO beside them.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[non_exhaustive]
 pub struct MarginalReport {
     /// Data points used.
     pub points: usize,
@@ -195,6 +197,7 @@ pub struct MarginalReport {
 
 /// The k-sample estimate log (1/k) sum_i w_i, averaged over points.
 #[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+#[non_exhaustive]
 pub struct KEstimate {
     /// Samples per point.
     pub k: usize,
@@ -243,7 +246,7 @@ pub(crate) fn point_log_weights<T: Float>(
 /// ```
 /// use elbo::{Parallelism, Vae, VaeConfig};
 /// let data = elbo::data::shapes::generate(0, 0, 4)?;
-/// let vae = Vae::new(VaeConfig { latent_dim: 2, ..VaeConfig::mnist() })?;
+/// let vae = Vae::new(VaeConfig::mnist().latent_dim(2))?;
 /// let params: Vec<f32> = vae.init_params(0);
 /// let r = elbo::objective::estimate_log_marginal(&vae, &params, &data, &[1, 50], 0,
 ///     &Parallelism::threads(1)?)?;

@@ -35,8 +35,7 @@ pub const OPTIMIZER_STATE: &str = "optimizer.state";
 /// ```
 /// use elbo::train::checkpoint;
 /// use elbo::{Vae, VaeConfig};
-/// let vae = Vae::new(VaeConfig { input_dim: 4, encoder_hidden: vec![], latent_dim: 1,
-///     decoder_hidden: vec![], ..VaeConfig::mnist() })?;
+/// let vae = Vae::new(VaeConfig::mnist().input_dim(4).encoder_hidden(vec![]).latent_dim(1).decoder_hidden(vec![]))?;
 /// let params: Vec<f32> = vae.init_params(1);
 /// let dir = tempfile::tempdir().unwrap();
 /// let path = dir.path().join("m.safetensors");

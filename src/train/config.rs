@@ -5,8 +5,11 @@ use serde::{Deserialize, Serialize};
 use crate::error::{Error, Result};
 use crate::train::optim::OptimizerConfig;
 
-/// How to train.
+/// How to train. Start from the [`Default`] (the reference MNIST run) and change what differs
+/// with the chainable setters; [`validate`](Self::validate) (which every trainer runs) checks
+/// the result.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[non_exhaustive]
 pub struct TrainConfig {
     /// Passes over the training set.
     pub epochs: usize,
@@ -51,13 +54,64 @@ impl Default for TrainConfig {
 }
 
 impl TrainConfig {
+    /// Sets the number of passes over the training set.
+    pub fn epochs(mut self, v: usize) -> Self {
+        self.epochs = v;
+        self
+    }
+    /// Sets the examples per step.
+    pub fn batch_size(mut self, v: usize) -> Self {
+        self.batch_size = v;
+        self
+    }
+    /// Sets the z draws per example.
+    pub fn samples(mut self, v: usize) -> Self {
+        self.samples = v;
+        self
+    }
+    /// Sets the KL weight.
+    pub fn beta(mut self, v: f64) -> Self {
+        self.beta = v;
+        self
+    }
+    /// Sets the epochs of linear KL warm-up.
+    pub fn warmup_epochs(mut self, v: f64) -> Self {
+        self.warmup_epochs = v;
+        self
+    }
+    /// Sets the optimizer.
+    pub fn optimizer(mut self, v: OptimizerConfig) -> Self {
+        self.optimizer = v;
+        self
+    }
+    /// Sets the gradient-norm clip (`None`: no clip).
+    pub fn clip_norm(mut self, v: Option<f64>) -> Self {
+        self.clip_norm = v;
+        self
+    }
+    /// Sets the seed of every random draw.
+    pub fn seed(mut self, v: u64) -> Self {
+        self.seed = v;
+        self
+    }
+    /// Sets dynamic binarisation on or off.
+    pub fn binarize(mut self, v: bool) -> Self {
+        self.binarize = v;
+        self
+    }
+    /// Trains the importance-weighted bound with this many samples (`None`: the ELBO).
+    pub fn iw_samples(mut self, v: Option<usize>) -> Self {
+        self.iw_samples = v;
+        self
+    }
+
     /// Checks every setting.
     ///
     /// ```
     /// use elbo::TrainConfig;
-    /// let config = TrainConfig { epochs: 5, beta: 4.0, warmup_epochs: 2.0, ..TrainConfig::default() };
+    /// let config = TrainConfig::default().epochs(5).beta(4.0).warmup_epochs(2.0);
     /// config.validate()?;
-    /// assert!(TrainConfig { batch_size: 0, ..config }.validate().is_err());
+    /// assert!(config.clone().batch_size(0).validate().is_err());
     /// # Ok::<(), elbo::Error>(())
     /// ```
     pub fn validate(&self) -> Result<()> {

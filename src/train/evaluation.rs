@@ -69,7 +69,7 @@ pub(crate) fn evaluate_into<T: Float>(
 /// ```
 /// use elbo::{Parallelism, Vae, VaeConfig};
 /// let data = elbo::data::shapes::generate(0, 0, 64)?;
-/// let vae = Vae::new(VaeConfig { latent_dim: 2, ..VaeConfig::mnist() })?;
+/// let vae = Vae::new(VaeConfig::mnist().latent_dim(2))?;
 /// let params: Vec<f32> = vae.init_params(0);
 /// let e = elbo::train::evaluate(&vae, &params, &data, 32, 1, 0, &Parallelism::threads(1)?)?;
 /// assert!(e.terms.kl >= 0.0 && e.latent.kl_per_dim.len() == 2);

@@ -13,6 +13,7 @@ const CHUNK: usize = 1 << 14;
 /// Which optimizer, with its settings.
 #[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "kebab-case")]
+#[non_exhaustive]
 pub enum OptimizerConfig {
     /// Adam with bias correction, as `torch.optim.Adam`.
     Adam {

@@ -11,6 +11,7 @@ pub const ACTIVE_UNIT_THRESHOLD: f64 = 1e-2;
 
 /// Posterior-collapse diagnostics over a dataset.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[non_exhaustive]
 pub struct LatentStats {
     /// Mean over the data of each dimension's KL(q(z_j|x) || N(0, 1)).
     pub kl_per_dim: Vec<f64>,
@@ -22,6 +23,7 @@ pub struct LatentStats {
 
 /// The ELBO's terms and the latent diagnostics over a dataset.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[non_exhaustive]
 pub struct Evaluation {
     /// Means of the ELBO's terms.
     pub terms: EpochTerms,
@@ -31,6 +33,7 @@ pub struct Evaluation {
 
 /// Means over a pass of the loss and the ELBO's terms, per example (nats).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[non_exhaustive]
 pub struct EpochTerms {
     /// -ELBO: what the reference PyTorch example prints as its loss when beta = 1.
     pub neg_elbo: f64,
@@ -56,6 +59,7 @@ impl From<BatchElbo> for EpochTerms {
 
 /// One epoch's figures.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[non_exhaustive]
 pub struct EpochReport {
     /// 1-based.
     pub epoch: usize,
@@ -79,6 +83,7 @@ pub struct EpochReport {
 /// Running sums over the batches of an unfinished epoch, kept so that an epoch interrupted
 /// and resumed reports exactly what an uninterrupted one would.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[non_exhaustive]
 pub struct EpochProgress {
     /// Batches done.
     pub batches: usize,
@@ -96,6 +101,7 @@ pub struct EpochProgress {
 
 /// What one training step saw.
 #[derive(Clone, Copy, Debug, PartialEq)]
+#[non_exhaustive]
 pub struct StepResult {
     /// The batch means of the ELBO's terms.
     pub elbo: BatchElbo,

@@ -91,6 +91,7 @@ impl<T: Float> Rows<'_, T> {
 
 /// The posterior q(z|x) = N(means, diag(variances)) of each input row.
 #[derive(Clone, Debug, PartialEq)]
+#[non_exhaustive]
 pub struct Posterior<T> {
     /// `rows x Z`.
     pub means: Array2<T>,
@@ -100,6 +101,7 @@ pub struct Posterior<T> {
 
 /// Draws from the model: latent codes z ~ N(0, I) and the decoder's mean for each.
 #[derive(Clone, Debug, PartialEq)]
+#[non_exhaustive]
 pub struct Samples<T> {
     /// `n x Z`.
     pub z: Array2<T>,
@@ -131,10 +133,9 @@ impl PointElbo {
 /// use elbo::{Dataset, Parallelism, TrainConfig, TrainedVae, VaeConfig};
 /// let pixels: Vec<u8> = (0..64 * 4).map(|i| (i * 37 % 256) as u8).collect();
 /// let data = Dataset::from_bytes(64, 4, pixels)?;
-/// let config = VaeConfig { input_dim: 4, encoder_hidden: vec![8], latent_dim: 2,
-///     decoder_hidden: vec![8], ..VaeConfig::mnist() };
+/// let config = VaeConfig::mnist().input_dim(4).encoder_hidden(vec![8]).latent_dim(2).decoder_hidden(vec![8]);
 /// let model: TrainedVae<f32> = elbo::fit(config,
-///     TrainConfig { epochs: 2, batch_size: 16, ..TrainConfig::default() }, &data)?;
+///     TrainConfig::default().epochs(2).batch_size(16), &data)?;
 /// let x = [0.0f32, 0.5, 1.0, 0.25];
 /// let q = model.encode(&x[..])?;                     // one row of width 4
 /// assert_eq!(q.means.dim(), (1, 2));

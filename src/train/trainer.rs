@@ -326,9 +326,8 @@ impl<T: Float> Trainer<T> {
     /// use elbo::{Dataset, FitOptions, Parallelism, TrainConfig, Trainer, Vae, VaeConfig};
     /// let data = Dataset::from_bytes(40, 4, (0..160).map(|i| (i * 37 % 256) as u8).collect())?;
     /// let (train, test) = data.split_at(32);
-    /// let vae = Vae::new(VaeConfig { input_dim: 4, encoder_hidden: vec![8], latent_dim: 2,
-    ///     decoder_hidden: vec![8], ..VaeConfig::mnist() })?;
-    /// let config = TrainConfig { epochs: 3, batch_size: 8, ..TrainConfig::default() };
+    /// let vae = Vae::new(VaeConfig::mnist().input_dim(4).encoder_hidden(vec![8]).latent_dim(2).decoder_hidden(vec![8]))?;
+    /// let config = TrainConfig::default().epochs(3).batch_size(8);
     /// let mut trainer = Trainer::<f32>::new(vae, config, &Parallelism::threads(1)?)?;
     /// let mut seen = 0;
     /// let reports = trainer.fit(&train, FitOptions::new().test(&test).on_epoch(|r, _| {
@@ -470,10 +469,9 @@ impl<T: Float> Trainer<T> {
 /// ```
 /// use elbo::{Dataset, TrainConfig, TrainedVae, VaeConfig};
 /// let data = Dataset::from_bytes(32, 4, (0..128).map(|i| (i * 57 % 256) as u8).collect())?;
-/// let config = VaeConfig { input_dim: 4, encoder_hidden: vec![], latent_dim: 1,
-///     decoder_hidden: vec![], ..VaeConfig::mnist() };          // a linear VAE
+/// let config = VaeConfig::mnist().input_dim(4).encoder_hidden(vec![]).latent_dim(1).decoder_hidden(vec![]);          // a linear VAE
 /// let model: TrainedVae<f64> = elbo::fit(config,
-///     TrainConfig { epochs: 1, batch_size: 8, ..TrainConfig::default() }, &data)?;
+///     TrainConfig::default().epochs(1).batch_size(8), &data)?;
 /// assert_eq!(model.latent_dim(), 1);
 /// # Ok::<(), elbo::Error>(())
 /// ```

@@ -157,21 +157,20 @@ pub(crate) fn train(args: TrainArgs) -> std::result::Result<(), Failure> {
         args.model
             .config(train.dim(), args.data.data.unwrap_or(DataKind::Shapes))?,
     )?;
-    let config = TrainConfig {
-        epochs: args.epochs.unwrap_or(10),
-        batch_size: args.batch_size,
-        samples: args.samples,
-        beta: args.beta,
-        warmup_epochs: args.warmup,
-        optimizer: match args.optimizer {
+    let config = TrainConfig::default()
+        .epochs(args.epochs.unwrap_or(10))
+        .batch_size(args.batch_size)
+        .samples(args.samples)
+        .beta(args.beta)
+        .warmup_epochs(args.warmup)
+        .optimizer(match args.optimizer {
             OptimizerKind::Adam => OptimizerConfig::adam(args.lr.unwrap_or(1e-3)),
             OptimizerKind::Sgd => OptimizerConfig::sgd(args.lr.unwrap_or(1e-3), args.momentum),
-        },
-        clip_norm: args.clip,
-        seed: args.seed,
-        binarize: args.binarize,
-        iw_samples: args.iw_samples,
-    };
+        })
+        .clip_norm(args.clip)
+        .seed(args.seed)
+        .binarize(args.binarize)
+        .iw_samples(args.iw_samples);
     let ctx = RunContext {
         data: args.data.clone(),
         train_limit: args.train_limit,
