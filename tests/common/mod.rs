@@ -9,14 +9,16 @@ use std::path::PathBuf;
 /// `cargo test` works in a clone without the shared data. CI sets `ELBO_REQUIRE_MNIST=1`, and
 /// then a missing copy fails the test: CI never skips silently.
 pub fn mnist_dir() -> Option<PathBuf> {
-    let dir = std::env::var_os("ELBO_MNIST_DIR").map_or_else(
-        || {
-            PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-                .join(REPO_ROOT)
-                .join("../shared/data/mnist")
-        },
-        PathBuf::from,
-    );
+    let dir = std::env::var_os("ELBO_MNIST_DIR")
+        .filter(|v| !v.is_empty())
+        .map_or_else(
+            || {
+                PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+                    .join(REPO_ROOT)
+                    .join("../shared/data/mnist")
+            },
+            PathBuf::from,
+        );
     if dir.join("train-images-idx3-ubyte.gz").is_file() {
         return Some(dir);
     }
