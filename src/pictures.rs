@@ -32,6 +32,15 @@ fn write_png(
 
 /// Writes `images` (each `h x w` values in [0, 1], row-major) as a grid with `cols` tiles per
 /// row, each pixel drawn `scale` times larger. Returns the picture's (width, height).
+///
+/// ```
+/// let dir = tempfile::tempdir().unwrap();
+/// let images = vec![vec![0.0f32, 1.0, 1.0, 0.0]; 3];         // three 2 x 2 images
+/// let (w, h) = elbo::pictures::write_grid(dir.path().join("grid.png"), &images, (2, 2), 2, 4)?;
+/// assert!(w > 0 && h > 0);
+/// assert!(elbo::pictures::write_grid(dir.path().join("bad.png"), &images, (3, 3), 2, 4).is_err());
+/// # Ok::<(), elbo::Error>(())
+/// ```
 pub fn write_grid(
     path: impl AsRef<Path>,
     images: &[Vec<f32>],

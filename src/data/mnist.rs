@@ -30,6 +30,19 @@ fn find(dir: &Path, stem: &str) -> Result<PathBuf> {
 }
 
 /// Loads one split of MNIST from `dir`, with labels; images are kept as bytes.
+///
+/// ```
+/// use elbo::data::idx::write_idx;
+/// use elbo::data::mnist::{Split, load};
+/// // A two-image stand-in in MNIST's layout (the real files load the same way).
+/// let dir = tempfile::tempdir().unwrap();
+/// write_idx(dir.path().join("t10k-images-idx3-ubyte"), &[2, 28, 28], &[9; 2 * 784])?;
+/// write_idx(dir.path().join("t10k-labels-idx1-ubyte"), &[2], &[3, 7])?;
+/// let test = load(dir.path(), Split::Test)?;
+/// assert_eq!((test.len(), test.dim(), test.labels.clone()), (2, 784, Some(vec![3, 7])));
+/// assert!(load(dir.path(), Split::Train).is_err());       // no training files there
+/// # Ok::<(), elbo::Error>(())
+/// ```
 pub fn load(dir: impl AsRef<Path>, split: Split) -> Result<Dataset> {
     let dir = dir.as_ref();
     let prefix = match split {

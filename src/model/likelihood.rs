@@ -139,6 +139,36 @@ pub trait LikelihoodInfo: Send + Sync + std::fmt::Debug {
 /// Implement it for both f32 and f64 (a generic `impl<T: Float>` does) and the model trains
 /// with it in either precision. The contract is checked by [`crate::gradcheck::check_likelihood`]:
 /// the gradients must be those of `log_prob`.
+///
+/// ```
+/// use std::sync::Arc;
+/// use elbo::{DecoderLikelihood, Float, LikelihoodInfo, Vae, VaeConfig};
+///
+/// /// A Gaussian with variance 2, written as a user would.
+/// #[derive(Debug)]
+/// struct Wide;
+/// impl LikelihoodInfo for Wide {
+///     fn name(&self) -> String { "wide-gaussian".into() }
+/// }
+/// impl<T: Float> DecoderLikelihood<T> for Wide {
+///     fn log_prob(&self, _: &[T], x: &[T], a: &[T], _: &mut [T]) -> T {
+///         let c = T::of(0.5 * (2.0 * 2.0 * std::f64::consts::PI).ln());
+///         x.iter().zip(a).fold(T::zero(), |s, (&x, &a)| s - (x - a) * (x - a) / T::of(4.0) - c)
+///     }
+///     /// d(-log p)/da = (a - x) / 2
+///     fn grad_output(&self, _: &[T], x: &[T], a: &[T], _: &[T], scale: T, da: &mut [T]) {
+///         for j in 0..da.len() { da[j] = scale * (a[j] - x[j]) / T::of(2.0); }
+///     }
+///     fn mean(&self, _: &[T], a: &[T], out: &mut [T]) { out.copy_from_slice(a); }
+/// }
+///
+/// let checks = elbo::gradcheck::check_likelihood(&Wide, &[], &[0.3, -1.0], &[1.0, 0.2], 1e-5,
+///     elbo::gradcheck::Tolerance::DEFAULT)?;
+/// assert!(checks.iter().all(|c| c.passed));
+/// let vae = Vae::with_likelihood(VaeConfig::mnist().input_dim(2).latent_dim(1), Arc::new(Wide))?;
+/// assert_eq!(vae.likelihood_info().name(), "wide-gaussian");
+/// # Ok::<(), elbo::Error>(())
+/// ```
 pub trait DecoderLikelihood<T: Float>: LikelihoodInfo {
     /// log p(x | a), fully normalised where the likelihood is a density or a mass function.
     fn log_prob(&self, params: &[T], x: &[T], a: &[T], cache: &mut [T]) -> T;

@@ -24,6 +24,23 @@ use crate::objective::elbo::{BatchElbo, Elbo, Workspace};
 use crate::rng::{Purpose, fill_normal, stream};
 
 /// The importance-weighted bound of a [`Vae`], forward and backward.
+///
+/// ```
+/// use elbo::objective::{Iwae, Workspace};
+/// use elbo::{Vae, VaeConfig};
+/// let vae = Vae::new(VaeConfig::mnist().input_dim(3).hidden(&[4]).latent_dim(1))?;
+/// let params: Vec<f64> = vae.init_params(0);
+/// let mut ws = Workspace::<f64>::new(&vae, 1, 8, 1)?;      // one point, k = 8 draws
+/// ws.x.copy_from_slice(&[0.0, 1.0, 0.5]);
+/// elbo::rng::fill_normal(&mut elbo::rng::stream(0, elbo::rng::Purpose::Eval, 0), &mut ws.eps);
+/// let r = Iwae::new(&vae).forward(&params, &mut ws, 1)?;
+/// // log (1/k) sum w_i >= (1/k) sum log w_i, draw by draw (Jensen).
+/// let mean_log_w = ws.log_w.iter().sum::<f64>() / 8.0;
+/// assert!(r.bound >= mean_log_w);
+/// let mut grads = vec![0.0; vae.num_params()];
+/// Iwae::new(&vae).backward(&params, &mut ws, 1, &mut grads)?;
+/// # Ok::<(), elbo::Error>(())
+/// ```
 #[derive(Clone, Copy, Debug)]
 pub struct Iwae<'a> {
     /// The model.
