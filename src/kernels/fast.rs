@@ -10,7 +10,8 @@
 /// e^t for t <= 0, f32, branch-free: t = n ln 2 + r with |r| <= ln 2 / 2, e^r by its Taylor
 /// series to degree 7 (relative error below 2e-8), times 2^n built in the exponent bits.
 /// Returns 0 below -87 (e^-87 is near the smallest normal f32); any t > 0 (+inf included) is
-/// treated as 0 and gives 1, and NaN gives 0. Total: no input reaches undefined behaviour.
+/// treated as 0 and gives 1, and NaN is treated as -87. Total: no input reaches undefined
+/// behaviour.
 #[inline(always)]
 pub fn exp_nonpositive(t: f32) -> f32 {
     const LOG2E: f32 = std::f32::consts::LOG2_E;

@@ -138,7 +138,7 @@ const MIN_MACS_TO_SPLIT: usize = 1 << 19;
 /// How the output is cut never changes a result: `gemm` sums every element of C over k in
 /// one order whatever the tile, since its k-blocking depends on k alone.
 fn tiles(m: usize, n: usize, k: usize, threads: usize) -> (usize, usize) {
-    if m * n * k < MIN_MACS_TO_SPLIT {
+    if m.saturating_mul(n).saturating_mul(k) < MIN_MACS_TO_SPLIT {
         return (1, 1);
     }
     let cut = |len: usize| threads.min(len.div_ceil(16)).max(1);

@@ -480,3 +480,34 @@ proptest! {
         }
     }
 }
+
+/// The two routes to undefined behaviour the review found are closed: `exp_nonpositive` is
+/// total (+inf, huge, NaN), and a size check that wrapped (m = n = k = 2^32, whose products are
+/// 0 mod 2^64) now refuses before any pointer is formed.
+#[test]
+fn exp_nonpositive_is_total_and_matmul_sizes_cannot_wrap() {
+    assert_eq!(exp_nonpositive(f32::INFINITY), 1.0);
+    assert_eq!(exp_nonpositive(1.5e9), 1.0);
+    assert_eq!(exp_nonpositive(f32::NAN), exp_nonpositive(-87.0));
+    assert_eq!(exp_nonpositive(f32::NEG_INFINITY), 0.0);
+    #[cfg(target_pointer_width = "64")]
+    {
+        let huge = 1usize << 32;
+        let r = std::panic::catch_unwind(|| {
+            let mut c = [0f32; 1];
+            matmul(
+                huge,
+                huge,
+                huge,
+                &[0f32; 1],
+                Op::N,
+                &[0f32; 1],
+                Op::N,
+                &mut c,
+                false,
+                1,
+            )
+        });
+        assert!(r.is_err(), "a wrapped size must be refused");
+    }
+}
