@@ -58,9 +58,10 @@ pub(crate) struct DataArgs {
 /// The model's shape, shared by `train` and `gradcheck`.
 #[derive(clap::Args, Debug, Clone)]
 pub(crate) struct ModelArgs {
-    /// Hidden widths of the encoder, comma-separated; the decoder mirrors them.
-    #[arg(long, value_delimiter = ',', default_value = "400")]
-    pub(crate) hidden: Vec<usize>,
+    /// Hidden widths of the encoder, comma-separated; the decoder mirrors them. "" gives no
+    /// hidden layer: the linear VAE (probabilistic PCA's case).
+    #[arg(long, default_value = "400", value_parser = parse_widths)]
+    pub(crate) hidden: Widths,
     /// Latent size Z [default: 20 for mnist, 10 for shapes].
     #[arg(long)]
     pub(crate) latent: Option<usize>,
@@ -86,13 +87,13 @@ impl ModelArgs {
         }
         Ok(VaeConfig::mnist()
             .input_dim(input_dim)
-            .encoder_hidden(self.hidden.clone())
+            .encoder_hidden(self.hidden.0.clone())
             .latent_dim(self.latent.unwrap_or(match data {
                 DataKind::Mnist => 20,
                 DataKind::Shapes => 10,
                 DataKind::File => 2,
             }))
-            .decoder_hidden(self.hidden.iter().rev().copied().collect())
+            .decoder_hidden(self.hidden.0.iter().rev().copied().collect())
             .activation(self.activation.parse::<Activation>()?)
             .likelihood(likelihood)
             .logvar_clamp(self.logvar_clamp))
@@ -180,4 +181,23 @@ impl From<elbo::Error> for Failure {
     fn from(e: elbo::Error) -> Self {
         Failure::Error(e)
     }
+}
+
+/// Hidden widths as given on the command line.
+#[derive(Clone, Debug)]
+pub(crate) struct Widths(pub(crate) Vec<usize>);
+
+/// "400", "512,256", or "" (no hidden layer).
+fn parse_widths(s: &str) -> std::result::Result<Widths, String> {
+    if s.trim().is_empty() {
+        return Ok(Widths(Vec::new()));
+    }
+    s.split(',')
+        .map(|w| {
+            w.trim().parse::<usize>().map_err(|_| {
+                format!("'{w}' is not a width (expected e.g. 400 or 512,256, or \"\" for none)")
+            })
+        })
+        .collect::<std::result::Result<_, _>>()
+        .map(Widths)
 }

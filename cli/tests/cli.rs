@@ -240,3 +240,39 @@ fn gradcheck_passes_for_a_described_model_and_names_each_tensor() {
     ]);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
 }
+
+/// `--hidden ""` asks for the linear VAE (no hidden layer), and a training set smaller than
+/// the default batch gets one batch of all of it, with a note saying so.
+#[test]
+fn a_linear_vae_on_a_small_set_trains_with_a_note() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("run");
+    let o = elbo(&[
+        "train",
+        "--hidden",
+        "",
+        "--latent",
+        "2",
+        "--shapes-size",
+        "100",
+        "--epochs",
+        "1",
+        "--threads",
+        "1",
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("fewer than the default batch of 128"), "{err}");
+    let report: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(out.join("report.json")).unwrap()).unwrap();
+    assert_eq!(report["model"]["encoder_hidden"], serde_json::json!([]));
+    assert_eq!(report["model"]["decoder_hidden"], serde_json::json!([]));
+    let batch = report["training"]["batch_size"].as_u64().unwrap();
+    assert!(batch < 128, "batch {batch}");
+    // A width that is not a number is refused with the reason.
+    let o = elbo(&["train", "--hidden", "64,x"]);
+    assert!(!o.status.success());
+    assert!(String::from_utf8_lossy(&o.stderr).contains("'x' is not a width"));
+}

@@ -47,9 +47,9 @@ pub(crate) struct TrainArgs {
     /// Clip the gradient's norm to this value; with --resume, replaces the saved setting.
     #[arg(long, allow_negative_numbers = true)]
     pub(crate) clip: Option<f64>,
-    /// Examples per step.
-    #[arg(long, default_value_t = 128)]
-    pub(crate) batch_size: usize,
+    /// Examples per step [default: 128, or the whole training set when it is smaller].
+    #[arg(long)]
+    pub(crate) batch_size: Option<usize>,
     /// Passes over the training set (with --resume: the new total) [default: 10].
     #[arg(long)]
     pub(crate) epochs: Option<usize>,
@@ -157,9 +157,22 @@ pub(crate) fn train(args: TrainArgs) -> std::result::Result<(), Failure> {
         args.model
             .config(train.dim(), args.data.data.unwrap_or(DataKind::Shapes))?,
     )?;
+    let batch_size = match args.batch_size {
+        Some(b) => b,
+        None if train.len() < 128 => {
+            eprintln!(
+                "note: the training set has {} examples, fewer than the default batch of 128; \
+                 using batches of {}",
+                train.len(),
+                train.len()
+            );
+            train.len()
+        }
+        None => 128,
+    };
     let config = TrainConfig::default()
         .epochs(args.epochs.unwrap_or(10))
-        .batch_size(args.batch_size)
+        .batch_size(batch_size)
         .samples(args.samples)
         .beta(args.beta)
         .warmup_epochs(args.warmup)
