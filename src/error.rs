@@ -20,6 +20,10 @@ pub enum Error {
     /// Data values that the model cannot use (NaN, infinite, out of range).
     #[error("invalid data: {0}")]
     InvalidData(String),
+    /// A request that cannot apply to these (valid) data or this model, such as pictures of
+    /// data that are not images.
+    #[error("not possible here: {0}")]
+    Unsupported(String),
     /// A hyper-parameter or size that is impossible.
     #[error("invalid setting {name} = {value}: {reason}")]
     InvalidConfig {

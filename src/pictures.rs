@@ -228,8 +228,8 @@ pub fn write_gallery<T: crate::kernels::scalar::Float>(
             (s * s == data.dim()).then_some((s, s))
         })
         .ok_or_else(|| {
-            Error::InvalidData(format!(
-                "examples of width {} are not square images",
+            Error::Unsupported(format!(
+                "the data are {} values wide, not square images; pictures need images",
                 data.dim()
             ))
         })?;

@@ -41,12 +41,12 @@ pub(crate) struct DataArgs {
     /// Folder of the MNIST IDX files (for --data mnist).
     #[arg(long)]
     pub(crate) data_dir: Option<PathBuf>,
-    /// Examples generated for `shapes` training (the test set is a tenth of it).
-    #[arg(long, default_value_t = 20_000)]
-    pub(crate) shapes_size: usize,
-    /// Seed of the `shapes` images.
-    #[arg(long, default_value_t = 0)]
-    pub(crate) data_seed: u64,
+    /// Examples generated for `shapes` training (the test set is a tenth of it) [default: 20000].
+    #[arg(long)]
+    pub(crate) shapes_size: Option<usize>,
+    /// Seed of the `shapes` images [default: 0].
+    #[arg(long)]
+    pub(crate) data_seed: Option<u64>,
     /// Training matrix for --data file (.npy of f32/f64, or .csv).
     #[arg(long)]
     pub(crate) data_path: Option<PathBuf>,
@@ -59,68 +59,197 @@ pub(crate) struct DataArgs {
 #[derive(clap::Args, Debug, Clone)]
 pub(crate) struct ModelArgs {
     /// Hidden widths of the encoder, comma-separated; the decoder mirrors them. "" gives no
-    /// hidden layer: the linear VAE (probabilistic PCA's case).
-    #[arg(long, default_value = "400", value_parser = parse_widths)]
-    pub(crate) hidden: Widths,
+    /// hidden layer: the linear VAE (probabilistic PCA's case) [default: 400].
+    #[arg(long, value_parser = parse_widths)]
+    pub(crate) hidden: Option<Widths>,
     /// Latent size Z [default: 20 for mnist, 10 for shapes].
     #[arg(long)]
     pub(crate) latent: Option<usize>,
-    /// Hidden activation: relu, leaky-relu, tanh, sigmoid or softplus.
-    #[arg(long, default_value = "relu")]
-    pub(crate) activation: String,
-    /// p(x|z): bernoulli, gaussian (fixed --variance) or gaussian-learned.
-    #[arg(long, default_value = "bernoulli")]
-    pub(crate) likelihood: String,
-    /// Variance of the fixed Gaussian likelihood.
-    #[arg(long, default_value_t = 1.0)]
-    pub(crate) variance: f64,
+    /// Hidden activation: relu, leaky-relu, tanh, sigmoid, softplus or identity [default: relu].
+    #[arg(long)]
+    pub(crate) activation: Option<String>,
+    /// p(x|z): bernoulli, gaussian (fixed --variance) or gaussian-learned [default: bernoulli].
+    #[arg(long)]
+    pub(crate) likelihood: Option<String>,
+    /// Variance of the fixed Gaussian likelihood [default: 1].
+    #[arg(long)]
+    pub(crate) variance: Option<f64>,
     /// Clamp the encoder's log-variances to [-C, C] (keeps e^logvar finite).
     #[arg(long, value_name = "C", allow_negative_numbers = true)]
     pub(crate) logvar_clamp: Option<f64>,
 }
 
 impl ModelArgs {
+    /// The first architecture option given, if any: a resumed run's model is the checkpoint's,
+    /// so these are refused there rather than ignored.
+    pub(crate) fn first_given(&self) -> Option<&'static str> {
+        [
+            ("hidden", self.hidden.is_some()),
+            ("latent", self.latent.is_some()),
+            ("activation", self.activation.is_some()),
+            ("likelihood", self.likelihood.is_some()),
+            ("variance", self.variance.is_some()),
+            ("logvar-clamp", self.logvar_clamp.is_some()),
+        ]
+        .into_iter()
+        .find_map(|(name, given)| given.then_some(name))
+    }
+
     pub(crate) fn config(&self, input_dim: usize, data: DataKind) -> Result<VaeConfig> {
-        let mut likelihood: Likelihood = self.likelihood.parse()?;
+        let mut likelihood: Likelihood =
+            self.likelihood.as_deref().unwrap_or("bernoulli").parse()?;
         if let Likelihood::Gaussian { variance } = &mut likelihood {
-            *variance = self.variance;
+            *variance = self.variance.unwrap_or(1.0);
+        } else if self.variance.is_some() {
+            return Err(Error::config(
+                "variance",
+                self.variance.unwrap_or_default(),
+                "applies only to --likelihood gaussian",
+            ));
         }
+        let hidden = self.hidden.clone().map_or(vec![400], |w| w.0);
         Ok(VaeConfig::mnist()
             .input_dim(input_dim)
-            .encoder_hidden(self.hidden.0.clone())
+            .encoder_hidden(hidden.clone())
             .latent_dim(self.latent.unwrap_or(match data {
                 DataKind::Mnist => 20,
                 DataKind::Shapes => 10,
                 DataKind::File => 2,
             }))
-            .decoder_hidden(self.hidden.0.iter().rev().copied().collect())
-            .activation(self.activation.parse::<Activation>()?)
+            .decoder_hidden(hidden.iter().rev().copied().collect())
+            .activation(
+                self.activation
+                    .as_deref()
+                    .unwrap_or("relu")
+                    .parse::<Activation>()?,
+            )
             .likelihood(likelihood)
             .logvar_clamp(self.logvar_clamp))
+    }
+}
+
+impl DataArgs {
+    /// The `shapes` sizes: (training examples, test examples).
+    fn shapes_sizes(&self) -> Result<(usize, usize)> {
+        match self.shapes_size.unwrap_or(20_000) {
+            0 => Err(Error::config("shapes size", 0, "must be at least 1")),
+            n => Ok((n, (n / 10).max(1))),
+        }
+    }
+
+    fn mnist_dir(&self) -> Result<PathBuf> {
+        self.data_dir.clone().ok_or_else(|| {
+            Error::config(
+                "data-dir",
+                "(none)",
+                "--data mnist needs --data-dir with the MNIST IDX files",
+            )
+        })
+    }
+
+    /// These options given on the command line over `stored` (a saved model's): each one
+    /// given replaces the stored one. A different `--data` kind replaces them all.
+    pub(crate) fn over(&self, stored: &DataArgs) -> DataArgs {
+        if self.data.is_some() && self.data != stored.data {
+            return self.clone();
+        }
+        DataArgs {
+            data: self.data.or(stored.data),
+            data_dir: self.data_dir.clone().or_else(|| stored.data_dir.clone()),
+            shapes_size: self.shapes_size.or(stored.shapes_size),
+            data_seed: self.data_seed.or(stored.data_seed),
+            data_path: self.data_path.clone().or_else(|| stored.data_path.clone()),
+            test_path: self.test_path.clone().or_else(|| stored.test_path.clone()),
+        }
+    }
+
+    /// The same settings with every path made absolute, as a model file stores them, so that
+    /// commands run from another folder find the data.
+    pub(crate) fn absolute(&self) -> Result<DataArgs> {
+        let abs = |p: &Option<PathBuf>| -> Result<Option<PathBuf>> {
+            p.as_ref()
+                .map(|p| std::path::absolute(p).map_err(|e| Error::io("resolving", p, e)))
+                .transpose()
+        };
+        Ok(DataArgs {
+            data_dir: abs(&self.data_dir)?,
+            data_path: abs(&self.data_path)?,
+            test_path: abs(&self.test_path)?,
+            ..self.clone()
+        })
+    }
+
+    /// Without the settings that do not apply to its dataset (files written before the
+    /// settings were checked stored every one).
+    pub(crate) fn only_applicable(&self) -> DataArgs {
+        let kind = self.data.unwrap_or(DataKind::Shapes);
+        DataArgs {
+            data: self.data,
+            data_dir: self.data_dir.clone().filter(|_| kind == DataKind::Mnist),
+            shapes_size: self.shapes_size.filter(|_| kind == DataKind::Shapes),
+            data_seed: self.data_seed.filter(|_| kind == DataKind::Shapes),
+            data_path: self.data_path.clone().filter(|_| kind == DataKind::File),
+            test_path: self.test_path.clone().filter(|_| kind == DataKind::File),
+        }
+    }
+
+    /// Refuses options that cannot apply to the chosen dataset, rather than ignoring them.
+    pub(crate) fn check_applicable(&self) -> Result<()> {
+        let kind = self.data.unwrap_or(DataKind::Shapes);
+        let data = format!("{kind:?}").to_lowercase();
+        if kind != DataKind::Mnist && self.data_dir.is_some() {
+            return Err(Error::config(
+                "data-dir",
+                data,
+                "applies only to --data mnist",
+            ));
+        }
+        if kind != DataKind::Shapes && (self.shapes_size.is_some() || self.data_seed.is_some()) {
+            return Err(Error::config(
+                "shapes-size / data-seed",
+                data,
+                "apply only to --data shapes",
+            ));
+        }
+        if kind != DataKind::File && (self.data_path.is_some() || self.test_path.is_some()) {
+            return Err(Error::config(
+                "data-path / test-path",
+                data,
+                "apply only to --data file",
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// Only the test set the options name: what commands on a saved model need. MNIST's training
+/// files are not opened, nor a training matrix when a test matrix is given.
+pub(crate) fn load_test_data(args: &DataArgs) -> Result<Dataset> {
+    match args.data.unwrap_or(DataKind::Shapes) {
+        DataKind::Shapes => {
+            let (n, test_n) = args.shapes_sizes()?;
+            shapes::generate(args.data_seed.unwrap_or(0), n as u64, test_n)
+        }
+        DataKind::Mnist => mnist::load(args.mnist_dir()?, mnist::Split::Test),
+        DataKind::File => match &args.test_path {
+            Some(t) => elbo::files::read_matrix(t),
+            None => Ok(load_data(args, None)?.1),
+        },
     }
 }
 
 pub(crate) fn load_data(args: &DataArgs, train_limit: Option<usize>) -> Result<(Dataset, Dataset)> {
     let (train, test) = match args.data.unwrap_or(DataKind::Shapes) {
         DataKind::Shapes => {
-            if args.shapes_size == 0 {
-                return Err(Error::config("shapes size", 0, "must be at least 1"));
-            }
-            let n = args.shapes_size;
-            let test_n = (n / 10).max(1);
+            let (n, test_n) = args.shapes_sizes()?;
+            let seed = args.data_seed.unwrap_or(0);
             (
-                shapes::generate(args.data_seed, 0, n)?,
-                shapes::generate(args.data_seed, n as u64, test_n)?,
+                shapes::generate(seed, 0, n)?,
+                shapes::generate(seed, n as u64, test_n)?,
             )
         }
         DataKind::Mnist => {
-            let dir = args.data_dir.clone().ok_or_else(|| {
-                Error::config(
-                    "data-dir",
-                    "(none)",
-                    "--data mnist needs --data-dir with the MNIST IDX files",
-                )
-            })?;
+            let dir = args.mnist_dir()?;
             (
                 mnist::load(&dir, mnist::Split::Train)?,
                 mnist::load(&dir, mnist::Split::Test)?,

@@ -66,7 +66,7 @@ enum Command {
     /// The posterior means and variances of the test set, to .npy or .csv (columns mu_j, then
     /// var_j).
     #[command(
-        after_help = "Example:\n  elbo encode runs/shapes/model.safetensors --output latents.csv"
+        after_help = "Example:\n  elbo encode runs/shapes/model.safetensors --out latents.csv"
     )]
     Encode(EncodeArgs),
     /// Every picture of a saved model: samples, reconstructions, an interpolation, latent

@@ -14,8 +14,9 @@ pub(crate) struct ModelFileArgs {
     pub(crate) model: PathBuf,
     #[command(flatten)]
     pub(crate) data: DataArgs,
-    /// Output file (PNG) or folder (for `pictures`) [default: beside the model].
-    #[arg(long)]
+    /// Output file (PNG; .npy or .csv for `encode`) or folder (for `pictures`) [default:
+    /// beside the model].
+    #[arg(long, visible_alias = "output")]
     pub(crate) out: Option<PathBuf>,
     /// Seed of the random draws.
     #[arg(long, default_value_t = 0)]
@@ -25,25 +26,30 @@ pub(crate) struct ModelFileArgs {
     pub(crate) threads: Option<usize>,
 }
 
-/// The data a saved model goes with: the options' if they name a dataset, else the one in the
-/// file's metadata, else the default.
+/// The data a saved model goes with: the settings stored in the file (paths stored absolute),
+/// with every option given on the command line taking the place of the stored one.
 pub(crate) fn data_for_model(
     meta: &std::collections::HashMap<String, String>,
     given: &DataArgs,
     path: &std::path::Path,
 ) -> Result<DataArgs> {
-    match (given.data, meta.get("elbo.data")) {
-        (None, Some(s)) => serde_json::from_str(s)
-            .map_err(|e| Error::malformed(path, format!("bad data settings ({e})"))),
-        _ => Ok(given.clone()),
-    }
+    let data = match meta.get("elbo.data") {
+        Some(s) => given.over(
+            &serde_json::from_str::<DataArgs>(s)
+                .map_err(|e| Error::malformed(path, format!("bad data settings ({e})")))?
+                .only_applicable(),
+        ),
+        None => given.clone(),
+    };
+    data.check_applicable()?;
+    Ok(data)
 }
 
 /// A saved model and the test set it was trained beside (or the one the options name).
 pub(crate) fn load_model(args: &ModelFileArgs) -> Result<(checkpoint::Loaded<f32>, Dataset)> {
     let loaded = checkpoint::load::<f32>(&args.model)?;
     let data = data_for_model(&loaded.metadata, &args.data, &args.model)?;
-    let (_, test) = load_data(&data, None)?;
+    let test = load_test_data(&data)?;
     test.check_for(
         loaded.vae.input_dim(),
         &loaded.vae.likelihood.choice.domain(),

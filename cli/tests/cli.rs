@@ -276,3 +276,144 @@ fn a_linear_vae_on_a_small_set_trains_with_a_note() {
     assert!(!o.status.success());
     assert!(String::from_utf8_lossy(&o.stderr).contains("'x' is not a width"));
 }
+
+fn ok(o: &std::process::Output) {
+    assert!(
+        o.status.success(),
+        "{}\n{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    );
+}
+
+fn fails_with(o: &std::process::Output, needle: &str) {
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        !o.status.success(),
+        "expected a failure mentioning {needle:?}"
+    );
+    assert!(err.contains(needle), "expected {needle:?} in: {err}");
+}
+
+/// Commands on a saved model: data paths are stored absolute, so they work from any folder;
+/// options given on the command line replace the stored ones; options that cannot apply are
+/// refused; only the test data are read.
+#[test]
+fn saved_model_commands_take_data_options_from_any_folder() {
+    let dir = tempfile::tempdir().unwrap();
+    let train_dir = dir.path().join("a");
+    let other = dir.path().join("b");
+    std::fs::create_dir_all(&train_dir).unwrap();
+    std::fs::create_dir_all(&other).unwrap();
+    // 60 rows of 3 columns, trained on from folder a with a relative path.
+    let rows: String = (0..60)
+        .map(|i| format!("{},{},{}\n", i % 7, (i * 3) % 5, (i % 2) as f64 * 0.5))
+        .collect();
+    std::fs::write(train_dir.join("points.csv"), &rows).unwrap();
+    std::fs::write(other.join("four.csv"), "1,2,3\n0,0,0\n1,1,1\n2,2,2\n").unwrap();
+    let run = |cwd: &std::path::Path, args: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_elbo"))
+            .current_dir(cwd)
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    ok(&run(
+        &train_dir,
+        &[
+            "train",
+            "--data",
+            "file",
+            "--data-path",
+            "points.csv",
+            "--likelihood",
+            "gaussian",
+            "--hidden",
+            "8",
+            "--latent",
+            "2",
+            "--epochs",
+            "1",
+            "--threads",
+            "1",
+            "--out",
+            "run",
+        ],
+    ));
+    let model = train_dir.join("run/model.safetensors");
+    let m = model.to_str().unwrap();
+    // From another folder, the stored (absolute) path is found: 6 test rows (the last tenth).
+    let lat = other.join("lat.csv");
+    ok(&run(&other, &["encode", m, "--out", lat.to_str().unwrap()]));
+    let text = std::fs::read_to_string(&lat).unwrap();
+    assert_eq!(text.lines().count(), 1 + 6, "{text}");
+    // --test-path replaces the stored test split: 4 rows; `--output` still works as an alias.
+    ok(&run(
+        &other,
+        &[
+            "encode",
+            m,
+            "--test-path",
+            "four.csv",
+            "--output",
+            "lat4.csv",
+        ],
+    ));
+    let text = std::fs::read_to_string(other.join("lat4.csv")).unwrap();
+    assert_eq!(text.lines().count(), 1 + 4, "{text}");
+    // An option that cannot apply to these data is refused, not ignored.
+    fails_with(
+        &run(&other, &["eval", m, "--data-dir", "/nowhere"]),
+        "applies only to --data mnist",
+    );
+    fails_with(
+        &run(&other, &["eval", m, "--shapes-size", "100"]),
+        "apply only to --data shapes",
+    );
+    // Only the test data are read: with a test file given, the training file may be gone.
+    std::fs::remove_file(train_dir.join("points.csv")).unwrap();
+    ok(&run(
+        &other,
+        &["encode", m, "--test-path", "four.csv", "--out", "again.csv"],
+    ));
+    // Data that are not images: `sample` says why it writes nothing, instead of exiting quietly.
+    fails_with(&run(&other, &["sample", m]), "not square images");
+    ok(&run(&other, &["sample", m, "--npy", "means.npy"]));
+}
+
+/// A resumed run that would train nothing, or change its model, is refused with the reason.
+#[test]
+fn resume_refuses_no_ops_and_architecture_changes() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("run");
+    let o = out.to_str().unwrap();
+    let base = [
+        "--shapes-size",
+        "200",
+        "--hidden",
+        "16",
+        "--latent",
+        "2",
+        "--threads",
+        "1",
+    ];
+    let mut args = vec!["train", "--epochs", "2", "--out", o];
+    args.extend(base);
+    ok(&elbo(&args));
+    let before = std::fs::read(out.join("model.safetensors")).unwrap();
+    fails_with(&elbo(&["train", "--resume", o]), "the run has done 2");
+    fails_with(
+        &elbo(&["train", "--resume", o, "--epochs", "1"]),
+        "no more than the epochs",
+    );
+    fails_with(
+        &elbo(&["train", "--resume", o, "--epochs", "3", "--hidden", "8"]),
+        "cannot change a resumed run",
+    );
+    assert_eq!(
+        std::fs::read(out.join("model.safetensors")).unwrap(),
+        before,
+        "nothing rewritten"
+    );
+    ok(&elbo(&["train", "--resume", o, "--epochs", "3"]));
+}

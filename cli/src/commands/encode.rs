@@ -1,7 +1,5 @@
 //! `elbo encode`: posterior means and variances of a test set, to a file.
 
-use std::path::PathBuf;
-
 use elbo::{Error, Result};
 
 use crate::args::*;
@@ -11,9 +9,6 @@ use crate::saved_model::*;
 pub(crate) struct EncodeArgs {
     #[command(flatten)]
     pub(crate) common: ModelFileArgs,
-    /// Where to write: a .npy or .csv file.
-    #[arg(long)]
-    pub(crate) output: PathBuf,
     /// Use only the first N test examples.
     #[arg(long)]
     pub(crate) limit: Option<usize>,
@@ -39,10 +34,11 @@ pub(crate) fn encode(args: EncodeArgs) -> Result<()> {
         .map(|j| format!("mu_{j}"))
         .chain((0..zd).map(|j| format!("var_{j}")))
         .collect();
-    elbo::files::write_matrix(&args.output, test.len(), 2 * zd, &out, &header)?;
+    let path = beside_model(&args.common, "latents.csv");
+    elbo::files::write_matrix(&path, test.len(), 2 * zd, &out, &header)?;
     println!(
         "wrote {} ({} rows: {zd} means then {zd} variances)",
-        args.output.display(),
+        path.display(),
         test.len()
     );
     Ok(())

@@ -43,6 +43,12 @@ pub(crate) fn sample(args: SampleArgs) -> Result<()> {
         let images: Vec<Vec<f32>> = means.chunks(d).map(|c| c.to_vec()).collect();
         elbo::pictures::write_grid(&out, &images, (s, s), 8, 2)?;
         println!("wrote {}", out.display());
+    } else if args.npy.is_none() || args.common.out.is_some() {
+        // Nothing useful would be written: say so rather than exit quietly.
+        return Err(Error::Unsupported(format!(
+            "the model's data are {d} values wide, not square images, so there is no PNG to \
+             write; ask for the decoded means with --npy FILE"
+        )));
     }
     if let Some(p) = &args.npy {
         elbo::files::write_matrix(p, args.n, d, &means, &[])?;

@@ -107,7 +107,17 @@ pub(crate) struct RunContext<'a> {
 
 pub(crate) fn train(args: TrainArgs) -> std::result::Result<(), Failure> {
     let threads = default_threads(args.threads);
+    args.data.check_applicable()?;
     if let Some(resume) = &args.resume {
+        if let Some(name) = args.model.first_given() {
+            return Err(Error::config(
+                name,
+                "given with --resume",
+                "cannot change a resumed run's model, which is the checkpoint's; \
+                 train a new run instead",
+            )
+            .into());
+        }
         let path = if resume.is_dir() {
             resume.join("model.safetensors")
         } else {
@@ -121,7 +131,7 @@ pub(crate) fn train(args: TrainArgs) -> std::result::Result<(), Failure> {
             .or(args.train_limit);
         let (train, test) = load_data(&data, train_limit)?;
         let ctx = RunContext {
-            data,
+            data: data.absolute()?,
             train_limit,
             precision: if meta.get("elbo.precision").map(String::as_str) == Some("f64") {
                 Precision::F64
@@ -139,15 +149,16 @@ pub(crate) fn train(args: TrainArgs) -> std::result::Result<(), Failure> {
             test: &test,
         };
         let overrides = (args.lr, args.clip);
+        let par = elbo::Parallelism::threads(threads)?;
         return match ctx.precision {
             Precision::F32 => run(
                 &ctx,
-                Trainer::<f32>::resume(&path, &elbo::Parallelism::threads(threads)?, args.epochs)?
+                something_to_do(Trainer::<f32>::resume(&path, &par, args.epochs)?)?
                     .with_overrides(overrides)?,
             ),
             Precision::F64 => run(
                 &ctx,
-                Trainer::<f64>::resume(&path, &elbo::Parallelism::threads(threads)?, args.epochs)?
+                something_to_do(Trainer::<f64>::resume(&path, &par, args.epochs)?)?
                     .with_overrides(overrides)?,
             ),
         };
@@ -185,7 +196,7 @@ pub(crate) fn train(args: TrainArgs) -> std::result::Result<(), Failure> {
         .binarize(args.binarize)
         .iw_samples(args.iw_samples);
     let ctx = RunContext {
-        data: args.data.clone(),
+        data: args.data.absolute()?,
         train_limit: args.train_limit,
         precision: args.precision,
         threads,
@@ -211,6 +222,21 @@ pub(crate) fn train(args: TrainArgs) -> std::result::Result<(), Failure> {
             Trainer::<f64>::new(vae, config, &elbo::Parallelism::threads(threads)?)?,
         ),
     }
+}
+
+/// A resumed run with epochs left to train; one that has done them all would train nothing and
+/// rewrite its files, so it is refused with what to do instead.
+fn something_to_do<T: Float>(trainer: Trainer<T>) -> Result<Trainer<T>> {
+    let (done, total) = (trainer.epochs_done(), trainer.config().epochs);
+    if done >= total {
+        return Err(Error::config(
+            "epochs",
+            format!("{total} (the run has done {done})"),
+            "is no more than the epochs this run has done; give --epochs with a larger total \
+             to train further",
+        ));
+    }
+    Ok(trainer)
 }
 
 pub(crate) fn run<T: Float>(
