@@ -104,3 +104,19 @@ fn sparse_and_dense_first_layer_agree_on_mnist() {
         "the two paths should round differently (else one was not taken)"
     );
 }
+
+/// A small model (784-64-3), whose 128 x 64 x 784 products `gemm` blocks differently when cut
+/// in two: before the cut followed the shape alone, 1 and 2 threads parted in the last bits.
+#[test]
+fn small_model_same_bits_with_one_or_two_threads() {
+    let run = |threads: usize| {
+        let vae = Vae::new(VaeConfig::mnist().hidden(&[64]).latent_dim(3)).unwrap();
+        let config = TrainConfig::default().epochs(1).seed(9);
+        let par = elbo::Parallelism::threads(threads).unwrap();
+        let mut t = Trainer::<f32>::new(vae, config, &par).unwrap();
+        let data = shapes::generate(2, 0, 640).unwrap();
+        t.fit(&data, elbo::FitOptions::new()).unwrap();
+        bits(t.params())
+    };
+    assert_eq!(run(1), run(2));
+}

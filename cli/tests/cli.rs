@@ -417,3 +417,44 @@ fn resume_refuses_no_ops_and_architecture_changes() {
     );
     ok(&elbo(&["train", "--resume", o, "--epochs", "3"]));
 }
+
+/// Two identical runs, and a run on another thread count, write byte-identical model files,
+/// and reports that agree in every figure but the timings and the thread count.
+#[test]
+fn identical_runs_write_identical_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = |name: &str, threads: &str| {
+        let out = dir.path().join(name);
+        ok(&elbo(&[
+            "train",
+            "--shapes-size",
+            "640",
+            "--epochs",
+            "2",
+            "--hidden",
+            "64",
+            "--latent",
+            "3",
+            "--threads",
+            threads,
+            "--out",
+            out.to_str().unwrap(),
+        ]));
+        let model = std::fs::read(out.join("model.safetensors")).unwrap();
+        let mut report: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(out.join("report.json")).unwrap()).unwrap();
+        report.as_object_mut().unwrap().remove("threads");
+        for e in report["epochs"].as_array_mut().unwrap() {
+            for k in ["train_seconds", "images_per_sec", "test_seconds"] {
+                e.as_object_mut().unwrap().remove(k);
+            }
+        }
+        (model, report)
+    };
+    let (m1, r1) = run("a", "2");
+    let (m2, r2) = run("b", "2");
+    let (m3, r3) = run("c", "1");
+    assert!(m1 == m2 && m1 == m3, "model files differ");
+    assert_eq!(r1, r2);
+    assert_eq!(r1, r3);
+}

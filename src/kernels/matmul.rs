@@ -3,9 +3,9 @@
 //! [`matmul`] is the fast kernel (the `gemm` crate: runtime-detected AVX-512/AVX2/FMA/NEON with a
 //! portable fallback). [`matmul_reference`] is the plain triple loop the tests hold it to.
 //!
-//! Determinism: `gemm` blocks the inner dimension the same way whatever the thread count and
-//! splits only the output among threads, so every element of `C` is summed in one order and the
-//! result is bit-identical for 1 or N threads (checked by `tests/reproducible.rs`).
+//! Determinism: a product is cut into tiles by its shape alone ([`tiles`]), and each tile is
+//! one single-threaded `gemm` call, so every element of `C` is summed in one order and the
+//! result is bit-identical for 1 or N threads (`kernels::tests`, `tests/reproducible.rs`).
 
 use crate::kernels::scalar::Float;
 
@@ -69,12 +69,13 @@ pub fn matmul<T: Float>(
     // A stored as m x k (N) or k x m (T); B stored as k x n (N) or n x k (T).
     let (a_rs, a_cs) = strides(op_a, if op_a == Op::N { k } else { m });
     let (b_rs, b_cs) = strides(op_b, if op_b == Op::N { n } else { k });
-    let session = super::team::session_threads();
-    if threads > 1 && session > 1 {
-        let (row_tiles, col_tiles) = tiles(m, n, k, threads.min(session));
+    // The cut depends on the shape alone: `gemm` blocks k differently for different tile
+    // shapes (seen for 128 x 64 x 784), so a cut chosen by thread count would change bits.
+    let (row_tiles, col_tiles) = tiles(m, n, k);
+    if row_tiles * col_tiles > 1 {
         let (tm, tn) = (m.div_ceil(row_tiles), n.div_ceil(col_tiles));
         let c = SharedOut(c.as_mut_ptr());
-        super::par::for_each_task(row_tiles * col_tiles, |t| {
+        let tile = |t: usize| {
             let (i0, j0) = ((t / col_tiles) * tm, (t % col_tiles) * tn);
             let (mt, nt) = (tm.min(m - i0), tn.min(n - j0));
             // SAFETY: tile t covers rows i0..i0+mt and columns j0..j0+nt of C, inside it and
@@ -90,14 +91,15 @@ pub fn matmul<T: Float>(
                     gemm::Parallelism::None,
                 );
             }
-        });
+        };
+        if threads > 1 {
+            super::par::for_each_task(row_tiles * col_tiles, tile);
+        } else {
+            (0..row_tiles * col_tiles).for_each(tile);
+        }
         return;
     }
-    let parallelism = if threads <= 1 {
-        gemm::Parallelism::None
-    } else {
-        gemm::Parallelism::Rayon(threads)
-    };
+    let parallelism = gemm::Parallelism::None;
     // SAFETY: the asserts above guarantee every index the strides reach lies inside the slices;
     // `c` is borrowed mutably, so it aliases neither `a` nor `b`.
     unsafe {
@@ -131,17 +133,23 @@ impl<T> SharedOut<T> {
 /// saves less than it costs.
 const MIN_MACS_TO_SPLIT: usize = 1 << 19;
 
-/// How to cut an `m x n` output among `threads` threads in a session: (row tiles, column
-/// tiles). The larger side is cut into one near-equal tile per thread, and into no more tiles
-/// than it has 16-wide blocks (the kernels' register tile).
+/// Tiles a product of this size is cut into, whatever the thread count.
+const TILES: usize = 2;
+
+/// How to cut an `m x n` output: (row tiles, column tiles). The larger side is cut into
+/// [`TILES`] near-equal tiles (no more than it has 16-wide blocks, the kernels' register
+/// tile), by shape alone.
 ///
-/// How the output is cut never changes a result: `gemm` sums every element of C over k in
-/// one order whatever the tile, since its k-blocking depends on k alone.
-fn tiles(m: usize, n: usize, k: usize, threads: usize) -> (usize, usize) {
+/// The cut must not depend on the thread count: `gemm` chooses its k-blocking from the whole
+/// tile's shape, so a 128 x 64 x 784 product summed as one tile and as two row tiles differ in
+/// the last bits. With a fixed cut, one thread runs the tiles in turn and two run one each,
+/// and both give the same bits. More threads do not split a product further; changing `TILES`
+/// changes results, so it is a deliberate choice, not a tuning knob.
+fn tiles(m: usize, n: usize, k: usize) -> (usize, usize) {
     if m.saturating_mul(n).saturating_mul(k) < MIN_MACS_TO_SPLIT {
         return (1, 1);
     }
-    let cut = |len: usize| threads.min(len.div_ceil(16)).max(1);
+    let cut = |len: usize| TILES.min(len.div_ceil(16)).max(1);
     if m >= n { (cut(m), 1) } else { (1, cut(n)) }
 }
 

@@ -511,3 +511,39 @@ fn exp_nonpositive_is_total_and_matmul_sizes_cannot_wrap() {
         assert!(r.is_err(), "a wrapped size must be refused");
     }
 }
+
+/// Products of the shapes a VAE step runs (batch 128, a 784-64-3 model among them) are
+/// bit-identical on 1 thread, 2 as rayon jobs and 2 in a session. 128 x 64 x 784 differed when
+/// the cut followed the thread count: `gemm` blocks k by the tile's whole shape.
+#[test]
+fn vae_step_products_are_bit_identical_on_any_threads() {
+    use rand::{RngExt, SeedableRng};
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(1);
+    let shapes = [
+        (128usize, 784usize, 64usize),
+        (128, 64, 784),
+        (64, 784, 128),
+        (784, 64, 128),
+        (128, 400, 784),
+        (784, 400, 128),
+        (128, 784, 400),
+        (1000, 400, 784),
+    ];
+    for &(m, n, k) in &shapes {
+        for (oa, ob) in [(Op::N, Op::N), (Op::T, Op::N), (Op::N, Op::T)] {
+            let a: Vec<f64> = (0..m * k).map(|_| rng.random_range(-1.0..1.0)).collect();
+            let b: Vec<f64> = (0..k * n).map(|_| rng.random_range(-1.0..1.0)).collect();
+            let c0 = vec![0.0; m * n];
+            let one = product::<f32>((m, n, k), &a, oa, &b, ob, &c0, false, (1, false));
+            for run in [(2, false), (2, true)] {
+                let other = product::<f32>((m, n, k), &a, oa, &b, ob, &c0, false, run);
+                assert!(
+                    one.iter()
+                        .zip(&other)
+                        .all(|(x, y)| x.to_bits() == y.to_bits()),
+                    "{m} x {n} x {k} {oa:?}{ob:?} differs on {run:?}"
+                );
+            }
+        }
+    }
+}

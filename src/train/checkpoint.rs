@@ -109,7 +109,30 @@ pub fn save_with_state<T: Float>(
     }
     let data = safetensors::serialize(views, Some(meta))
         .map_err(|e| Error::malformed(path, e.to_string()))?;
-    crate::io::write_atomic(path, &data)
+    crate::io::write_atomic(path, &with_sorted_header(data, path)?)
+}
+
+/// The same safetensors file with its JSON header's keys in sorted order. `safetensors` writes
+/// the metadata from a `HashMap`, whose order changes from run to run; sorted, two identical
+/// runs write identical bytes. The data section is untouched (its offsets are relative to it),
+/// and the header is padded with spaces to a multiple of 8 bytes, as the format allows.
+fn with_sorted_header(file: Vec<u8>, path: &Path) -> Result<Vec<u8>> {
+    let bad = |r: &str| Error::malformed(path, format!("writing the header: {r}"));
+    let len = file
+        .get(..8)
+        .map(|b| u64::from_le_bytes(b.try_into().unwrap_or_default()) as usize)
+        .ok_or_else(|| bad("too short"))?;
+    let header = file.get(8..8 + len).ok_or_else(|| bad("truncated"))?;
+    // serde_json's map (without `preserve_order`) is a BTreeMap: keys come out sorted.
+    let value: serde_json::Value =
+        serde_json::from_slice(header).map_err(|e| bad(&e.to_string()))?;
+    let mut sorted = serde_json::to_vec(&value).map_err(|e| bad(&e.to_string()))?;
+    sorted.resize(sorted.len().next_multiple_of(8), b' ');
+    let mut out = Vec::with_capacity(8 + sorted.len() + file.len() - 8 - len);
+    out.extend_from_slice(&(sorted.len() as u64).to_le_bytes());
+    out.extend_from_slice(&sorted);
+    out.extend_from_slice(&file[8 + len..]);
+    Ok(out)
 }
 
 /// A loaded model file.
