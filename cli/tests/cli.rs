@@ -39,7 +39,7 @@ fn train_writes_a_checkpoint_and_a_report() {
         "{stdout}"
     );
     assert!(
-        stdout.contains("test -ELBO") && stdout.contains("KL"),
+        stdout.contains("test −ELBO") && stdout.contains("E log p(x|z)") && stdout.contains("KL"),
         "{stdout}"
     );
     let report: serde_json::Value =

@@ -51,6 +51,18 @@ pub(crate) fn eval(args: EvalArgs) -> Result<()> {
         args.seed,
         &pool(threads)?,
     )?;
+    // log p(x) with k up to 5000 takes minutes on a full test set: show that work goes on.
+    let spinner = if args.json {
+        indicatif::ProgressBar::hidden()
+    } else {
+        indicatif::ProgressBar::new_spinner()
+    };
+    spinner.set_message(format!(
+        "estimating log p(x) on {} examples with k up to {} ...",
+        test.len(),
+        args.k.iter().max().copied().unwrap_or(0)
+    ));
+    spinner.enable_steady_tick(std::time::Duration::from_millis(200));
     let marginal = elbo::objective::estimate_log_marginal(
         &loaded.vae,
         &loaded.params,
@@ -59,6 +71,7 @@ pub(crate) fn eval(args: EvalArgs) -> Result<()> {
         args.seed,
         &pool(threads)?,
     )?;
+    spinner.finish_and_clear();
     if args.json {
         let out = serde_json::json!({
             "model": args.model,
@@ -80,7 +93,7 @@ pub(crate) fn eval(args: EvalArgs) -> Result<()> {
         args.model.display()
     );
     println!(
-        "ELBO            {:>10.3}  (recon {:.3}, KL {:.3}; recon averaged over {} draws per example)",
+        "ELBO            {:>10.3}  (E log p(x|z) {:.3}, KL {:.3}; E log p(x|z) averaged over {} draws per example)",
         marginal.elbo,
         marginal.recon,
         marginal.kl,

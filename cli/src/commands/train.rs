@@ -303,17 +303,17 @@ pub(crate) fn run<T: Float>(
         ProgressBar::new(train.len() as u64)
     };
     bar.set_style(
-        ProgressStyle::with_template(
-            "{prefix} [{bar:30}] {pos}/{len} {per_sec} loss {msg} eta {eta}",
-        )
-        .expect("valid template")
-        .progress_chars("=> "),
+        ProgressStyle::with_template("{prefix} [{bar:30}] {pos}/{len} {msg} eta {eta}")
+            .expect("valid template")
+            .progress_chars("=> "),
     );
     let progress = {
         let bar = bar.clone();
         move |done: usize, loss: f64| {
             bar.set_position(done as u64);
-            bar.set_message(format!("{loss:.2}"));
+            // Our own rate: indicatif's {per_sec} prints four decimals ("6,024.2992/s").
+            let rate = done as f64 / bar.elapsed().as_secs_f64().max(1e-9);
+            bar.set_message(format!("{rate:.0} examples/s  loss {loss:.2}"));
         }
     };
     bar.set_prefix(format!(
@@ -433,11 +433,15 @@ pub(crate) fn run<T: Float>(
     Ok(())
 }
 
+/// One epoch on the terminal, in the one sign convention of the whole crate: the ELBO's terms
+/// as they are, E log p(x|z) (a log-likelihood, negative for pixels) and KL >= 0; a cost is
+/// always written with its minus sign, −ELBO = KL − E log p(x|z), and −IW for the
+/// importance-weighted bound.
 pub(crate) fn epoch_line(r: &EpochReport, total_epochs: usize) -> String {
     let test = r.test.map_or(String::new(), |e| {
         format!(
-            "  test -ELBO {:.3} (recon {:.3}, KL {:.3})",
-            e.neg_elbo, -e.recon, e.kl
+            "  test −ELBO {:.3} (E log p(x|z) {:.3}, KL {:.3})",
+            e.neg_elbo, e.recon, e.kl
         )
     });
     let active = r.test_latent.as_ref().map_or(String::new(), |l| {
@@ -446,12 +450,12 @@ pub(crate) fn epoch_line(r: &EpochReport, total_epochs: usize) -> String {
     let iw = r
         .train
         .iw_bound
-        .map_or(String::new(), |b| format!("  train IW bound {b:.3}"));
+        .map_or(String::new(), |b| format!("  train −IW {:.3}", -b));
     format!(
-        "epoch {:>3}/{total_epochs}  train -ELBO {:.3} (recon {:.3}, KL {:.3}){iw}{test}{active}  beta {:.3}  {:.2} s, {:.0} img/s",
+        "epoch {:>3}/{total_epochs}  train −ELBO {:.3} (E log p(x|z) {:.3}, KL {:.3}){iw}{test}{active}  beta {:.3}  {:.2} s, {:.0} img/s",
         r.epoch,
         r.train.neg_elbo,
-        -r.train.recon,
+        r.train.recon,
         r.train.kl,
         r.beta,
         r.train_seconds,
