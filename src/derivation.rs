@@ -1,6 +1,6 @@
 //! # From log p(x) to every gradient in this crate
 //!
-//! A derivation in steps. Each step names the function that computes it and the test that
+//! A derivation in ten steps. Each step names the function that computes it and the test that
 //! checks it. The math renders with KaTeX. Offline, `scripts/katex.sh` fetches KaTeX from the
 //! npm registry into `target/katex` and prints the header to build with:
 //! `RUSTDOCFLAGS="--html-in-header $(scripts/katex.sh)" cargo doc --no-deps -p elbo --open`.
@@ -57,6 +57,17 @@
 //!
 //! $$\frac{\partial z\_j}{\partial \mu\_j} = 1, \qquad \frac{\partial z\_j}{\partial v\_j} = \tfrac12 \varepsilon\_j e^{v\_j / 2}.$$
 //!
+//! **Why this estimates the right gradient, without bias.** The distribution of $\varepsilon$
+//! does not depend on $\phi$, so the expectation can be taken over $\varepsilon$ and the
+//! gradient moved inside it (for an $f$ whose gradient is integrable, by dominated
+//! convergence):
+//!
+//! $$\nabla\_\phi \mathbb{E}\_{q\_\phi(z \mid x)}\[f(z)\] = \nabla\_\phi \mathbb{E}\_{\varepsilon \sim \mathcal{N}(0, I)}\[f(\mu + e^{v/2} \odot \varepsilon)\] = \mathbb{E}\_{\varepsilon}\[\nabla\_\phi f(\mu + e^{v/2} \odot \varepsilon)\].$$
+//!
+//! Each draw's gradient $\nabla\_\phi f(\mu + e^{v/2} \odot \varepsilon\_l)$ therefore has the
+//! true gradient as its mean, and so does their average over $L$ draws: the estimator is
+//! unbiased, and its variance falls as $1/L$.
+//!
 //! With $L$ samples per point, the gradients of the $L$ draws add up. This is
 //! [`crate::model::Reparameterize::backward`], checked by `reparameterisation` in
 //! `tests/gradients.rs`.
@@ -72,6 +83,13 @@
 //! $v = 0$ and exactly 0 at the prior. See [`crate::model::KlToStandardNormal`]. Tests:
 //! `kl_divergence` (the gradient), and in `tests/math.rs` `kl_matches_monte_carlo`,
 //! `kl_is_non_negative` and `kl_is_exactly_zero_at_the_prior`.
+//!
+//! **The log-variance clamp.** With `logvar_clamp` set to $c$, the head's $v$ is replaced by
+//! $\bar v = \min(\max(v, -c), c)$ before it is used, so $e^{\bar v}$ and the KL stay finite
+//! whatever the weights do. Its derivative is $\partial \bar v / \partial v = 1$ for
+//! $|v| < c$ and $0$ where the clamp holds; at exactly $\pm c$ the code takes 0 (a
+//! subgradient). See [`crate::model::LogvarClamp::backward`], checked on both sides of the
+//! bound by `whole_negative_elbo` with clamps of 0.05 to 1.
 //!
 //! ## 4. The likelihoods and their gradients at the decoder output $a$
 //!
@@ -105,8 +123,9 @@
 //!
 //! See [`crate::model::Dense::backward`], checked by `dense_layer`. An activation $y = f(a)$
 //! multiplies the incoming gradient by $f^\prime(a)$. Each $f^\prime$ is written through the output:
-//! ReLU $1\[y > 0\]$, tanh $1 - y^2$, sigmoid $y(1 - y)$, and softplus
-//! $\sigma(a) = 1 - e^{-y}$. See [`crate::model::Activation::backward`], checked by
+//! ReLU $1\[y > 0\]$; LeakyReLU with slope $s \in (0, 1)$, $y = a$ for $a > 0$ and $s a$
+//! otherwise, so $y$ has the sign of $a$ and $f^\prime = 1$ for $y > 0$, else $s$; tanh
+//! $1 - y^2$; sigmoid $y(1 - y)$; and softplus $\sigma(a) = 1 - e^{-y}$. See [`crate::model::Activation::backward`], checked by
 //! `activations`; whole stacks by `mlp`.
 //!
 //! ## 6. The whole $-\mathrm{ELBO}$
@@ -158,6 +177,19 @@
 //! each parameter by almost exactly $\eta$ against its gradient's sign. See
 //! [`crate::train::Optimizer::step`], checked by `adam_matches_its_formula`.
 //!
+//! **SGD with momentum** (PyTorch's convention, no dampening): $u\_1 = g\_1$,
+//! $u\_t = \mu u\_{t-1} + g\_t$, $\theta\_t = \theta\_{t-1} - \eta u\_t$. Unrolled,
+//! $u\_t = \sum\_{s \le t} \mu^{t-s} g\_s$: a step follows an exponentially weighted sum of past
+//! gradients, so directions that persist build up speed. See
+//! [`crate::train::Optimizer::step`], checked by `sgd_momentum_matches_its_formula`.
+//!
+//! **Gradient clipping.** With a bound $c$ on the norm, the gradient is rescaled when it is
+//! longer: $g \leftarrow g \cdot \min(1, c / \lVert g \rVert\_2)$. Its direction is kept and
+//! its length becomes $\min(\lVert g \rVert\_2, c)$, so one bad batch cannot throw the
+//! parameters far. The norm is summed in `f64` in one fixed order, so clipping changes no bit
+//! between thread counts. See [`crate::train::clip_grad_norm`], checked by
+//! `gradient_clipping_bounds_the_norm`.
+//!
 //! ## 9. How every gradient is checked
 //!
 //! [`crate::gradcheck::check`] perturbs each parameter by $\pm h$ and compares
@@ -166,3 +198,33 @@
 //! At $h = 10^{-5}$ both are near $10^{-9}$, far below the tolerance
 //! $|\text{analytic} - \text{numerical}| \le 10^{-7} + 10^{-5} |\text{numerical}|$.
 //! `elbo gradcheck` runs the same check on a model described on the command line.
+//!
+//! ## 10. The linear-Gaussian case, where everything is exact
+//!
+//! Take a linear decoder with Gaussian noise, $p(z) = \mathcal{N}(0, I)$ and
+//! $p(x \mid z) = \mathcal{N}(W z + b, \Psi)$ with $\Psi$ diagonal (probabilistic PCA when
+//! $\Psi = \psi I$). Then $x = W z + b + \text{noise}$ is a sum of Gaussians, so
+//!
+//! $$p(x) = \mathcal{N}(b, \\, W W^\top + \Psi), \qquad \log p(x) = -\tfrac12 \left( D \ln 2\pi + \ln \det C + (x - b)^\top C^{-1} (x - b) \right), \quad C = W W^\top + \Psi.$$
+//!
+//! Completing the square in $\log p(x \mid z) + \log p(z)$, which is quadratic in $z$, gives
+//! the posterior, also Gaussian:
+//!
+//! $$p(z \mid x) = \mathcal{N}(m, S), \qquad S = (I + W^\top \Psi^{-1} W)^{-1}, \qquad m = S W^\top \Psi^{-1} (x - b).$$
+//!
+//! Every term of step 1 is then a closed form: the ELBO for a Gaussian $q$, $\log p(x)$, and
+//! $\mathrm{KL}(q \\,\\|\\, p(z \mid x))$ between two Gaussians. This is the test-bed
+//! [`crate::testbed::linear_gaussian::LinearGaussian`] (`log_marginal`, `posterior`,
+//! `elbo_terms`, `kl_to_posterior`), which `elbo identities` prints and
+//! `tests/linear_gaussian.rs` checks against the library's own forward passes.
+//!
+//! **Why the bound is tight here.** The gap is $\mathrm{KL}(q \\,\\|\\, p(z \mid x))$, zero
+//! exactly when $q = p(z \mid x)$. A VAE with no hidden layer, a linear decoder and the
+//! Gaussian likelihood is this model, and its encoder is linear too: it can output the mean
+//! $m$, which is linear in $x$, and the log-variances $\ln \mathrm{diag}(S)$, which do not
+//! depend on $x$. So $q$ can equal the posterior whenever $S$ is diagonal, that is when the
+//! columns of $\Psi^{-1/2} W$ are orthogonal; then the ELBO equals $\log p(x)$
+//! (`e_exact_posterior_makes_the_bound_tight`). With a non-diagonal $S$, the best diagonal $q$
+//! leaves a gap. Trained, such a linear VAE reaches the maximum likelihood of probabilistic PCA
+//! (`f_trained_linear_vae_reaches_the_pca_maximum_likelihood`); `elbo train --hidden ""
+//! --likelihood gaussian` trains one from the command line.
