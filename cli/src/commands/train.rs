@@ -22,12 +22,12 @@ pub(crate) struct TrainArgs {
     /// Use only the first N training examples.
     #[arg(long)]
     pub(crate) train_limit: Option<usize>,
-    /// Weight of the KL term (1 is the ELBO).
-    #[arg(long, default_value_t = 1.0, allow_negative_numbers = true)]
-    pub(crate) beta: f64,
-    /// Epochs of linear KL warm-up from 0 to beta.
-    #[arg(long, default_value_t = 0.0, allow_negative_numbers = true)]
-    pub(crate) warmup: f64,
+    /// Weight of the KL term (1 is the ELBO) [default: 1].
+    #[arg(long, allow_negative_numbers = true)]
+    pub(crate) beta: Option<f64>,
+    /// Epochs of linear KL warm-up from 0 to beta [default: 0].
+    #[arg(long, allow_negative_numbers = true)]
+    pub(crate) warmup: Option<f64>,
     /// Train the importance-weighted bound with K samples per example instead of the ELBO.
     #[arg(long, value_name = "K")]
     pub(crate) iw_samples: Option<usize>,
@@ -35,15 +35,15 @@ pub(crate) struct TrainArgs {
     /// default skips zero pixels; both agree to rounding). For timing at equal arithmetic.
     #[arg(long)]
     pub(crate) dense_input: bool,
-    /// Optimizer.
-    #[arg(long, value_enum, default_value = "adam")]
-    pub(crate) optimizer: OptimizerKind,
+    /// Optimizer [default: adam].
+    #[arg(long, value_enum)]
+    pub(crate) optimizer: Option<OptimizerKind>,
     /// Learning rate [default: 1e-3]; with --resume, replaces the saved one.
     #[arg(long, allow_negative_numbers = true)]
     pub(crate) lr: Option<f64>,
-    /// Momentum (SGD).
-    #[arg(long, default_value_t = 0.9, allow_negative_numbers = true)]
-    pub(crate) momentum: f64,
+    /// Momentum (SGD only) [default: 0.9].
+    #[arg(long, allow_negative_numbers = true)]
+    pub(crate) momentum: Option<f64>,
     /// Clip the gradient's norm to this value; with --resume, replaces the saved setting.
     #[arg(long, allow_negative_numbers = true)]
     pub(crate) clip: Option<f64>,
@@ -60,21 +60,21 @@ pub(crate) struct TrainArgs {
     /// Print one JSON object per epoch (and one at the end) instead of text.
     #[arg(long)]
     pub(crate) json: bool,
-    /// z samples per example.
-    #[arg(long, default_value_t = 1)]
-    pub(crate) samples: usize,
-    /// Seed for initialisation, order and noise.
-    #[arg(long, default_value_t = 0)]
-    pub(crate) seed: u64,
+    /// z samples per example [default: 1].
+    #[arg(long)]
+    pub(crate) samples: Option<usize>,
+    /// Seed for initialisation, order and noise [default: 0].
+    #[arg(long)]
+    pub(crate) seed: Option<u64>,
     /// Threads [default: all cores].
     #[arg(long)]
     pub(crate) threads: Option<usize>,
     /// Resample binary pixels from grey levels at every step.
     #[arg(long)]
     pub(crate) binarize: bool,
-    /// Arithmetic: f32 (fast) or f64.
-    #[arg(long, value_enum, default_value = "f32")]
-    pub(crate) precision: Precision,
+    /// Arithmetic: f32 (fast) or f64 [default: f32].
+    #[arg(long, value_enum)]
+    pub(crate) precision: Option<Precision>,
     /// Output folder for model.safetensors and report.json [default: runs/<data>].
     #[arg(long)]
     pub(crate) out: Option<PathBuf>,
@@ -125,10 +125,37 @@ pub(crate) fn train(args: TrainArgs) -> std::result::Result<(), Failure> {
         };
         let meta = checkpoint::metadata(&path)?;
         let data = data_for_model(&meta, &args.data, &path)?;
-        let train_limit = meta
-            .get("elbo.train_limit")
-            .and_then(|s| s.parse().ok())
-            .or(args.train_limit);
+        let stored_limit: Option<usize> = meta.get("elbo.train_limit").and_then(|s| s.parse().ok());
+        if args.train_limit.is_some() && args.train_limit != stored_limit {
+            return Err(Error::config(
+                "train-limit",
+                args.train_limit.unwrap_or_default(),
+                "cannot change the training set of a resumed run",
+            )
+            .into());
+        }
+        // The run's settings are the checkpoint's; only --epochs, --lr and --clip may change.
+        let fixed = [
+            ("beta", args.beta.is_some()),
+            ("warmup", args.warmup.is_some()),
+            ("iw-samples", args.iw_samples.is_some()),
+            ("optimizer", args.optimizer.is_some()),
+            ("momentum", args.momentum.is_some()),
+            ("batch-size", args.batch_size.is_some()),
+            ("samples", args.samples.is_some()),
+            ("seed", args.seed.is_some()),
+            ("binarize", args.binarize),
+            ("precision", args.precision.is_some()),
+        ];
+        if let Some((name, _)) = fixed.iter().find(|(_, given)| *given) {
+            return Err(Error::config(
+                name,
+                "given with --resume",
+                "is the checkpoint's and cannot change on resume (only --epochs, --lr and --clip can)",
+            )
+            .into());
+        }
+        let train_limit = stored_limit;
         let (train, test) = load_data(&data, train_limit)?;
         let ctx = RunContext {
             data: data.absolute()?,
@@ -163,6 +190,15 @@ pub(crate) fn train(args: TrainArgs) -> std::result::Result<(), Failure> {
             ),
         };
     }
+    let optimizer = args.optimizer.unwrap_or(OptimizerKind::Adam);
+    if args.momentum.is_some() && optimizer != OptimizerKind::Sgd {
+        return Err(Error::config(
+            "momentum",
+            args.momentum.unwrap_or_default(),
+            "applies only to --optimizer sgd",
+        )
+        .into());
+    }
     let (train, test) = load_data(&args.data, args.train_limit)?;
     let vae = Vae::new(
         args.model
@@ -184,21 +220,23 @@ pub(crate) fn train(args: TrainArgs) -> std::result::Result<(), Failure> {
     let config = TrainConfig::default()
         .epochs(args.epochs.unwrap_or(10))
         .batch_size(batch_size)
-        .samples(args.samples)
-        .beta(args.beta)
-        .warmup_epochs(args.warmup)
-        .optimizer(match args.optimizer {
+        .samples(args.samples.unwrap_or(1))
+        .beta(args.beta.unwrap_or(1.0))
+        .warmup_epochs(args.warmup.unwrap_or(0.0))
+        .optimizer(match optimizer {
             OptimizerKind::Adam => OptimizerConfig::adam(args.lr.unwrap_or(1e-3)),
-            OptimizerKind::Sgd => OptimizerConfig::sgd(args.lr.unwrap_or(1e-3), args.momentum),
+            OptimizerKind::Sgd => {
+                OptimizerConfig::sgd(args.lr.unwrap_or(1e-3), args.momentum.unwrap_or(0.9))
+            }
         })
         .clip_norm(args.clip)
-        .seed(args.seed)
+        .seed(args.seed.unwrap_or(0))
         .binarize(args.binarize)
         .iw_samples(args.iw_samples);
     let ctx = RunContext {
         data: args.data.absolute()?,
         train_limit: args.train_limit,
-        precision: args.precision,
+        precision: args.precision.unwrap_or(Precision::F32),
         threads,
         out: args.out.clone().unwrap_or_else(|| {
             PathBuf::from("runs").join(match args.data.data.unwrap_or(DataKind::Shapes) {
@@ -212,7 +250,7 @@ pub(crate) fn train(args: TrainArgs) -> std::result::Result<(), Failure> {
         train: &train,
         test: &test,
     };
-    match args.precision {
+    match args.precision.unwrap_or(Precision::F32) {
         Precision::F32 => run(
             &ctx,
             Trainer::<f32>::new(vae, config, &elbo::Parallelism::threads(threads)?)?,
