@@ -458,3 +458,47 @@ fn identical_runs_write_identical_files() {
     assert_eq!(r1, r2);
     assert_eq!(r1, r3);
 }
+
+/// The terminal follows the one sign convention: terms as they are, costs with their minus
+/// sign; the importance-weighted line shows −IW beside −ELBO, both positive costs.
+#[test]
+fn the_terminal_line_follows_the_sign_convention() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("run");
+    let o = elbo(&[
+        "train",
+        "--shapes-size",
+        "200",
+        "--epochs",
+        "1",
+        "--hidden",
+        "16",
+        "--latent",
+        "2",
+        "--iw-samples",
+        "3",
+        "--threads",
+        "1",
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    ok(&o);
+    let text = String::from_utf8_lossy(&o.stdout);
+    let line = text.lines().find(|l| l.starts_with("epoch")).unwrap();
+    let number_after = |label: &str| -> f64 {
+        let rest = &line[line
+            .find(label)
+            .unwrap_or_else(|| panic!("{label} in {line}"))
+            + label.len()..];
+        rest.split_whitespace()
+            .next()
+            .unwrap()
+            .trim_end_matches(',')
+            .parse()
+            .unwrap()
+    };
+    assert!(number_after("train −ELBO ") > 0.0, "{line}");
+    assert!(number_after("train −IW ") > 0.0, "{line}");
+    assert!(number_after("(E log p(x|z) ") < 0.0, "{line}");
+    assert!(number_after("KL ") >= 0.0, "{line}");
+}
