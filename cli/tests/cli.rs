@@ -493,7 +493,7 @@ fn the_terminal_line_follows_the_sign_convention() {
         rest.split_whitespace()
             .next()
             .unwrap()
-            .trim_end_matches(',')
+            .trim_end_matches([',', ')'])
             .parse()
             .unwrap()
     };
