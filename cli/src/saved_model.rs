@@ -18,9 +18,9 @@ pub(crate) struct ModelFileArgs {
     /// beside the model].
     #[arg(long, visible_alias = "output")]
     pub(crate) out: Option<PathBuf>,
-    /// Seed of the random draws.
-    #[arg(long, default_value_t = 0)]
-    pub(crate) seed: u64,
+    /// Seed of the random draws [default: 0] (not for `encode`, which draws nothing).
+    #[arg(long)]
+    pub(crate) seed: Option<u64>,
     /// Threads [default: all cores].
     #[arg(long)]
     pub(crate) threads: Option<usize>,

@@ -378,6 +378,10 @@ fn saved_model_commands_take_data_options_from_any_folder() {
     ));
     // Data that are not images: `sample` says why it writes nothing, instead of exiting quietly.
     fails_with(&run(&other, &["sample", m]), "not square images");
+    fails_with(
+        &run(&other, &["encode", m, "--seed", "3"]),
+        "does not apply to encode",
+    );
     ok(&run(&other, &["sample", m, "--npy", "means.npy"]));
 }
 

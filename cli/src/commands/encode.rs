@@ -15,6 +15,13 @@ pub(crate) struct EncodeArgs {
 }
 
 pub(crate) fn encode(args: EncodeArgs) -> Result<()> {
+    if let Some(seed) = args.common.seed {
+        return Err(Error::config(
+            "seed",
+            seed,
+            "does not apply to encode, which writes the posterior means and variances and draws nothing",
+        ));
+    }
     let (loaded, test) = load_model(&args.common)?;
     let test = match args.limit {
         Some(0) => return Err(Error::config("limit", 0, "must be at least 1")),

@@ -16,7 +16,14 @@ pub(crate) fn pictures(args: ModelFileArgs) -> Result<()> {
         .unwrap_or_else(|| args.model.parent().map(PathBuf::from).unwrap_or_default());
     std::fs::create_dir_all(&dir).map_err(|e| Error::io("creating", &dir, e))?;
     let files = pool(threads)?.run(|| {
-        elbo::pictures::write_gallery(&loaded.vae, &loaded.params, &test, &dir, args.seed, threads)
+        elbo::pictures::write_gallery(
+            &loaded.vae,
+            &loaded.params,
+            &test,
+            &dir,
+            args.seed.unwrap_or(0),
+            threads,
+        )
     })?;
     for f in files {
         println!("wrote {}", f.display());

@@ -15,7 +15,7 @@ pub(crate) fn reconstruct(args: ModelFileArgs) -> Result<()> {
             &loaded.params,
             &test,
             dir.path(),
-            args.seed,
+            args.seed.unwrap_or(0),
             threads,
         )
     })?;

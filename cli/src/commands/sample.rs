@@ -32,7 +32,11 @@ pub(crate) fn sample(args: SampleArgs) -> Result<()> {
     let zd = loaded.vae.latent_dim();
     let mut z = vec![0f32; args.n * zd];
     elbo::rng::fill_normal(
-        &mut elbo::rng::stream(args.common.seed, elbo::rng::Purpose::Eval, u64::MAX - 1),
+        &mut elbo::rng::stream(
+            args.common.seed.unwrap_or(0),
+            elbo::rng::Purpose::Eval,
+            u64::MAX - 1,
+        ),
         &mut z,
     );
     let means = pool(threads)?.run(|| loaded.vae.decode_mean(&loaded.params, &z, threads))?;
