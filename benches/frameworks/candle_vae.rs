@@ -31,8 +31,7 @@ fn linear(vb: &VarBuilder, n_in: usize, n_out: usize, name: &str) -> candle_core
 }
 
 fn images(ds: &elbo::Dataset, dev: &Device) -> candle_core::Result<Tensor> {
-    let mut x = vec![0f32; ds.len() * ds.dim()];
-    ds.gather(&(0..ds.len()).collect::<Vec<_>>(), &mut x);
+    let x = ds.to_array::<f32>().into_raw_vec_and_offset().0;
     Tensor::from_vec(x, (ds.len(), ds.dim()), dev)
 }
 
