@@ -168,6 +168,15 @@ fn with_path(e: Error, path: &Path) -> Error {
 }
 
 /// Writes a `rows x cols` matrix to `.npy` (f32) or `.csv` (with `header`), atomically.
+///
+/// ```
+/// let dir = tempfile::tempdir().unwrap();
+/// let path = dir.path().join("m.csv");                       // or .npy
+/// elbo::files::write_matrix(&path, 2, 2, &[1.0, 2.0, 3.0, 4.0], &["a".into(), "b".into()])?;
+/// let back = elbo::files::read_matrix(&path)?;
+/// assert_eq!((back.len(), back.value(1, 1)), (2, Some(4.0)));
+/// # Ok::<(), elbo::Error>(())
+/// ```
 pub fn write_matrix(
     path: impl AsRef<Path>,
     rows: usize,

@@ -88,6 +88,14 @@ const PALETTE: [[u8; 3]; 10] = [
 ];
 
 /// A `size x size` scatter of 2-D points coloured by label, on [-4, 4]^2 with axes through 0.
+///
+/// ```
+/// let dir = tempfile::tempdir().unwrap();
+/// let points = [(-1.0f32, 0.5), (2.0, -3.0), (0.0, 0.0)];
+/// elbo::pictures::write_scatter(dir.path().join("means.png"), &points, &[0, 1, 2], 64)?;
+/// assert!(dir.path().join("means.png").is_file());
+/// # Ok::<(), elbo::Error>(())
+/// ```
 pub fn write_scatter(
     path: impl AsRef<Path>,
     points: &[(f32, f32)],
@@ -120,6 +128,20 @@ pub fn write_scatter(
 
 /// Training curves: train and test -ELBO, reconstruction term (-E[log p(x|z)]) and KL per
 /// epoch, as an SVG.
+///
+/// ```
+/// use elbo::{Dataset, FitOptions, Parallelism, TrainConfig, Trainer, Vae, VaeConfig};
+/// let data = Dataset::from_bytes(32, 4, (0..128).map(|i| (i * 37 % 256) as u8).collect())?;
+/// let vae = Vae::new(VaeConfig::mnist().input_dim(4).hidden(&[8]).latent_dim(2))?;
+/// let config = TrainConfig::default().epochs(2).batch_size(8);
+/// let mut trainer = Trainer::<f32>::new(vae, config, &Parallelism::threads(1)?)?;
+/// let reports = trainer.fit(&data, FitOptions::new())?;
+/// let dir = tempfile::tempdir().unwrap();
+/// elbo::pictures::write_curves(dir.path().join("curves.svg"), &reports)?;
+/// let svg = std::fs::read_to_string(dir.path().join("curves.svg")).unwrap();
+/// assert!(svg.starts_with("<svg"));
+/// # Ok::<(), elbo::Error>(())
+/// ```
 pub fn write_curves(path: impl AsRef<Path>, epochs: &[EpochReport]) -> Result<()> {
     let path = path.as_ref();
     use plotters::prelude::*;
@@ -212,6 +234,17 @@ pub fn write_curves(path: impl AsRef<Path>, epochs: &[EpochReport]) -> Result<()
 /// traversal of each latent dimension, and for a 2-D latent space the decoded manifold and a
 /// scatter of test-set means coloured by label. Runs on the current rayon pool with `threads`.
 /// Returns the files written.
+///
+/// ```
+/// use elbo::{Vae, VaeConfig};
+/// let data = elbo::data::shapes::generate(0, 0, 16)?;          // 28 x 28 images
+/// let vae = Vae::new(VaeConfig::mnist().hidden(&[16]).latent_dim(2))?;
+/// let params: Vec<f32> = vae.init_params(0);
+/// let dir = tempfile::tempdir().unwrap();
+/// let files = elbo::pictures::write_gallery(&vae, &params, &data, dir.path(), 0, 1)?;
+/// assert!(files.iter().all(|f| f.is_file()) && !files.is_empty());
+/// # Ok::<(), elbo::Error>(())
+/// ```
 pub fn write_gallery<T: crate::kernels::scalar::Float>(
     vae: &crate::model::Vae,
     params: &[T],

@@ -342,6 +342,17 @@ impl LikelihoodChoice {
     }
 
     /// The version in scalar type `T`.
+    ///
+    /// ```
+    /// use elbo::model::LikelihoodChoice;
+    /// use elbo::Likelihood;
+    /// let choice = LikelihoodChoice::Builtin(Likelihood::Bernoulli);
+    /// assert_eq!(choice.info().name(), "bernoulli");
+    /// let (x, a, mut cache) = ([1.0f64], [0.0f64], [0.0f64]);
+    /// let lp = choice.as_dyn::<f64>().log_prob(&[], &x, &a, &mut cache);
+    /// assert!((lp - 0.5f64.ln()).abs() < 1e-12);          // log sigmoid(0)
+    /// assert!(!(choice.domain().accepts)(1.5));            // Bernoulli data lie in [0, 1]
+    /// ```
     pub fn as_dyn<T: Float>(&self) -> &dyn DecoderLikelihood<T> {
         match self {
             LikelihoodChoice::Builtin(l) => l,
@@ -385,6 +396,20 @@ impl LikelihoodHead {
 
     /// log p(x|a) per decoder row, in parallel over rows. Decoder row r belongs to data row
     /// r / samples. `cache` receives what the likelihood keeps for its backward pass.
+    ///
+    /// ```
+    /// use elbo::{Vae, VaeConfig};
+    /// let vae = Vae::new(VaeConfig::mnist().input_dim(2).hidden(&[]).latent_dim(1))?;
+    /// let params: Vec<f64> = vae.init_params(0);
+    /// let (x, a) = ([1.0, 0.0], [0.0, 0.0]);                // one row, one sample
+    /// let (mut logp, mut cache) = ([0.0], [0.0; 2]);
+    /// vae.likelihood.forward(&params, &x, &a, 1, &mut logp, &mut cache, 1)?;
+    /// assert!((logp[0] - 2.0 * 0.5f64.ln()).abs() < 1e-12); // two Bernoulli pixels at logit 0
+    /// let (mut da, mut grads) = ([0.0; 2], vec![0.0; vae.num_params()]);
+    /// vae.likelihood.backward(&params, &x, &a, &cache, 1, 1.0, None, &mut da, &mut grads, 1)?;
+    /// assert_eq!(da, [-0.5, 0.5]);                          // sigmoid(a) - x
+    /// # Ok::<(), elbo::Error>(())
+    /// ```
     #[allow(clippy::too_many_arguments)]
     pub fn forward<T: Float>(
         &self,

@@ -169,6 +169,19 @@ fn read_tensor<T: Float>(
 }
 
 /// Like [`load`], refusing a file whose architecture differs from `expected`.
+///
+/// ```
+/// use elbo::train::checkpoint;
+/// use elbo::{Vae, VaeConfig};
+/// let config = VaeConfig::mnist().input_dim(4).hidden(&[]).latent_dim(1);
+/// let vae = Vae::new(config.clone())?;
+/// let dir = tempfile::tempdir().unwrap();
+/// let path = dir.path().join("m.safetensors");
+/// checkpoint::save(&path, &vae, &vae.init_params::<f32>(0), &[])?;
+/// assert!(checkpoint::load_expecting::<f32>(&path, &config).is_ok());
+/// assert!(checkpoint::load_expecting::<f32>(&path, &config.latent_dim(2)).is_err());
+/// # Ok::<(), elbo::Error>(())
+/// ```
 pub fn load_expecting<T: Float>(path: impl AsRef<Path>, expected: &VaeConfig) -> Result<Loaded<T>> {
     let path = path.as_ref();
     let loaded = load::<T>(path)?;
@@ -195,6 +208,19 @@ pub fn load_expecting<T: Float>(path: impl AsRef<Path>, expected: &VaeConfig) ->
 }
 
 /// Only the metadata of a model file.
+///
+/// ```
+/// use elbo::train::checkpoint;
+/// use elbo::{Vae, VaeConfig};
+/// let vae = Vae::new(VaeConfig::mnist().input_dim(4).hidden(&[]).latent_dim(1))?;
+/// let dir = tempfile::tempdir().unwrap();
+/// let path = dir.path().join("m.safetensors");
+/// checkpoint::save(&path, &vae, &vae.init_params::<f32>(0), &[("run", "a".into())])?;
+/// let meta = checkpoint::metadata(&path)?;            // no parameters read
+/// assert_eq!(meta["run"], "a");
+/// assert!(meta.contains_key(checkpoint::CONFIG_KEY));
+/// # Ok::<(), elbo::Error>(())
+/// ```
 pub fn metadata(path: impl AsRef<Path>) -> Result<HashMap<String, String>> {
     let path = path.as_ref();
     let bytes = std::fs::read(path).map_err(|e| Error::io("reading", path, e))?;
