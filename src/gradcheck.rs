@@ -197,14 +197,14 @@ pub fn check_likelihood(
     let tp = (!params.is_empty()).then(|| layout.push("params", &[params.len()]));
     let mut theta = a.to_vec();
     theta.extend_from_slice(params);
-    let mut cache = vec![0.0; width];
+    let mut cache = vec![0.0; lik.cache_per_dim().saturating_mul(d)];
     lik.log_prob(params, x, a, &mut cache);
     let mut analytic = vec![0.0; theta.len()];
     lik.grad_output(params, x, a, &cache, 1.0, ta.of_mut(&mut analytic));
     if let Some(tp) = tp {
         lik.grad_params(params, x, a, &cache, 1.0, tp.of_mut(&mut analytic));
     }
-    let mut scratch = vec![0.0; width];
+    let mut scratch = vec![0.0; cache.len()];
     let neg_log_p = |t: &[f64]| {
         let own = tp.map_or(&[][..], |tp| tp.of(t));
         -lik.log_prob(own, x, ta.of(t), &mut scratch)

@@ -63,7 +63,8 @@ pub use error::{Error, Result};
 pub use kernels::pool::Parallelism;
 pub use kernels::scalar::Float;
 pub use model::{
-    Activation, CustomLikelihood, DecoderLikelihood, Likelihood, LikelihoodInfo, Vae, VaeConfig,
+    Activation, CustomLikelihood, DecoderLikelihood, Dispersion, Likelihood, LikelihoodInfo, Vae,
+    VaeConfig,
 };
 pub use objective::{BatchElbo, Elbo, Workspace};
 pub use train::trained::{PointElbo, Posterior, Rows, Samples, TrainedVae};

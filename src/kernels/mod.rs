@@ -7,6 +7,7 @@ pub mod par;
 pub mod pool;
 pub mod scalar;
 pub mod sparse;
+pub mod special;
 pub mod team;
 
 #[cfg(any(test, feature = "internals"))]

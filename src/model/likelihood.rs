@@ -16,6 +16,7 @@ use crate::error::{Error, Result};
 use crate::kernels::par;
 use crate::kernels::scalar::Float;
 use crate::kernels::scalar::{Family, sigmoid};
+use crate::model::counts::{self, CountModel, Dispersion};
 use crate::model::params::TensorId;
 use crate::model::shape::holds;
 
@@ -39,6 +40,20 @@ pub enum Likelihood {
     /// Gaussian with mean `a` and a learned log-variance `s_j` per dimension:
     /// log p = -((x - a)^2 exp(-s) + s + ln 2 pi) / 2.
     GaussianLearnedVariance,
+    /// Poisson counts with mean mu = l softmax(a), l the cell's total count
+    /// ([`crate::model::counts`]).
+    Poisson,
+    /// Negative-binomial counts with mean mu = l softmax(a) and inverse dispersion theta.
+    NegativeBinomial {
+        /// Where theta comes from: learned per gene, or from the decoder per gene and cell.
+        dispersion: Dispersion,
+    },
+    /// Zero-inflated negative binomial: the NB, plus a zero-inflation logit per gene and cell
+    /// from a second decoder head (scVI's default).
+    ZeroInflatedNegativeBinomial {
+        /// Where theta comes from.
+        dispersion: Dispersion,
+    },
 }
 
 impl std::str::FromStr for Likelihood {
@@ -48,11 +63,25 @@ impl std::str::FromStr for Likelihood {
             "bernoulli" => Likelihood::Bernoulli,
             "gaussian" => Likelihood::Gaussian { variance: 1.0 },
             "gaussian-learned" | "gaussian-learned-variance" => Likelihood::GaussianLearnedVariance,
+            "poisson" => Likelihood::Poisson,
+            "nb" | "negative-binomial" => Likelihood::NegativeBinomial {
+                dispersion: Dispersion::Gene,
+            },
+            "nb-cell" => Likelihood::NegativeBinomial {
+                dispersion: Dispersion::GeneCell,
+            },
+            "zinb" => Likelihood::ZeroInflatedNegativeBinomial {
+                dispersion: Dispersion::Gene,
+            },
+            "zinb-cell" => Likelihood::ZeroInflatedNegativeBinomial {
+                dispersion: Dispersion::GeneCell,
+            },
             _ => {
                 return Err(Error::config(
                     "likelihood",
                     s,
-                    "expected one of bernoulli, gaussian, gaussian-learned",
+                    "expected one of bernoulli, gaussian, gaussian-learned, poisson, nb, nb-cell, \
+                     zinb, zinb-cell",
                 ));
             }
         })
@@ -65,6 +94,15 @@ impl std::fmt::Display for Likelihood {
             Likelihood::Bernoulli => f.write_str("bernoulli"),
             Likelihood::Gaussian { variance } => write!(f, "gaussian (variance {variance})"),
             Likelihood::GaussianLearnedVariance => f.write_str("gaussian-learned"),
+            Likelihood::Poisson => f.write_str("poisson"),
+            Likelihood::NegativeBinomial { dispersion } => match dispersion {
+                Dispersion::Gene => f.write_str("nb"),
+                Dispersion::GeneCell => f.write_str("nb-cell"),
+            },
+            Likelihood::ZeroInflatedNegativeBinomial { dispersion } => match dispersion {
+                Dispersion::Gene => f.write_str("zinb"),
+                Dispersion::GeneCell => f.write_str("zinb-cell"),
+            },
         }
     }
 }
@@ -84,11 +122,27 @@ impl Likelihood {
         Ok(())
     }
 
-    /// Whether data values suit it: Bernoulli needs [0, 1], the Gaussians any finite value.
+    /// Whether data values suit it: Bernoulli needs [0, 1], the Gaussians any finite value,
+    /// the count likelihoods non-negative integers.
     pub fn check_value(&self, v: f64) -> bool {
         match self {
             Likelihood::Bernoulli => (0.0..=1.0).contains(&v),
+            _ if self.count_model().is_some() => CountModel::accepts(v),
             _ => v.is_finite(),
+        }
+    }
+
+    /// The count model, for the count likelihoods.
+    pub fn count_model(&self) -> Option<CountModel> {
+        match *self {
+            Likelihood::Poisson => Some(CountModel::Poisson),
+            Likelihood::NegativeBinomial { dispersion } => {
+                Some(CountModel::NegativeBinomial(dispersion))
+            }
+            Likelihood::ZeroInflatedNegativeBinomial { dispersion } => {
+                Some(CountModel::ZeroInflated(dispersion))
+            }
+            _ => None,
         }
     }
 }
@@ -104,6 +158,14 @@ pub trait LikelihoodInfo: Send + Sync + std::fmt::Debug {
     /// layer is `outputs_per_dim() x D` wide.
     fn outputs_per_dim(&self) -> usize {
         1
+    }
+
+    /// Scratch values per data dimension that `log_prob` keeps for the gradient methods: the
+    /// cache row is `cache_per_dim() x D` wide. As many as the outputs by default; more when
+    /// the backward pass wants derivatives the forward pass already had in hand (a count
+    /// likelihood keeps d/d(ln mu) and d/d(ln theta)).
+    fn cache_per_dim(&self) -> usize {
+        self.outputs_per_dim()
     }
 
     /// Learned parameters of its own for data of width `dim` (a per-dimension log-variance,
@@ -133,8 +195,9 @@ pub trait LikelihoodInfo: Send + Sync + std::fmt::Debug {
 ///
 /// `x` is a data row (width D); `a` the decoder's output for it (width
 /// `outputs_per_dim() x D`); `params` its own parameters (`num_params(D)` values, empty for
-/// most); `cache` a scratch row as wide as `a`, which `log_prob` may fill and the gradient
-/// methods then read for the same `x` and `a`.
+/// most); `cache` a scratch row of `cache_per_dim() x D` values (as wide as `a` unless the
+/// likelihood asks for more), which `log_prob` may fill and the gradient methods then read for
+/// the same `x` and `a`.
 ///
 /// Implement it for both f32 and f64 (a generic `impl<T: Float>` does) and the model trains
 /// with it in either precision. The contract is checked by [`crate::gradcheck::check_likelihood`]:
@@ -209,14 +272,23 @@ impl LikelihoodInfo for Likelihood {
     fn name(&self) -> String {
         self.to_string()
     }
+    fn outputs_per_dim(&self) -> usize {
+        self.count_model().map_or(1, CountModel::outputs_per_dim)
+    }
+    fn cache_per_dim(&self) -> usize {
+        self.count_model().map_or(1, CountModel::cache_per_dim)
+    }
     fn num_params(&self, dim: usize) -> usize {
         match self {
             Likelihood::GaussianLearnedVariance => dim,
-            _ => 0,
+            _ => self.count_model().map_or(0, |m| m.num_params(dim)),
         }
     }
     fn param_name(&self) -> &str {
-        "likelihood.log_variance"
+        match self {
+            Likelihood::GaussianLearnedVariance => "likelihood.log_variance",
+            _ => "likelihood.log_theta",
+        }
     }
     fn accepts(&self, x: f64) -> bool {
         self.check_value(x)
@@ -224,6 +296,7 @@ impl LikelihoodInfo for Likelihood {
     fn needs(&self) -> &str {
         match self {
             Likelihood::Bernoulli => "values in [0, 1]",
+            _ if self.count_model().is_some() => "non-negative integer counts",
             _ => "finite values",
         }
     }
@@ -235,6 +308,9 @@ impl<T: Float> DecoderLikelihood<T> for Likelihood {
     /// - Gaussian (fixed variance v): -1/2 sum_j ((x_j - a_j)^2 / v + ln(2 pi v));
     /// - Gaussian with learned log-variance s: -1/2 sum_j ((x_j - a_j)^2 e^-s_j + s_j + ln 2 pi).
     fn log_prob(&self, params: &[T], x: &[T], a: &[T], cache: &mut [T]) -> T {
+        if let Some(m) = self.count_model() {
+            return counts::log_prob(m, params, x, a, cache);
+        }
         match *self {
             Likelihood::Bernoulli => T::bernoulli_row(x, a, cache),
             Likelihood::Gaussian { variance } => {
@@ -253,6 +329,7 @@ impl<T: Float> DecoderLikelihood<T> for Likelihood {
                 }
                 -T::of(0.5) * acc
             }
+            _ => unreachable!("count likelihoods return above"),
         }
     }
 
@@ -260,6 +337,9 @@ impl<T: Float> DecoderLikelihood<T> for Likelihood {
     /// - Gaussian (fixed): d(-log p)/da = (a - x) / v
     /// - Gaussian learned: d(-log p)/da = (a - x) e^-s
     fn grad_output(&self, params: &[T], x: &[T], a: &[T], cache: &[T], scale: T, da: &mut [T]) {
+        if let Some(m) = self.count_model() {
+            return counts::grad_output(m, x, a, cache, scale, da);
+        }
         // Zipped iterators, not indices: no bounds checks, so the loops vectorise.
         match *self {
             Likelihood::Bernoulli => {
@@ -278,20 +358,25 @@ impl<T: Float> DecoderLikelihood<T> for Likelihood {
                     *d = scale * (aj - xj) * (-sj).exp();
                 }
             }
+            _ => unreachable!("count likelihoods return above"),
         }
     }
 
-    /// Gaussian learned: d(-log p)/ds_j = (1 - (x_j - a_j)^2 e^-s_j) / 2; the others have no
-    /// parameters.
+    /// Gaussian learned: d(-log p)/ds_j = (1 - (x_j - a_j)^2 e^-s_j) / 2; NB and ZINB with
+    /// gene-wise dispersion: d(-log p)/d(ln theta_g), kept in the cache by `log_prob`
+    /// ([`counts::negative_binomial`]); the others have no parameters.
     fn grad_params(
         &self,
         params: &[T],
         x: &[T],
         a: &[T],
-        _cache: &[T],
+        cache: &[T],
         scale: T,
         dparams: &mut [T],
     ) {
+        if let Some(m) = self.count_model() {
+            return counts::grad_params(m, x, cache, scale, dparams);
+        }
         if let Likelihood::GaussianLearnedVariance = self {
             for j in 0..dparams.len() {
                 let e = x[j] - a[j];
@@ -300,8 +385,12 @@ impl<T: Float> DecoderLikelihood<T> for Likelihood {
         }
     }
 
-    /// sigmoid(a) for the Bernoulli, `a` itself for the Gaussians.
+    /// sigmoid(a) for the Bernoulli, `a` itself for the Gaussians, expected counts per
+    /// [`counts::DECODE_LIBRARY`] for the count likelihoods.
     fn mean(&self, _params: &[T], a: &[T], out: &mut [T]) {
+        if let Some(m) = self.count_model() {
+            return counts::mean(m, a, out);
+        }
         match self {
             Likelihood::Bernoulli => {
                 for (o, &v) in out.iter_mut().zip(a) {
@@ -390,6 +479,11 @@ impl LikelihoodHead {
         self.choice.info().outputs_per_dim() * self.dim
     }
 
+    /// Cache values per decoder row ([`LikelihoodInfo::cache_per_dim`] x D).
+    pub fn cache_width(&self) -> usize {
+        self.choice.info().cache_per_dim() * self.dim
+    }
+
     fn own_params<'p, T>(&self, params: &'p [T]) -> &'p [T] {
         self.params.map_or(&[], |t| t.of(params))
     }
@@ -421,15 +515,15 @@ impl LikelihoodHead {
         cache: &mut [T],
         dec_rows: usize,
     ) -> Result<()> {
-        let (d, w) = (self.dim, self.out_width());
+        let (d, w, cw) = (self.dim, self.out_width(), self.cache_width());
         self.check(params, x, a, samples, dec_rows)?;
         holds("log-likelihood per row", logp, dec_rows, 1)?;
-        holds("likelihood cache", cache, dec_rows, w)?;
+        holds("likelihood cache", cache, dec_rows, cw)?;
         let lik = self.choice.as_dyn::<T>();
         let own = self.own_params(params);
         par::for_each_row_with_scalar(
-            &mut cache[..dec_rows * w],
-            w,
+            &mut cache[..dec_rows * cw],
+            cw,
             &mut logp[..dec_rows],
             |r, c, lp| {
                 let xr = &x[(r / samples) * d..(r / samples + 1) * d];
@@ -482,9 +576,9 @@ impl LikelihoodHead {
         grads: &mut [T],
         dec_rows: usize,
     ) -> Result<()> {
-        let (d, w) = (self.dim, self.out_width());
+        let (d, w, cw) = (self.dim, self.out_width(), self.cache_width());
         self.check(params, x, a, samples, dec_rows)?;
-        holds("likelihood cache", cache, dec_rows, w)?;
+        holds("likelihood cache", cache, dec_rows, cw)?;
         holds("output gradient", da, dec_rows, w)?;
         if let Some(rw) = row_weights {
             holds("row weights", rw, dec_rows, 1)?;
@@ -497,7 +591,7 @@ impl LikelihoodHead {
         let weight = |r: usize| row_weights.map_or(scale, |wr| scale * wr[r]);
         par::for_each_row(&mut da[..dec_rows * w], w, |r, dr| {
             let xr = &x[(r / samples) * d..(r / samples + 1) * d];
-            let (ar, cr) = (&a[r * w..(r + 1) * w], &cache[r * w..(r + 1) * w]);
+            let (ar, cr) = (&a[r * w..(r + 1) * w], &cache[r * cw..(r + 1) * cw]);
             lik.grad_output(own, xr, ar, cr, weight(r), dr);
         });
         if let Some(t) = self.params {
@@ -506,7 +600,7 @@ impl LikelihoodHead {
             // Serial over rows, in order: the sum does not depend on the thread count.
             for r in 0..dec_rows {
                 let xr = &x[(r / samples) * d..(r / samples + 1) * d];
-                let (ar, cr) = (&a[r * w..(r + 1) * w], &cache[r * w..(r + 1) * w]);
+                let (ar, cr) = (&a[r * w..(r + 1) * w], &cache[r * cw..(r + 1) * cw]);
                 lik.grad_params(own, xr, ar, cr, weight(r), dp);
             }
         }

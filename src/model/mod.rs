@@ -2,6 +2,7 @@
 //! Each differentiable piece has `forward` and `backward` side by side.
 
 pub mod activation;
+pub mod counts;
 pub mod dense;
 pub mod gaussian;
 pub mod likelihood;
@@ -11,6 +12,7 @@ mod shape;
 pub mod vae;
 
 pub use activation::Activation;
+pub use counts::{CountModel, Dispersion};
 pub use dense::Dense;
 pub use gaussian::{KlToStandardNormal, LogvarClamp, Reparameterize};
 pub use likelihood::{

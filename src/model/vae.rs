@@ -54,6 +54,10 @@ pub struct VaeConfig {
     /// stays finite whatever the weights do. `None`: no clamp.
     #[serde(default)]
     pub logvar_clamp: Option<f64>,
+    /// Feed the encoder ln(1 + x) rather than x (scVI's input for counts); the likelihood still
+    /// models x itself. For non-negative data.
+    #[serde(default)]
+    pub log1p_input: bool,
 }
 
 impl Default for VaeConfig {
@@ -74,6 +78,7 @@ impl VaeConfig {
             activation: Activation::Relu,
             likelihood: Likelihood::Bernoulli,
             logvar_clamp: None,
+            log1p_input: false,
         }
     }
 
@@ -117,6 +122,12 @@ impl VaeConfig {
     /// Sets the clamp on the encoder's log-variances (`None`: no clamp).
     pub fn logvar_clamp(mut self, clamp: Option<f64>) -> Self {
         self.logvar_clamp = clamp;
+        self
+    }
+
+    /// Feeds the encoder ln(1 + x) (`true`) or x (`false`, the default).
+    pub fn log1p_input(mut self, on: bool) -> Self {
+        self.log1p_input = on;
         self
     }
 
@@ -174,7 +185,10 @@ impl VaeConfig {
         total = total.checked_add(dense(h, self.latent_dim.checked_mul(2)?)?)?;
         let mut dec = vec![self.latent_dim];
         dec.extend(&self.decoder_hidden);
-        dec.push(self.input_dim);
+        dec.push(
+            self.input_dim
+                .checked_mul(crate::LikelihoodInfo::outputs_per_dim(&self.likelihood))?,
+        );
         for w in dec.windows(2) {
             total = total.checked_add(dense(w[0], w[1])?)?;
         }
@@ -368,6 +382,13 @@ impl Vae {
     ) -> Result<(Vec<T>, Vec<T>)> {
         let rows = self.check_input(params, x, self.input_dim(), "input")?;
         let zd = self.latent_dim();
+        let logged: Vec<T>;
+        let x = if self.config.log1p_input {
+            logged = x.iter().map(|v| v.ln_1p()).collect();
+            &logged[..]
+        } else {
+            x
+        };
         let mut buf = self.encoder.buffers::<T>(rows)?;
         self.encoder.forward(params, x, &mut buf, rows, threads)?;
         let h = buf.outputs.last().map(|v| &v[..]).unwrap_or(x);

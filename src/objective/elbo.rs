@@ -29,6 +29,8 @@ pub struct Workspace<T> {
     pub x: Vec<T>,
     /// Reparameterisation noise, `rows L x Z`; callers fill it.
     pub eps: Vec<T>,
+    /// The encoder's input ln(1 + x), `rows x D`, when the model takes it (empty otherwise).
+    x_in: Vec<T>,
     enc: MlpBuffers<T>,
     /// Encoder head output [mu | logvar], `rows x 2Z`.
     pub stats: Vec<T>,
@@ -39,7 +41,7 @@ pub struct Workspace<T> {
     pub log_px_z: Vec<T>,
     /// KL per data point (`rows`).
     pub kl: Vec<T>,
-    /// What the likelihood's forward pass keeps for its backward pass, `rows L x D`.
+    /// What the likelihood's forward pass keeps for its backward pass, `rows L x` its cache width.
     lik_cache: Vec<T>,
     /// Log importance weights log p(x, z) - log q(z|x) per decoder row (importance sampling).
     pub log_w: Vec<T>,
@@ -84,13 +86,18 @@ impl<T: Float> Workspace<T> {
             threads: threads.max(1),
             x: zeros(max_rows * d),
             eps: zeros(dec_rows * zd),
+            x_in: zeros(if vae.config().log1p_input {
+                max_rows * d
+            } else {
+                0
+            }),
             enc: vae.encoder.buffers(max_rows)?,
             stats: zeros(max_rows * 2 * zd),
             z: zeros(dec_rows * zd),
             dec: vae.decoder.buffers(dec_rows)?,
             log_px_z: zeros(dec_rows),
             kl: zeros(max_rows),
-            lik_cache: zeros(dec_rows * vae.likelihood.out_width()),
+            lik_cache: zeros(dec_rows * vae.likelihood.cache_width()),
             log_w: zeros(dec_rows),
             weights: zeros(dec_rows),
             grad_a: zeros(dec_rows * widest),
@@ -133,6 +140,19 @@ impl<T: Float> Workspace<T> {
             .sum::<f64>()
             / l as f64
     }
+}
+
+/// What the encoder reads: `x` itself, or ln(1 + x) written into `x_in` when the model takes
+/// the log1p transform (its derivative is not needed: x is data).
+fn encoder_input<'w, T: Float>(vae: &Vae, x: &'w [T], x_in: &'w mut [T], rows: usize) -> &'w [T] {
+    if !vae.config().log1p_input {
+        return x;
+    }
+    let n = rows * vae.input_dim();
+    for (o, &v) in x_in[..n].iter_mut().zip(&x[..n]) {
+        *o = v.ln_1p();
+    }
+    &x_in[..n]
 }
 
 fn model_shape(vae: &Vae) -> (Vec<(usize, usize)>, usize) {
@@ -288,8 +308,9 @@ impl<'a> Elbo<'a> {
         let vae = self.vae;
         let t = ws.threads;
         let l = ws.samples;
-        vae.encoder.forward(params, &ws.x, &mut ws.enc, rows, t)?;
-        let h = ws.enc.outputs.last().map(|v| &v[..]).unwrap_or(&ws.x);
+        let input = encoder_input(vae, &ws.x, &mut ws.x_in, rows);
+        vae.encoder.forward(params, input, &mut ws.enc, rows, t)?;
+        let h = ws.enc.outputs.last().map(|v| &v[..]).unwrap_or(input);
         vae.head.forward(params, h, &mut ws.stats, rows, t)?;
         if let Some(c) = &vae.clamp {
             c.forward(&mut ws.stats, rows)?;
@@ -419,7 +440,13 @@ impl<'a> Elbo<'a> {
         }
         let dstats = &ws.dstats[..rows * 2 * vae.latent_dim()];
         let has_hidden = !vae.encoder.layers.is_empty();
-        let h = ws.enc.outputs.last().map(|v| &v[..]).unwrap_or(&ws.x);
+        // The forward pass left ln(1 + x) in x_in when the model takes it.
+        let input = if vae.config().log1p_input {
+            &ws.x_in[..]
+        } else {
+            &ws.x[..]
+        };
+        let h = ws.enc.outputs.last().map(|v| &v[..]).unwrap_or(input);
         let dh = if has_hidden {
             Some(&mut ws.grad_a[..])
         } else {
@@ -429,7 +456,7 @@ impl<'a> Elbo<'a> {
         if has_hidden {
             vae.encoder.backward(
                 params,
-                &ws.x,
+                input,
                 &mut ws.enc,
                 &mut ws.grad_a,
                 &mut ws.grad_b,

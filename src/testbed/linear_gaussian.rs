@@ -341,6 +341,7 @@ impl LinearGaussian {
             activation: Activation::Identity,
             likelihood: Likelihood::Gaussian { variance: psi },
             logvar_clamp: None,
+            log1p_input: false,
         })?;
         let mut params = vec![0.0; vae.num_params()];
         let (zd, d) = (self.latent, self.dim);
