@@ -2,6 +2,7 @@
 
 use rand::RngExt;
 
+use crate::data::csr::CsrMatrix;
 use crate::error::{Error, Result};
 use crate::kernels::scalar::Float;
 
@@ -13,6 +14,8 @@ pub enum Pixels {
     U8(Vec<u8>),
     /// Floats, used as they are.
     F32(Vec<f32>),
+    /// Floats in compressed sparse rows: counts, mostly zeros.
+    Sparse(CsrMatrix),
 }
 
 /// Named numeric annotations of every example: ground-truth generative factors of procedural
@@ -79,22 +82,34 @@ impl Factors {
     }
 }
 
-/// One example's stored values, borrowed: bytes (value = byte / 255) or floats.
+/// One example's stored values, borrowed: bytes (value = byte / 255), floats, or the nonzeros
+/// of a sparse row.
 #[derive(Clone, Copy, Debug, PartialEq)]
+#[non_exhaustive]
 pub enum Row<'a> {
     /// Grey levels as bytes.
     Bytes(&'a [u8]),
     /// Floats.
     Floats(&'a [f32]),
+    /// The nonzero values and their columns (increasing); every other value is 0.
+    Sparse {
+        /// Columns of the nonzeros.
+        indices: &'a [u32],
+        /// The nonzeros.
+        values: &'a [f32],
+    },
 }
 
 /// All stored values as a borrowed `rows x cols` matrix, without copying.
 #[derive(Clone, Debug, PartialEq)]
+#[non_exhaustive]
 pub enum RowsView<'a> {
     /// Grey levels as bytes.
     Bytes(ndarray::ArrayView2<'a, u8>),
     /// Floats.
     Floats(ndarray::ArrayView2<'a, f32>),
+    /// Compressed sparse rows.
+    Sparse(&'a CsrMatrix),
 }
 
 /// `rows` examples of `cols` values each, with optional labels and per-example factors.
@@ -109,6 +124,11 @@ pub struct Dataset {
     pub factors: Option<Factors>,
     /// Image height and width, where the rows are images.
     pub image_shape: Option<(usize, usize)>,
+    /// A name per column (gene names of expression data), when the file gave them.
+    pub feature_names: Option<Vec<String>>,
+    /// A name per label value (cell types), when labels came as names: label `k` is
+    /// `label_names[k]`.
+    pub label_names: Option<Vec<String>>,
 }
 
 impl Dataset {
@@ -143,6 +163,22 @@ impl Dataset {
         Ok(Self::new(rows, cols, Pixels::F32(data)))
     }
 
+    /// From a sparse matrix, one row an example (count data).
+    ///
+    /// ```
+    /// use elbo::data::CsrMatrix;
+    /// let m = CsrMatrix::new(3, vec![0, 1, 3], vec![1, 0, 2], vec![2.0, 1.0, 3.0])?;
+    /// let data = elbo::Dataset::from_csr(m)?;
+    /// let mut batch = vec![0f64; 2 * 3];
+    /// data.gather(&[1, 0], &mut batch)?;
+    /// assert_eq!(batch, [1.0, 0.0, 3.0, 0.0, 2.0, 0.0]);
+    /// # Ok::<(), elbo::Error>(())
+    /// ```
+    pub fn from_csr(m: CsrMatrix) -> Result<Self> {
+        Self::check_shape(m.rows(), m.cols(), m.rows() * m.cols())?;
+        Ok(Self::new(m.rows(), m.cols(), Pixels::Sparse(m)))
+    }
+
     /// From an `ndarray` matrix, one row an example; every value must be finite.
     pub fn from_array(a: ndarray::ArrayView2<'_, f32>) -> Result<Self> {
         let (rows, cols) = a.dim();
@@ -156,6 +192,7 @@ impl Dataset {
         ndarray::Array2::from_shape_fn((self.rows, c), |(i, j)| match &self.pixels {
             Pixels::U8(b) => T::from_byte(b[i * c + j]),
             Pixels::F32(f) => T::of(f[i * c + j] as f64),
+            Pixels::Sparse(m) => T::of(m.get(i, j).unwrap_or(0.0) as f64),
         })
     }
 
@@ -178,16 +215,21 @@ impl Dataset {
             Pixels::F32(f) => RowsView::Floats(
                 ndarray::ArrayView2::from_shape(shape, f).expect("checked at construction"),
             ),
+            Pixels::Sparse(m) => RowsView::Sparse(m),
         }
     }
 
     /// Example `i`'s stored values, borrowed, or `None` past the end.
     pub fn row(&self, i: usize) -> Option<Row<'_>> {
+        if let Pixels::Sparse(m) = &self.pixels {
+            return m.row(i).map(|(indices, values)| Row::Sparse { indices, values });
+        }
         let c = self.cols;
         let range = i.checked_mul(c)?..(i + 1).checked_mul(c)?;
         match &self.pixels {
             Pixels::U8(b) => b.get(range).map(Row::Bytes),
             Pixels::F32(f) => f.get(range).map(Row::Floats),
+            Pixels::Sparse(_) => None,
         }
     }
 
@@ -199,6 +241,8 @@ impl Dataset {
             labels: None,
             factors: None,
             image_shape: None,
+            feature_names: None,
+            label_names: None,
         }
     }
 
@@ -213,7 +257,7 @@ impl Dataset {
         if rows.checked_mul(cols) != Some(len) {
             return Err(Error::shape(
                 "dataset",
-                format!("{rows} x {cols} = {} values", rows * cols),
+                format!("{rows} x {cols} = {} values", rows.saturating_mul(cols)),
                 len,
             ));
         }
@@ -248,6 +292,7 @@ impl Dataset {
         Some(match &self.pixels {
             Pixels::U8(b) => b[i * self.cols + j] as f64 / 255.0,
             Pixels::F32(f) => f[i * self.cols + j] as f64,
+            Pixels::Sparse(m) => m.get(i, j).unwrap_or(0.0) as f64,
         })
     }
 
@@ -294,6 +339,17 @@ impl Dataset {
                         return Err(bad(j, f[j] as f64));
                     }
                 }
+                Some(Row::Sparse { indices, values }) => {
+                    if !(domain.accepts)(0.0) && indices.len() < self.cols {
+                        let j = (0..self.cols as u32)
+                            .find(|j| indices.binary_search(j).is_err())
+                            .unwrap_or(0);
+                        return Err(bad(j as usize, 0.0));
+                    }
+                    if let Some(k) = values.iter().position(|&v| !(domain.accepts)(v as f64)) {
+                        return Err(bad(indices[k] as usize, values[k] as f64));
+                    }
+                }
             }
         }
         Ok(())
@@ -308,11 +364,76 @@ impl Dataset {
             pixels: match &self.pixels {
                 Pixels::U8(b) => Pixels::U8(b[start * c..end * c].to_vec()),
                 Pixels::F32(f) => Pixels::F32(f[start * c..end * c].to_vec()),
+                Pixels::Sparse(m) => {
+                    Pixels::Sparse(m.select_rows(start..end).expect("rows inside the matrix"))
+                }
             },
             labels: self.labels.as_ref().map(|l| l[start..end].to_vec()),
             factors: self.factors.as_ref().map(|f| f.slice(start, end)),
             image_shape: self.image_shape,
+            feature_names: self.feature_names.clone(),
+            label_names: self.label_names.clone(),
         }
+    }
+
+    /// The examples `indices`, in that order, as a dataset of their own (labels and factors
+    /// follow). An index past the end is an error.
+    pub fn select(&self, indices: &[usize]) -> Result<Dataset> {
+        if let Some(&i) = indices.iter().find(|&&i| i >= self.rows) {
+            return Err(self.bad_index(i));
+        }
+        if indices.is_empty() {
+            return Err(Error::shape("selected examples", "at least one", 0));
+        }
+        let c = self.cols;
+        let pixels = match &self.pixels {
+            Pixels::U8(b) => Pixels::U8(indices.iter().flat_map(|&i| &b[i * c..(i + 1) * c]).copied().collect()),
+            Pixels::F32(f) => Pixels::F32(indices.iter().flat_map(|&i| &f[i * c..(i + 1) * c]).copied().collect()),
+            Pixels::Sparse(m) => Pixels::Sparse(m.select_rows(indices.iter().copied())?),
+        };
+        let factors = match &self.factors {
+            Some(f) => {
+                let vals = indices.iter().flat_map(|&i| f.row(i).unwrap_or(&[]).to_vec()).collect();
+                Some(Factors::new(f.names().to_vec(), vals)?)
+            }
+            None => None,
+        };
+        Ok(Dataset {
+            rows: indices.len(),
+            cols: c,
+            pixels,
+            labels: self.labels.as_ref().map(|l| indices.iter().map(|&i| l[i]).collect()),
+            factors,
+            image_shape: self.image_shape,
+            feature_names: self.feature_names.clone(),
+            label_names: self.label_names.clone(),
+        })
+    }
+
+    /// Only the columns `keep`, in that order (their names follow).
+    pub fn select_columns(&self, keep: &[usize]) -> Result<Dataset> {
+        if keep.is_empty() {
+            return Err(Error::config("kept columns", 0, "must keep at least one"));
+        }
+        let c = self.cols;
+        if let Some(&j) = keep.iter().find(|&&j| j >= c) {
+            return Err(Error::shape("column index", format!("below {c}"), j));
+        }
+        let pixels = match &self.pixels {
+            Pixels::U8(b) => Pixels::U8((0..self.rows).flat_map(|i| keep.iter().map(move |&j| b[i * c + j])).collect()),
+            Pixels::F32(f) => Pixels::F32((0..self.rows).flat_map(|i| keep.iter().map(move |&j| f[i * c + j])).collect()),
+            Pixels::Sparse(m) => Pixels::Sparse(m.select_cols(keep)?),
+        };
+        Ok(Dataset {
+            rows: self.rows,
+            cols: keep.len(),
+            pixels,
+            labels: self.labels.clone(),
+            factors: self.factors.clone(),
+            image_shape: None,
+            feature_names: self.feature_names.as_ref().map(|n| keep.iter().map(|&j| n[j].clone()).collect()),
+            label_names: self.label_names.clone(),
+        })
     }
 
     /// The first `at` examples and the rest, as two datasets (each keeps at least one).
@@ -373,6 +494,9 @@ impl Dataset {
                 for (o, &v) in row.iter_mut().zip(&f[i * c..(i + 1) * c]) {
                     *o = T::of(v as f64);
                 }
+            }),
+            Pixels::Sparse(m) => crate::kernels::par::for_each_row(out, c, |r, row| {
+                m.densify_into(indices[r], row, T::zero(), |v| T::of(v as f64));
             }),
         }
     }

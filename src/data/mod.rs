@@ -1,8 +1,12 @@
 //! Data: the MNIST reader, the procedural `shapes` set, and batch order.
 
+pub mod cells;
+pub mod csr;
 pub mod dataset;
 pub mod idx;
 pub mod mnist;
 pub mod shapes;
+pub mod tenx;
 
+pub use csr::CsrMatrix;
 pub use dataset::{Dataset, Factors, Pixels, Row, RowsView, ValueDomain, epoch_order};

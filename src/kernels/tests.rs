@@ -551,6 +551,7 @@ fn vae_step_products_are_bit_identical_on_any_threads() {
 /// Reference values from mpmath at 50 digits (`mp.loggamma`, `mp.digamma`; the script is in
 /// the commit that added them: lgamma(t + x) - lgamma(t) - x ln t and
 /// psi(t + x) - psi(t) - log1p(x/t) in mpmath arithmetic).
+#[allow(clippy::excessive_precision)] // mpmath's digits, as printed
 mod special_functions {
     use crate::kernels::special::{
         digamma, digamma_difference_remainder, lgamma, log_rising_over_power,
