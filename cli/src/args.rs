@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 
 use clap::ValueEnum;
-use elbo::data::{Dataset, mnist, shapes};
+use elbo::data::{Dataset, cells, genes, mnist, shapes};
 use elbo::{Activation, Error, Likelihood, Result, VaeConfig};
 use serde::Serialize;
 
@@ -17,6 +17,19 @@ pub(crate) enum DataKind {
     /// Your own matrix, one row an example: --data-path X.npy or X.csv (--test-path, or the
     /// last tenth is held out for testing).
     File,
+    /// The procedural single-cell count set (no files needed): --cells cells x 2,000 genes.
+    Cells,
+    /// Your own counts, one row a cell: --data-path a 10x folder (matrix.mtx[.gz],
+    /// features.tsv[.gz] or genes.tsv, barcodes.tsv[.gz]), a .npy or a .csv. Every tenth cell
+    /// (index 9, 19, ...) is held out for testing.
+    Counts,
+}
+
+impl DataKind {
+    /// Whether its values are counts (and the count-model defaults apply).
+    pub(crate) fn is_counts(self) -> bool {
+        matches!(self, DataKind::Cells | DataKind::Counts)
+    }
 }
 
 #[derive(Clone, Copy, ValueEnum, PartialEq, Eq, Debug)]
@@ -44,15 +57,29 @@ pub(crate) struct DataArgs {
     /// Examples generated for `shapes` training (the test set is a tenth of it) [default: 20000].
     #[arg(long)]
     pub(crate) shapes_size: Option<usize>,
-    /// Seed of the `shapes` images [default: 0].
+    /// Seed of the `shapes` images or the `cells` counts [default: 0].
     #[arg(long)]
     pub(crate) data_seed: Option<u64>,
-    /// Training matrix for --data file (.npy of f32/f64, or .csv).
+    /// Training matrix for --data file (.npy of f32/f64, or .csv); the counts for --data
+    /// counts (a 10x folder, .npy or .csv).
     #[arg(long)]
     pub(crate) data_path: Option<PathBuf>,
     /// Test matrix for --data file [default: the last tenth of --data-path].
     #[arg(long)]
     pub(crate) test_path: Option<PathBuf>,
+    /// Cells generated for --data cells, a tenth of them held out for testing [default: 10000].
+    #[arg(long)]
+    #[serde(default)]
+    pub(crate) cells: Option<usize>,
+    /// Keep only the N most variable genes of the training cells (dispersion of
+    /// log1p-normalised counts), for --data cells or counts.
+    #[arg(long, value_name = "N")]
+    #[serde(default)]
+    pub(crate) top_genes: Option<usize>,
+    /// One label per cell (a CSV of labels, or of cell name and label), for --data counts.
+    #[arg(long)]
+    #[serde(default)]
+    pub(crate) labels: Option<PathBuf>,
 }
 
 /// The model's shape, shared by `train` and `gradcheck`.
@@ -77,6 +104,9 @@ pub(crate) struct ModelArgs {
     /// Clamp the encoder's log-variances to [-C, C] (keeps e^logvar finite).
     #[arg(long, value_name = "C", allow_negative_numbers = true)]
     pub(crate) logvar_clamp: Option<f64>,
+    /// Feed the encoder ln(1 + x) [default: true for count data, false otherwise].
+    #[arg(long, value_name = "BOOL")]
+    pub(crate) log1p_input: Option<bool>,
 }
 
 impl ModelArgs {
@@ -90,14 +120,19 @@ impl ModelArgs {
             ("likelihood", self.likelihood.is_some()),
             ("variance", self.variance.is_some()),
             ("logvar-clamp", self.logvar_clamp.is_some()),
+            ("log1p-input", self.log1p_input.is_some()),
         ]
         .into_iter()
         .find_map(|(name, given)| given.then_some(name))
     }
 
     pub(crate) fn config(&self, input_dim: usize, data: DataKind) -> Result<VaeConfig> {
-        let mut likelihood: Likelihood =
-            self.likelihood.as_deref().unwrap_or("bernoulli").parse()?;
+        let default_likelihood = if data.is_counts() { "nb" } else { "bernoulli" };
+        let mut likelihood: Likelihood = self
+            .likelihood
+            .as_deref()
+            .unwrap_or(default_likelihood)
+            .parse()?;
         if let Likelihood::Gaussian { variance } = &mut likelihood {
             *variance = self.variance.unwrap_or(1.0);
         } else if self.variance.is_some() {
@@ -107,13 +142,16 @@ impl ModelArgs {
                 "applies only to --likelihood gaussian",
             ));
         }
-        let hidden = self.hidden.clone().map_or(vec![400], |w| w.0);
+        // Count data get scVI's defaults: one hidden layer of 128, 10 latent dimensions.
+        let default_hidden = if data.is_counts() { 128 } else { 400 };
+        let hidden = self.hidden.clone().map_or(vec![default_hidden], |w| w.0);
         Ok(VaeConfig::mnist()
             .input_dim(input_dim)
             .encoder_hidden(hidden.clone())
+            .log1p_input(self.log1p_input.unwrap_or(data.is_counts()))
             .latent_dim(self.latent.unwrap_or(match data {
                 DataKind::Mnist => 20,
-                DataKind::Shapes => 10,
+                DataKind::Shapes | DataKind::Cells | DataKind::Counts => 10,
                 DataKind::File => 2,
             }))
             .decoder_hidden(hidden.iter().rev().copied().collect())
@@ -160,6 +198,9 @@ impl DataArgs {
             data_seed: self.data_seed.or(stored.data_seed),
             data_path: self.data_path.clone().or_else(|| stored.data_path.clone()),
             test_path: self.test_path.clone().or_else(|| stored.test_path.clone()),
+            cells: self.cells.or(stored.cells),
+            top_genes: self.top_genes.or(stored.top_genes),
+            labels: self.labels.clone().or_else(|| stored.labels.clone()),
         }
     }
 
@@ -175,6 +216,7 @@ impl DataArgs {
             data_dir: abs(&self.data_dir)?,
             data_path: abs(&self.data_path)?,
             test_path: abs(&self.test_path)?,
+            labels: abs(&self.labels)?,
             ..self.clone()
         })
     }
@@ -187,9 +229,17 @@ impl DataArgs {
             data: self.data,
             data_dir: self.data_dir.clone().filter(|_| kind == DataKind::Mnist),
             shapes_size: self.shapes_size.filter(|_| kind == DataKind::Shapes),
-            data_seed: self.data_seed.filter(|_| kind == DataKind::Shapes),
-            data_path: self.data_path.clone().filter(|_| kind == DataKind::File),
+            data_seed: self
+                .data_seed
+                .filter(|_| matches!(kind, DataKind::Shapes | DataKind::Cells)),
+            data_path: self
+                .data_path
+                .clone()
+                .filter(|_| matches!(kind, DataKind::File | DataKind::Counts)),
             test_path: self.test_path.clone().filter(|_| kind == DataKind::File),
+            cells: self.cells.filter(|_| kind == DataKind::Cells),
+            top_genes: self.top_genes.filter(|_| kind.is_counts()),
+            labels: self.labels.clone().filter(|_| kind == DataKind::Counts),
         }
     }
 
@@ -204,18 +254,49 @@ impl DataArgs {
                 "applies only to --data mnist",
             ));
         }
-        if kind != DataKind::Shapes && (self.shapes_size.is_some() || self.data_seed.is_some()) {
+        if kind != DataKind::Shapes && self.shapes_size.is_some() {
             return Err(Error::config(
-                "shapes-size / data-seed",
+                "shapes-size",
                 data,
-                "apply only to --data shapes",
+                "applies only to --data shapes",
             ));
         }
-        if kind != DataKind::File && (self.data_path.is_some() || self.test_path.is_some()) {
+        if !matches!(kind, DataKind::Shapes | DataKind::Cells) && self.data_seed.is_some() {
             return Err(Error::config(
-                "data-path / test-path",
+                "data-seed",
                 data,
-                "apply only to --data file",
+                "applies only to --data shapes or cells",
+            ));
+        }
+        if !matches!(kind, DataKind::File | DataKind::Counts) && self.data_path.is_some() {
+            return Err(Error::config(
+                "data-path",
+                data,
+                "applies only to --data file or counts",
+            ));
+        }
+        if kind != DataKind::File && self.test_path.is_some() {
+            return Err(Error::config(
+                "test-path",
+                data,
+                "applies only to --data file",
+            ));
+        }
+        if kind != DataKind::Cells && self.cells.is_some() {
+            return Err(Error::config("cells", data, "applies only to --data cells"));
+        }
+        if !kind.is_counts() && self.top_genes.is_some() {
+            return Err(Error::config(
+                "top-genes",
+                data,
+                "applies only to --data cells or counts",
+            ));
+        }
+        if kind != DataKind::Counts && self.labels.is_some() {
+            return Err(Error::config(
+                "labels",
+                data,
+                "applies only to --data counts",
             ));
         }
         Ok(())
@@ -235,6 +316,71 @@ pub(crate) fn load_test_data(args: &DataArgs) -> Result<Dataset> {
             Some(t) => elbo::files::read_matrix(t),
             None => Ok(load_data(args, None)?.1),
         },
+        // The genes kept are chosen on the training cells, so those are read too.
+        DataKind::Cells | DataKind::Counts => Ok(load_data(args, None)?.1),
+    }
+}
+
+/// The `cells` sizes: (training cells, test cells).
+fn cells_sizes(args: &DataArgs) -> Result<(usize, usize)> {
+    match args.cells.unwrap_or(10_000) {
+        n if n < 2 => Err(Error::config(
+            "cells",
+            n,
+            "must be at least 2 (a tenth is held out)",
+        )),
+        n => {
+            let test = (n / 10).max(1);
+            Ok((n - test, test))
+        }
+    }
+}
+
+/// Count data: (training cells, test cells), every tenth cell held out, with labels if given,
+/// then only the most variable genes of the training cells if asked.
+fn load_counts(args: &DataArgs) -> Result<(Dataset, Dataset)> {
+    let (train, test) = match args.data.unwrap_or(DataKind::Shapes) {
+        DataKind::Cells => {
+            let (n, test_n) = cells_sizes(args)?;
+            let config = cells::CellsConfig::default();
+            let seed = args.data_seed.unwrap_or(0);
+            (
+                cells::generate(&config, seed, 0, n)?,
+                cells::generate(&config, seed, n as u64, test_n)?,
+            )
+        }
+        _ => {
+            let path = args.data_path.clone().ok_or_else(|| {
+                Error::config(
+                    "data-path",
+                    "(none)",
+                    "--data counts needs --data-path with a 10x folder, a .npy or a .csv of counts",
+                )
+            })?;
+            let mut all = elbo::files::read_counts(&path)?;
+            if let Some(l) = &args.labels {
+                let (labels, names) = elbo::files::read_labels(l, all.len())?;
+                all.labels = Some(labels);
+                all.label_names = Some(names);
+            }
+            if all.len() < 10 {
+                return Err(Error::InvalidData(format!(
+                    "{}: {} cell(s); count data need at least 10 (every tenth is held out)",
+                    path.display(),
+                    all.len()
+                )));
+            }
+            let (train_idx, test_idx): (Vec<usize>, Vec<usize>) =
+                (0..all.len()).partition(|i| i % 10 != 9);
+            (all.select(&train_idx)?, all.select(&test_idx)?)
+        }
+    };
+    match args.top_genes {
+        Some(n) => {
+            let keep = genes::most_variable(&train, n)?;
+            Ok((train.select_columns(&keep)?, test.select_columns(&keep)?))
+        }
+        None => Ok((train, test)),
     }
 }
 
@@ -255,6 +401,7 @@ pub(crate) fn load_data(args: &DataArgs, train_limit: Option<usize>) -> Result<(
                 mnist::load(&dir, mnist::Split::Test)?,
             )
         }
+        DataKind::Cells | DataKind::Counts => load_counts(args)?,
         DataKind::File => {
             let path = args.data_path.clone().ok_or_else(|| {
                 Error::config(

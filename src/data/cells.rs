@@ -62,17 +62,35 @@ impl Default for CellsConfig {
 impl CellsConfig {
     fn validate(&self) -> Result<()> {
         if self.genes == 0 || self.genes > u32::MAX as usize {
-            return Err(Error::config("cells genes", self.genes, "must be between 1 and 2^32 - 1"));
+            return Err(Error::config(
+                "cells genes",
+                self.genes,
+                "must be between 1 and 2^32 - 1",
+            ));
         }
         if self.types == 0 || self.types > 255 {
-            return Err(Error::config("cells types", self.types, "must be between 1 and 255"));
+            return Err(Error::config(
+                "cells types",
+                self.types,
+                "must be between 1 and 255",
+            ));
         }
         let ok = |v: f64| v.is_finite() && v >= 0.0;
         if !(ok(self.library) && self.library > 0.0 && ok(self.spread) && ok(self.fold)) {
-            return Err(Error::config("cells settings", format!("{self:?}"), "library must be > 0, spread and fold finite and >= 0"));
+            return Err(Error::config(
+                "cells settings",
+                format!("{self:?}"),
+                "library must be > 0, spread and fold finite and >= 0",
+            ));
         }
-        if !(0.0..=1.0).contains(&self.program_fraction) || !(0.0..1.0).contains(&self.zero_inflation) {
-            return Err(Error::config("cells settings", format!("{self:?}"), "program fraction must lie in [0, 1], zero inflation in [0, 1)"));
+        if !(0.0..=1.0).contains(&self.program_fraction)
+            || !(0.0..1.0).contains(&self.zero_inflation)
+        {
+            return Err(Error::config(
+                "cells settings",
+                format!("{self:?}"),
+                "program fraction must lie in [0, 1], zero inflation in [0, 1)",
+            ));
         }
         Ok(())
     }
@@ -96,7 +114,9 @@ pub fn truth(config: &CellsConfig, seed: u64) -> Result<CellsTruth> {
     let mut rng = stream(seed, Purpose::Data, u64::MAX);
     let g = config.genes;
     let normal = |m: f64, s: f64| Normal::new(m, s).expect("finite, s >= 0");
-    let base: Vec<f64> = (0..g).map(|_| normal(0.0, config.spread).sample(&mut rng)).collect();
+    let base: Vec<f64> = (0..g)
+        .map(|_| normal(0.0, config.spread).sample(&mut rng))
+        .collect();
     let fold = normal(config.fold, 0.5);
     let profiles = (0..config.types)
         .map(|_| {
@@ -113,22 +133,40 @@ pub fn truth(config: &CellsConfig, seed: u64) -> Result<CellsTruth> {
         .collect();
     let theta_dist = LogNormal::new(2f64.ln(), 0.5).expect("valid");
     let theta = (0..g).map(|_| theta_dist.sample(&mut rng)).collect();
-    let zero_inflation = (0..g).map(|_| rng.random::<f64>() * config.zero_inflation).collect();
-    Ok(CellsTruth { profiles, theta, zero_inflation })
+    let zero_inflation = (0..g)
+        .map(|_| rng.random::<f64>() * config.zero_inflation)
+        .collect();
+    Ok(CellsTruth {
+        profiles,
+        theta,
+        zero_inflation,
+    })
 }
 
 /// One cell's type, library size and counts (as sparse nonzeros).
-fn draw_cell(config: &CellsConfig, truth: &CellsTruth, seed: u64, index: u64) -> (u8, f64, Vec<u32>, Vec<f32>) {
+fn draw_cell(
+    config: &CellsConfig,
+    truth: &CellsTruth,
+    seed: u64,
+    index: u64,
+) -> (u8, f64, Vec<u32>, Vec<f32>) {
     let mut rng = stream(seed, Purpose::Data, index);
     let k = rng.random_range(0..config.types);
-    let library = LogNormal::new(config.library.ln(), 0.5).expect("valid").sample(&mut rng);
+    let library = LogNormal::new(config.library.ln(), 0.5)
+        .expect("valid")
+        .sample(&mut rng);
     let (mut idx, mut val) = (Vec::new(), Vec::new());
     for (gene, (&rho, &theta)) in truth.profiles[k].iter().zip(&truth.theta).enumerate() {
         let mu = library * rho;
         // Gamma(theta, mu/theta) then Poisson: the NB's Gamma-Poisson mixture.
         let rate = Gamma::new(theta, mu / theta).map_or(0.0, |d| d.sample(&mut rng));
-        let count = if rate > 0.0 { Poisson::new(rate).map_or(0.0, |d| d.sample(&mut rng)) } else { 0.0 };
-        let dropped = config.zero_inflation > 0.0 && rng.random::<f64>() < truth.zero_inflation[gene];
+        let count = if rate > 0.0 {
+            Poisson::new(rate).map_or(0.0, |d| d.sample(&mut rng))
+        } else {
+            0.0
+        };
+        let dropped =
+            config.zero_inflation > 0.0 && rng.random::<f64>() < truth.zero_inflation[gene];
         if count > 0.0 && !dropped {
             idx.push(gene as u32);
             val.push(count.min((1u32 << 24) as f64 - 1.0) as f32);
@@ -170,7 +208,10 @@ pub fn generate(config: &CellsConfig, seed: u64, first: u64, n: usize) -> Result
     }
     let mut data = Dataset::from_csr(m)?;
     data.labels = Some(labels);
-    data.factors = Some(Factors::new(vec!["type".into(), "library".into()], factors)?);
+    data.factors = Some(Factors::new(
+        vec!["type".into(), "library".into()],
+        factors,
+    )?);
     data.feature_names = Some((0..config.genes).map(|g| format!("gene{g}")).collect());
     data.label_names = Some((0..config.types).map(|k| format!("type{k}")).collect());
     Ok(data)

@@ -19,7 +19,12 @@ impl CsrMatrix {
         if cols == 0 || cols > u32::MAX as usize {
             return Err(Error::shape("sparse matrix columns", "1 to 2^32 - 1", cols));
         }
-        Ok(CsrMatrix { cols, indptr: vec![0], indices: Vec::new(), values: Vec::new() })
+        Ok(CsrMatrix {
+            cols,
+            indptr: vec![0],
+            indices: Vec::new(),
+            values: Vec::new(),
+        })
     }
 
     /// From its three arrays, checked: `indptr` starts at 0, never decreases and ends at the
@@ -51,10 +56,15 @@ impl CsrMatrix {
         for r in 0..indptr.len() - 1 {
             let (s, e) = (indptr[r], indptr[r + 1]);
             if e < s {
-                return Err(Error::InvalidData(format!("sparse matrix: row {r} ends before it starts")));
+                return Err(Error::InvalidData(format!(
+                    "sparse matrix: row {r} ends before it starts"
+                )));
             }
-            m.push_row(&indices[s as usize..e as usize], &values[s as usize..e as usize])
-                .map_err(|e| Error::InvalidData(format!("sparse matrix row {r}: {e}")))?;
+            m.push_row(
+                &indices[s as usize..e as usize],
+                &values[s as usize..e as usize],
+            )
+            .map_err(|e| Error::InvalidData(format!("sparse matrix row {r}: {e}")))?;
         }
         Ok(m)
     }
@@ -68,7 +78,8 @@ impl CsrMatrix {
         let mut last: Option<u32> = None;
         for (&j, &v) in indices.iter().zip(values) {
             if j as usize >= self.cols || last.is_some_and(|l| j <= l) {
-                self.indices.truncate(*self.indptr.last().unwrap_or(&0) as usize);
+                self.indices
+                    .truncate(*self.indptr.last().unwrap_or(&0) as usize);
                 self.values.truncate(self.indices.len());
                 return Err(Error::InvalidData(format!(
                     "column {j} is out of order or past the last column ({})",
@@ -76,9 +87,12 @@ impl CsrMatrix {
                 )));
             }
             if !v.is_finite() {
-                self.indices.truncate(*self.indptr.last().unwrap_or(&0) as usize);
+                self.indices
+                    .truncate(*self.indptr.last().unwrap_or(&0) as usize);
                 self.values.truncate(self.indices.len());
-                return Err(Error::InvalidData(format!("column {j} is {v}: values must be finite")));
+                return Err(Error::InvalidData(format!(
+                    "column {j} is {v}: values must be finite"
+                )));
             }
             last = Some(j);
             if v != 0.0 {
@@ -100,7 +114,9 @@ impl CsrMatrix {
             if !v.is_finite() {
                 self.indices.truncate(start);
                 self.values.truncate(start);
-                return Err(Error::InvalidData(format!("column {j} is {v}: values must be finite")));
+                return Err(Error::InvalidData(format!(
+                    "column {j} is {v}: values must be finite"
+                )));
             }
             if v != 0.0 {
                 self.indices.push(j as u32);
@@ -134,7 +150,13 @@ impl CsrMatrix {
     }
 
     /// Writes row `r` densely into `out` (width `cols`), converting each value with `f`.
-    pub(crate) fn densify_into<T: Copy>(&self, r: usize, out: &mut [T], zero: T, f: impl Fn(f32) -> T) {
+    pub(crate) fn densify_into<T: Copy>(
+        &self,
+        r: usize,
+        out: &mut [T],
+        zero: T,
+        f: impl Fn(f32) -> T,
+    ) {
         out.fill(zero);
         if let Some((idx, val)) = self.row(r) {
             for (&j, &v) in idx.iter().zip(val) {
@@ -171,7 +193,11 @@ impl CsrMatrix {
         let mut new_index = vec![u32::MAX; self.cols];
         for (k, &j) in keep.iter().enumerate() {
             if j >= self.cols || new_index[j] != u32::MAX {
-                return Err(Error::config("kept columns", j, "must be distinct and inside the matrix"));
+                return Err(Error::config(
+                    "kept columns",
+                    j,
+                    "must be distinct and inside the matrix",
+                ));
             }
             new_index[j] = k as u32;
         }

@@ -222,7 +222,9 @@ impl Dataset {
     /// Example `i`'s stored values, borrowed, or `None` past the end.
     pub fn row(&self, i: usize) -> Option<Row<'_>> {
         if let Pixels::Sparse(m) = &self.pixels {
-            return m.row(i).map(|(indices, values)| Row::Sparse { indices, values });
+            return m
+                .row(i)
+                .map(|(indices, values)| Row::Sparse { indices, values });
         }
         let c = self.cols;
         let range = i.checked_mul(c)?..(i + 1).checked_mul(c)?;
@@ -387,13 +389,28 @@ impl Dataset {
         }
         let c = self.cols;
         let pixels = match &self.pixels {
-            Pixels::U8(b) => Pixels::U8(indices.iter().flat_map(|&i| &b[i * c..(i + 1) * c]).copied().collect()),
-            Pixels::F32(f) => Pixels::F32(indices.iter().flat_map(|&i| &f[i * c..(i + 1) * c]).copied().collect()),
+            Pixels::U8(b) => Pixels::U8(
+                indices
+                    .iter()
+                    .flat_map(|&i| &b[i * c..(i + 1) * c])
+                    .copied()
+                    .collect(),
+            ),
+            Pixels::F32(f) => Pixels::F32(
+                indices
+                    .iter()
+                    .flat_map(|&i| &f[i * c..(i + 1) * c])
+                    .copied()
+                    .collect(),
+            ),
             Pixels::Sparse(m) => Pixels::Sparse(m.select_rows(indices.iter().copied())?),
         };
         let factors = match &self.factors {
             Some(f) => {
-                let vals = indices.iter().flat_map(|&i| f.row(i).unwrap_or(&[]).to_vec()).collect();
+                let vals = indices
+                    .iter()
+                    .flat_map(|&i| f.row(i).unwrap_or(&[]).to_vec())
+                    .collect();
                 Some(Factors::new(f.names().to_vec(), vals)?)
             }
             None => None,
@@ -402,7 +419,10 @@ impl Dataset {
             rows: indices.len(),
             cols: c,
             pixels,
-            labels: self.labels.as_ref().map(|l| indices.iter().map(|&i| l[i]).collect()),
+            labels: self
+                .labels
+                .as_ref()
+                .map(|l| indices.iter().map(|&i| l[i]).collect()),
             factors,
             image_shape: self.image_shape,
             feature_names: self.feature_names.clone(),
@@ -420,8 +440,16 @@ impl Dataset {
             return Err(Error::shape("column index", format!("below {c}"), j));
         }
         let pixels = match &self.pixels {
-            Pixels::U8(b) => Pixels::U8((0..self.rows).flat_map(|i| keep.iter().map(move |&j| b[i * c + j])).collect()),
-            Pixels::F32(f) => Pixels::F32((0..self.rows).flat_map(|i| keep.iter().map(move |&j| f[i * c + j])).collect()),
+            Pixels::U8(b) => Pixels::U8(
+                (0..self.rows)
+                    .flat_map(|i| keep.iter().map(move |&j| b[i * c + j]))
+                    .collect(),
+            ),
+            Pixels::F32(f) => Pixels::F32(
+                (0..self.rows)
+                    .flat_map(|i| keep.iter().map(move |&j| f[i * c + j]))
+                    .collect(),
+            ),
             Pixels::Sparse(m) => Pixels::Sparse(m.select_cols(keep)?),
         };
         Ok(Dataset {
@@ -431,7 +459,10 @@ impl Dataset {
             labels: self.labels.clone(),
             factors: self.factors.clone(),
             image_shape: None,
-            feature_names: self.feature_names.as_ref().map(|n| keep.iter().map(|&j| n[j].clone()).collect()),
+            feature_names: self
+                .feature_names
+                .as_ref()
+                .map(|n| keep.iter().map(|&j| n[j].clone()).collect()),
             label_names: self.label_names.clone(),
         })
     }

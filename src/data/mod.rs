@@ -3,6 +3,7 @@
 pub mod cells;
 pub mod csr;
 pub mod dataset;
+pub mod genes;
 pub mod idx;
 pub mod mnist;
 pub mod shapes;

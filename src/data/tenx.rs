@@ -43,7 +43,9 @@ pub fn not_a_count(path: &Path, place: &str, v: &str) -> Error {
 fn open_maybe_gz(path: &Path) -> Result<Box<dyn BufRead>> {
     let mut f = std::fs::File::open(path).map_err(|e| Error::io("opening", path, e))?;
     let mut magic = [0u8; 2];
-    let n = f.read(&mut magic).map_err(|e| Error::io("reading", path, e))?;
+    let n = f
+        .read(&mut magic)
+        .map_err(|e| Error::io("reading", path, e))?;
     let f = std::fs::File::open(path).map_err(|e| Error::io("opening", path, e))?;
     Ok(if n == 2 && magic == [0x1f, 0x8b] {
         Box::new(BufReader::new(flate2::read::MultiGzDecoder::new(f)))
@@ -54,7 +56,10 @@ fn open_maybe_gz(path: &Path) -> Result<Box<dyn BufRead>> {
 
 /// The first of `names` (each tried as is and with `.gz`) present in `dir`.
 fn find(dir: &Path, names: &[&str]) -> Option<PathBuf> {
-    names.iter().flat_map(|n| [dir.join(n), dir.join(format!("{n}.gz"))]).find(|p| p.is_file())
+    names
+        .iter()
+        .flat_map(|n| [dir.join(n), dir.join(format!("{n}.gz"))])
+        .find(|p| p.is_file())
 }
 
 /// The lines of a small text file (genes, barcodes), at most `limit` of them.
@@ -66,7 +71,13 @@ fn read_lines(path: &Path, limit: usize) -> Result<Vec<String>> {
             continue;
         }
         if out.len() == limit {
-            return Err(Error::malformed(path, format!("line {}: more lines than the matrix has rows/columns ({limit})", i + 1)));
+            return Err(Error::malformed(
+                path,
+                format!(
+                    "line {}: more lines than the matrix has rows/columns ({limit})",
+                    i + 1
+                ),
+            ));
         }
         out.push(line);
     }
@@ -83,7 +94,10 @@ fn read_lines(path: &Path, limit: usize) -> Result<Vec<String>> {
 pub fn read_10x(dir: impl AsRef<Path>) -> Result<Dataset> {
     let dir = dir.as_ref();
     let mtx = find(dir, &["matrix.mtx"]).ok_or_else(|| {
-        Error::malformed(dir, "no matrix.mtx or matrix.mtx.gz: not a 10x Matrix Market folder")
+        Error::malformed(
+            dir,
+            "no matrix.mtx or matrix.mtx.gz: not a 10x Matrix Market folder",
+        )
     })?;
     let features = find(dir, &["features.tsv", "genes.tsv"]);
     let barcodes = find(dir, &["barcodes.tsv"]);
@@ -94,13 +108,27 @@ pub fn read_10x(dir: impl AsRef<Path>) -> Result<Dataset> {
             if !l.starts_with('%') && !l.trim().is_empty() {
                 return Ok(Some((i + 1, l)));
             }
-            if i == 0 && !l.to_ascii_lowercase().starts_with("%%matrixmarket matrix coordinate") {
-                return Err(Error::malformed(&mtx, "line 1: expected '%%MatrixMarket matrix coordinate ...'"));
+            if i == 0
+                && !l
+                    .to_ascii_lowercase()
+                    .starts_with("%%matrixmarket matrix coordinate")
+            {
+                return Err(Error::malformed(
+                    &mtx,
+                    "line 1: expected '%%MatrixMarket matrix coordinate ...'",
+                ));
             }
             if i == 0 {
                 let lower = l.to_ascii_lowercase();
-                if !(lower.contains("integer") || lower.contains("real")) || !lower.contains("general") {
-                    return Err(Error::malformed(&mtx, format!("line 1: '{l}': only integer or real, general matrices hold counts")));
+                if !(lower.contains("integer") || lower.contains("real"))
+                    || !lower.contains("general")
+                {
+                    return Err(Error::malformed(
+                        &mtx,
+                        format!(
+                            "line 1: '{l}': only integer or real, general matrices hold counts"
+                        ),
+                    ));
                 }
             }
         }
@@ -111,44 +139,83 @@ pub fn read_10x(dir: impl AsRef<Path>) -> Result<Dataset> {
         .split_whitespace()
         .map(|t| t.parse::<u64>())
         .collect::<std::result::Result<_, _>>()
-        .map_err(|_| Error::malformed(&mtx, format!("line {size_line}: '{size}' is not 'genes cells entries'")))?;
+        .map_err(|_| {
+            Error::malformed(
+                &mtx,
+                format!("line {size_line}: '{size}' is not 'genes cells entries'"),
+            )
+        })?;
     let [genes, cells, entries] = dims[..] else {
-        return Err(Error::malformed(&mtx, format!("line {size_line}: '{size}' is not 'genes cells entries'")));
+        return Err(Error::malformed(
+            &mtx,
+            format!("line {size_line}: '{size}' is not 'genes cells entries'"),
+        ));
     };
     if genes == 0 || cells == 0 || genes > u32::MAX as u64 || cells > u32::MAX as u64 {
-        return Err(Error::malformed(&mtx, format!("line {size_line}: {genes} genes x {cells} cells")));
+        return Err(Error::malformed(
+            &mtx,
+            format!("line {size_line}: {genes} genes x {cells} cells"),
+        ));
     }
     if entries > genes.saturating_mul(cells) {
-        return Err(Error::malformed(&mtx, format!("line {size_line}: {entries} entries in a {genes} x {cells} matrix")));
+        return Err(Error::malformed(
+            &mtx,
+            format!("line {size_line}: {entries} entries in a {genes} x {cells} matrix"),
+        ));
     }
     // (cell, gene, count), grown as entries arrive: a lying header allocates nothing.
     let mut triplets: Vec<(u32, u32, f32)> = Vec::new();
     while let Some((ln, l)) = next()? {
         let mut it = l.split_whitespace();
         let (Some(g), Some(c), Some(v), None) = (it.next(), it.next(), it.next(), it.next()) else {
-            return Err(Error::malformed(&mtx, format!("line {ln}: '{l}' is not 'gene cell value'")));
+            return Err(Error::malformed(
+                &mtx,
+                format!("line {ln}: '{l}' is not 'gene cell value'"),
+            ));
         };
         let parse_index = |t: &str, n: u64, what: &str| -> Result<u32> {
             match t.parse::<u64>() {
                 Ok(i) if (1..=n).contains(&i) => Ok((i - 1) as u32),
-                _ => Err(Error::malformed(&mtx, format!("line {ln}: {what} index '{t}' is outside 1..={n}"))),
+                _ => Err(Error::malformed(
+                    &mtx,
+                    format!("line {ln}: {what} index '{t}' is outside 1..={n}"),
+                )),
             }
         };
-        let (g, c) = (parse_index(g, genes, "gene")?, parse_index(c, cells, "cell")?);
+        let (g, c) = (
+            parse_index(g, genes, "gene")?,
+            parse_index(c, cells, "cell")?,
+        );
         let value = v.parse::<f64>().ok().and_then(as_count).ok_or_else(|| {
-            not_a_count(&mtx, &format!("line {ln} (gene {}, cell {})", g + 1, c + 1), v)
+            not_a_count(
+                &mtx,
+                &format!("line {ln} (gene {}, cell {})", g + 1, c + 1),
+                v,
+            )
         })?;
         if triplets.len() as u64 == entries {
-            return Err(Error::malformed(&mtx, format!("line {ln}: more entries than the {entries} declared")));
+            return Err(Error::malformed(
+                &mtx,
+                format!("line {ln}: more entries than the {entries} declared"),
+            ));
         }
         triplets.push((c, g, value));
     }
     if triplets.len() as u64 != entries {
-        return Err(Error::malformed(&mtx, format!("{} entries, the header declares {entries}", triplets.len())));
+        return Err(Error::malformed(
+            &mtx,
+            format!("{} entries, the header declares {entries}", triplets.len()),
+        ));
     }
     triplets.sort_unstable_by_key(|t| (t.0, t.1));
-    if let Some(w) = triplets.windows(2).find(|w| (w[0].0, w[0].1) == (w[1].0, w[1].1)) {
-        return Err(Error::malformed(&mtx, format!("gene {}, cell {} appears twice", w[0].1 + 1, w[0].0 + 1)));
+    if let Some(w) = triplets
+        .windows(2)
+        .find(|w| (w[0].0, w[0].1) == (w[1].0, w[1].1))
+    {
+        return Err(Error::malformed(
+            &mtx,
+            format!("gene {}, cell {} appears twice", w[0].1 + 1, w[0].0 + 1),
+        ));
     }
     let mut m = CsrMatrix::with_cols(genes as usize)?;
     let mut k = 0;
@@ -168,7 +235,10 @@ pub fn read_10x(dir: impl AsRef<Path>) -> Result<Dataset> {
     if let Some(f) = features {
         let lines = read_lines(&f, genes as usize)?;
         if lines.len() as u64 != genes {
-            return Err(Error::malformed(&f, format!("{} genes listed, the matrix has {genes}", lines.len())));
+            return Err(Error::malformed(
+                &f,
+                format!("{} genes listed, the matrix has {genes}", lines.len()),
+            ));
         }
         data.feature_names = Some(
             lines
@@ -183,7 +253,13 @@ pub fn read_10x(dir: impl AsRef<Path>) -> Result<Dataset> {
     if let Some(b) = barcodes {
         let lines = read_lines(&b, cells as usize)?;
         if lines.len() as u64 != cells {
-            return Err(Error::malformed(&b, format!("{} barcodes listed, the matrix has {cells} cells", lines.len())));
+            return Err(Error::malformed(
+                &b,
+                format!(
+                    "{} barcodes listed, the matrix has {cells} cells",
+                    lines.len()
+                ),
+            ));
         }
     }
     Ok(data)

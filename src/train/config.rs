@@ -33,6 +33,10 @@ pub struct TrainConfig {
     /// ELBO (Burda et al., 2015); `samples` must then be 1 and beta 1 with no warm-up.
     #[serde(default)]
     pub iw_samples: Option<usize>,
+    /// Coupled L2 weight decay, as `torch.optim.Adam(weight_decay=...)`: `weight_decay x p` is
+    /// added to every parameter's gradient before the optimizer's update (scVI: 1e-6; 0: none).
+    #[serde(default)]
+    pub weight_decay: f64,
 }
 
 impl Default for TrainConfig {
@@ -49,6 +53,7 @@ impl Default for TrainConfig {
             seed: 0,
             binarize: false,
             iw_samples: None,
+            weight_decay: 0.0,
         }
     }
 }
@@ -99,6 +104,11 @@ impl TrainConfig {
         self.binarize = v;
         self
     }
+    /// Sets the coupled L2 weight decay (0: none).
+    pub fn weight_decay(mut self, v: f64) -> Self {
+        self.weight_decay = v;
+        self
+    }
     /// Trains the importance-weighted bound with this many samples (`None`: the ELBO).
     pub fn iw_samples(mut self, v: Option<usize>) -> Self {
         self.iw_samples = v;
@@ -131,6 +141,13 @@ impl TrainConfig {
             return Err(Error::config(
                 "warm-up epochs",
                 self.warmup_epochs,
+                "must be finite and >= 0",
+            ));
+        }
+        if !(self.weight_decay.is_finite() && self.weight_decay >= 0.0) {
+            return Err(Error::config(
+                "weight decay",
+                self.weight_decay,
                 "must be finite and >= 0",
             ));
         }

@@ -295,6 +295,13 @@ impl<T: Float> Trainer<T> {
                 &mut self.grads,
             )?;
         }
+        if self.config.weight_decay > 0.0 {
+            // d/dp of (weight_decay / 2) |p|^2, added before clipping as PyTorch does.
+            let wd = T::of(self.config.weight_decay);
+            for (g, &p) in self.grads.iter_mut().zip(&self.params) {
+                *g += wd * p;
+            }
+        }
         if let Some(c) = self.config.clip_norm {
             clip_grad_norm(&mut self.grads, c);
         }

@@ -44,6 +44,12 @@ pub(crate) struct TrainArgs {
     /// Momentum (SGD only) [default: 0.9].
     #[arg(long, allow_negative_numbers = true)]
     pub(crate) momentum: Option<f64>,
+    /// Adam's epsilon, added to the denominator [default: 1e-8; scVI uses 0.01].
+    #[arg(long)]
+    pub(crate) adam_eps: Option<f64>,
+    /// Coupled L2 weight decay added to every gradient [default: 0; scVI uses 1e-6].
+    #[arg(long)]
+    pub(crate) weight_decay: Option<f64>,
     /// Clip the gradient's norm to this value; with --resume, replaces the saved setting.
     #[arg(long, allow_negative_numbers = true)]
     pub(crate) clip: Option<f64>,
@@ -141,6 +147,8 @@ pub(crate) fn train(args: TrainArgs) -> std::result::Result<(), Failure> {
             ("iw-samples", args.iw_samples.is_some()),
             ("optimizer", args.optimizer.is_some()),
             ("momentum", args.momentum.is_some()),
+            ("adam-eps", args.adam_eps.is_some()),
+            ("weight-decay", args.weight_decay.is_some()),
             ("batch-size", args.batch_size.is_some()),
             ("samples", args.samples.is_some()),
             ("seed", args.seed.is_some()),
@@ -191,6 +199,14 @@ pub(crate) fn train(args: TrainArgs) -> std::result::Result<(), Failure> {
         };
     }
     let optimizer = args.optimizer.unwrap_or(OptimizerKind::Adam);
+    if args.adam_eps.is_some() && optimizer != OptimizerKind::Adam {
+        return Err(Error::config(
+            "adam-eps",
+            args.adam_eps.unwrap_or_default(),
+            "applies only to --optimizer adam",
+        )
+        .into());
+    }
     if args.momentum.is_some() && optimizer != OptimizerKind::Sgd {
         return Err(Error::config(
             "momentum",
@@ -224,12 +240,26 @@ pub(crate) fn train(args: TrainArgs) -> std::result::Result<(), Failure> {
         .beta(args.beta.unwrap_or(1.0))
         .warmup_epochs(args.warmup.unwrap_or(0.0))
         .optimizer(match optimizer {
-            OptimizerKind::Adam => OptimizerConfig::adam(args.lr.unwrap_or(1e-3)),
+            OptimizerKind::Adam => match OptimizerConfig::adam(args.lr.unwrap_or(1e-3)) {
+                OptimizerConfig::Adam {
+                    lr,
+                    beta1,
+                    beta2,
+                    eps,
+                } => OptimizerConfig::Adam {
+                    lr,
+                    beta1,
+                    beta2,
+                    eps: args.adam_eps.unwrap_or(eps),
+                },
+                other => other,
+            },
             OptimizerKind::Sgd => {
                 OptimizerConfig::sgd(args.lr.unwrap_or(1e-3), args.momentum.unwrap_or(0.9))
             }
         })
         .clip_norm(args.clip)
+        .weight_decay(args.weight_decay.unwrap_or(0.0))
         .seed(args.seed.unwrap_or(0))
         .binarize(args.binarize)
         .iw_samples(args.iw_samples);
@@ -243,6 +273,8 @@ pub(crate) fn train(args: TrainArgs) -> std::result::Result<(), Failure> {
                 DataKind::Shapes => "shapes",
                 DataKind::Mnist => "mnist",
                 DataKind::File => "file",
+                DataKind::Cells => "cells",
+                DataKind::Counts => "counts",
             })
         }),
         json: args.json,
