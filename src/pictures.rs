@@ -126,6 +126,87 @@ pub fn write_scatter(
     write_png(path, size, size, png::ColorType::Rgb, &px)
 }
 
+/// Points of width `dim` (row-major) as 2-D points for a scatter: their first two
+/// coordinates when `dim <= 2`, else their projections on the first two principal components
+/// (power iteration on the covariance matrix, deflated once). Centred, and scaled so that the
+/// farthest coordinate lies at 3.5, inside [`write_scatter`]'s [-4, 4] frame.
+///
+/// ```
+/// // Points along the line (1, 1, 0): the first component carries all the spread.
+/// let pts: Vec<f64> = (0..5).flat_map(|i| [i as f64, i as f64, 0.0]).collect();
+/// let plane = elbo::pictures::principal_plane(&pts, 3);
+/// assert!(plane.iter().all(|p| p.1.abs() < 1e-4));
+/// assert!((plane[4].0.abs() - 3.5).abs() < 1e-4);
+/// ```
+pub fn principal_plane(points: &[f64], dim: usize) -> Vec<(f32, f32)> {
+    let n = if dim == 0 { 0 } else { points.len() / dim };
+    if n == 0 {
+        return Vec::new();
+    }
+    let mut mean = vec![0.0; dim];
+    for p in points.chunks_exact(dim) {
+        for (m, v) in mean.iter_mut().zip(p) {
+            *m += v / n as f64;
+        }
+    }
+    let centred: Vec<f64> = points
+        .chunks_exact(dim)
+        .flat_map(|p| p.iter().zip(&mean).map(|(v, m)| v - m).collect::<Vec<_>>())
+        .collect();
+    let coords: Vec<[f64; 2]> = if dim <= 2 {
+        centred
+            .chunks_exact(dim)
+            .map(|p| [p[0], p.get(1).copied().unwrap_or(0.0)])
+            .collect()
+    } else {
+        let mut cov = vec![0.0; dim * dim];
+        for p in centred.chunks_exact(dim) {
+            for a in 0..dim {
+                for b in 0..dim {
+                    cov[a * dim + b] += p[a] * p[b];
+                }
+            }
+        }
+        let mut comps: Vec<Vec<f64>> = Vec::new();
+        for c in 0..2 {
+            let mut v: Vec<f64> = (0..dim).map(|i| 1.0 + (i + c) as f64 * 0.1).collect();
+            for _ in 0..500 {
+                let mut w: Vec<f64> = (0..dim)
+                    .map(|a| (0..dim).map(|b| cov[a * dim + b] * v[b]).sum())
+                    .collect();
+                for u in &comps {
+                    let d: f64 = w.iter().zip(u).map(|(x, y)| x * y).sum();
+                    for (x, y) in w.iter_mut().zip(u) {
+                        *x -= d * y;
+                    }
+                }
+                let norm = w.iter().map(|x| x * x).sum::<f64>().sqrt();
+                if norm == 0.0 {
+                    break;
+                }
+                v = w.iter().map(|x| x / norm).collect();
+            }
+            comps.push(v);
+        }
+        centred
+            .chunks_exact(dim)
+            .map(|p| {
+                let proj = |u: &[f64]| p.iter().zip(u).map(|(x, y)| x * y).sum::<f64>();
+                [proj(&comps[0]), proj(&comps[1])]
+            })
+            .collect()
+    };
+    let reach = coords
+        .iter()
+        .flat_map(|c| c.iter().map(|v| v.abs()))
+        .fold(0.0, f64::max);
+    let scale = if reach > 0.0 { 3.5 / reach } else { 1.0 };
+    coords
+        .iter()
+        .map(|c| ((c[0] * scale) as f32, (c[1] * scale) as f32))
+        .collect()
+}
+
 /// Training curves: train and test -ELBO, reconstruction term (-E[log p(x|z)]) and KL per
 /// epoch, as an SVG.
 ///
@@ -254,6 +335,20 @@ pub fn write_gallery<T: crate::kernels::scalar::Float>(
     threads: usize,
 ) -> Result<Vec<std::path::PathBuf>> {
     let dir = dir.as_ref();
+    let is_image = data.image_shape.is_some() || {
+        let s = (data.dim() as f64).sqrt().round() as usize;
+        s * s == data.dim()
+    };
+    if !is_image && let Some(labels) = &data.labels {
+        // Rows that are not images (expression profiles): the latent means coloured by label.
+        let m = data.len().min(5000);
+        let sub = data.head(m);
+        let par = crate::kernels::pool::Parallelism::threads(threads.max(1))?;
+        let means = crate::train::latent_means(vae, params, &sub, &par)?;
+        let p = dir.join("latents.png");
+        write_scatter(&p, &principal_plane(&means, vae.latent_dim()), &labels[..m], 400)?;
+        return Ok(vec![p]);
+    }
     let shape = data
         .image_shape
         .or_else(|| {

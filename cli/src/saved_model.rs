@@ -45,11 +45,46 @@ pub(crate) fn data_for_model(
     Ok(data)
 }
 
+/// The model's genes, stored in its file, picked out of `data` by name: a model trained on
+/// some genes reads those, in its order, whatever order the file lists them in. Data without
+/// names, or a model without stored genes, are left as they are.
+pub(crate) fn model_genes(
+    meta: &std::collections::HashMap<String, String>,
+    data: Dataset,
+    path: &std::path::Path,
+) -> Result<Dataset> {
+    let (Some(stored), Some(names)) = (meta.get("elbo.genes"), data.feature_names.as_ref()) else {
+        return Ok(data);
+    };
+    let genes: Vec<String> = serde_json::from_str(stored)
+        .map_err(|e| Error::malformed(path, format!("bad gene list ({e})")))?;
+    if genes == *names {
+        return Ok(data);
+    }
+    let position: std::collections::HashMap<&str, usize> = names
+        .iter()
+        .enumerate()
+        .map(|(j, n)| (n.as_str(), j))
+        .collect();
+    let keep = genes
+        .iter()
+        .map(|g| {
+            position.get(g.as_str()).copied().ok_or_else(|| {
+                Error::InvalidData(format!(
+                    "the data have no gene '{g}', which the model {} was trained on",
+                    path.display()
+                ))
+            })
+        })
+        .collect::<Result<Vec<usize>>>()?;
+    data.select_columns(&keep)
+}
+
 /// A saved model and the test set it was trained beside (or the one the options name).
 pub(crate) fn load_model(args: &ModelFileArgs) -> Result<(checkpoint::Loaded<f32>, Dataset)> {
     let loaded = checkpoint::load::<f32>(&args.model)?;
     let data = data_for_model(&loaded.metadata, &args.data, &args.model)?;
-    let test = load_test_data(&data)?;
+    let test = model_genes(&loaded.metadata, load_test_data(&data)?, &args.model)?;
     test.check_for(
         loaded.vae.input_dim(),
         &loaded.vae.likelihood.choice.domain(),

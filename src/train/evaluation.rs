@@ -91,3 +91,92 @@ pub fn evaluate<T: Float>(
     let mut ws = Workspace::new(vae, batch_size, samples, parallelism.count())?;
     parallelism.session(|| evaluate_into(vae, params, data, &mut ws, seed))
 }
+
+/// The encoder's means for every example of `data`, `len x Z` row-major in f64, computed in
+/// batches of 512 on `parallelism`'s threads.
+pub fn latent_means<T: Float>(
+    vae: &Vae,
+    params: &[T],
+    data: &Dataset,
+    parallelism: &Parallelism,
+) -> Result<Vec<f64>> {
+    if params.len() != vae.num_params() {
+        return Err(Error::shape("parameters", vae.num_params(), params.len()));
+    }
+    if data.dim() != vae.input_dim() {
+        return Err(Error::shape("dataset width", vae.input_dim(), data.dim()));
+    }
+    let d = vae.input_dim();
+    let threads = parallelism.count();
+    let indices: Vec<usize> = (0..data.len()).collect();
+    let mut out = Vec::with_capacity(data.len() * vae.latent_dim());
+    let mut x = vec![T::zero(); 512.min(data.len()) * d];
+    parallelism.session(|| {
+        for idx in indices.chunks(512) {
+            data.gather_unchecked(idx, &mut x[..idx.len() * d]);
+            let (mu, _) = vae.encode(params, &x[..idx.len() * d], threads)?;
+            out.extend(mu.iter().map(|v| v.as_f64()));
+        }
+        Ok(out)
+    })
+}
+
+/// The accuracy of a k-nearest-neighbour classifier: each test point (a row of `test`, width
+/// `dim`) takes the majority label of the `k` training points nearest to it in Euclidean
+/// distance; a tie goes to the tied label whose nearest member is nearest. The share of test
+/// points whose label it predicts.
+///
+/// ```
+/// use elbo::train::knn_accuracy;
+/// let train = [0.0, 0.1, 0.2, 5.0, 5.1, 5.2];             // 1-D: two clusters
+/// let test = [0.05, 5.05, 4.0];
+/// let acc = knn_accuracy(&train, &[0, 0, 0, 1, 1, 1], &test, &[0, 1, 0], 1, 3)?;
+/// assert!((acc - 2.0 / 3.0).abs() < 1e-12);                // 4.0 lies in cluster 1
+/// # Ok::<(), elbo::Error>(())
+/// ```
+pub fn knn_accuracy(
+    train: &[f64],
+    train_labels: &[u8],
+    test: &[f64],
+    test_labels: &[u8],
+    dim: usize,
+    k: usize,
+) -> Result<f64> {
+    if dim == 0 || k == 0 {
+        return Err(Error::config("k-NN", format!("dim {dim}, k {k}"), "both must be at least 1"));
+    }
+    if train.len() != train_labels.len() * dim || test.len() != test_labels.len() * dim {
+        return Err(Error::shape("k-NN points", "one label per point of width dim", train.len()));
+    }
+    if train_labels.len() < k || test_labels.is_empty() {
+        return Err(Error::config("k-NN", train_labels.len(), "needs at least k training points and one test point"));
+    }
+    use rayon::prelude::*;
+    let correct: usize = test
+        .par_chunks(dim)
+        .zip(test_labels.par_iter())
+        .map(|(q, &want)| {
+            let mut near: Vec<(f64, usize)> = train
+                .chunks(dim)
+                .enumerate()
+                .map(|(i, p)| (p.iter().zip(q).map(|(a, b)| (a - b) * (a - b)).sum(), i))
+                .collect();
+            near.select_nth_unstable_by(k - 1, |a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)));
+            near.truncate(k);
+            near.sort_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)));
+            let mut votes = [0usize; 256];
+            for &(_, i) in &near {
+                votes[train_labels[i] as usize] += 1;
+            }
+            let best = votes.iter().copied().max().unwrap_or(0);
+            // Nearest-first, the first label with the most votes.
+            let predicted = near
+                .iter()
+                .map(|&(_, i)| train_labels[i])
+                .find(|&l| votes[l as usize] == best)
+                .unwrap_or(0);
+            (predicted == want) as usize
+        })
+        .sum();
+    Ok(correct as f64 / test_labels.len() as f64)
+}

@@ -10,7 +10,7 @@ pub mod trained;
 pub mod trainer;
 
 pub use config::TrainConfig;
-pub use evaluation::evaluate;
+pub use evaluation::{evaluate, knn_accuracy, latent_means};
 pub use optim::{Optimizer, OptimizerConfig, clip_grad_norm};
 pub use reports::{
     ACTIVE_UNIT_THRESHOLD, EpochProgress, EpochReport, EpochTerms, Evaluation, LatentStats,

@@ -35,7 +35,9 @@ pub(crate) struct EvalArgs {
 pub(crate) fn eval(args: EvalArgs) -> Result<()> {
     let loaded = checkpoint::load::<f32>(&args.model)?;
     let data_args = data_for_model(&loaded.metadata, &args.data, &args.model)?;
-    let (_, test) = load_data(&data_args, None)?;
+    let (train, test) = load_data(&data_args, None)?;
+    let train = model_genes(&loaded.metadata, train, &args.model)?;
+    let test = model_genes(&loaded.metadata, test, &args.model)?;
     let test = match args.limit {
         Some(0) => return Err(Error::config("limit", 0, "must be at least 1")),
         Some(n) => test.head(n),
@@ -72,6 +74,24 @@ pub(crate) fn eval(args: EvalArgs) -> Result<()> {
         &pool(threads)?,
     )?;
     spinner.finish_and_clear();
+    // With labels on rows that are not images (cell types): how well the latent means separate
+    // them, as a 15-nearest-neighbour classifier fitted on the training cells' means.
+    let knn = match (&train.labels, &test.labels, train.image_shape) {
+        (Some(train_labels), Some(test_labels), None) if train.len() >= 15 => {
+            let par = pool(threads)?;
+            let fit = elbo::train::latent_means(&loaded.vae, &loaded.params, &train, &par)?;
+            let held = elbo::train::latent_means(&loaded.vae, &loaded.params, &test, &par)?;
+            Some(elbo::train::knn_accuracy(
+                &fit,
+                train_labels,
+                &held,
+                test_labels,
+                loaded.vae.latent_dim(),
+                15,
+            )?)
+        }
+        _ => None,
+    };
     if args.json {
         let out = serde_json::json!({
             "model": args.model,
@@ -80,6 +100,7 @@ pub(crate) fn eval(args: EvalArgs) -> Result<()> {
             "log_px": marginal.estimates,
             "gap": marginal.gap,
             "latent": evaluation.latent,
+            "knn15_accuracy": knn,
         });
         println!(
             "{}",
@@ -121,5 +142,11 @@ pub(crate) fn eval(args: EvalArgs) -> Result<()> {
             .collect::<Vec<_>>()
             .join(" ")
     );
+    if let Some(acc) = knn {
+        println!(
+            "15-NN accuracy of the test cells' latent means (fitted on the training cells): {:.2}%",
+            100.0 * acc
+        );
+    }
     Ok(())
 }

@@ -406,6 +406,13 @@ pub(crate) fn run<T: Float>(
     if let Some(n) = ctx.train_limit {
         extra.push(("elbo.train_limit", n.to_string()));
     }
+    if let Some(genes) = &train.feature_names {
+        // The genes the model reads, in its input order: what --top-genes kept.
+        extra.push((
+            "elbo.genes",
+            serde_json::to_string(genes).expect("serialises"),
+        ));
+    }
     let on_epoch = |r: &EpochReport, t: &Trainer<T>| -> Result<()> {
         bar.finish_and_clear();
         if ctx.json {
@@ -522,7 +529,7 @@ pub(crate) fn epoch_line(r: &EpochReport, total_epochs: usize) -> String {
         .iw_bound
         .map_or(String::new(), |b| format!("  train −IW {:.3}", -b));
     format!(
-        "epoch {:>3}/{total_epochs}  train −ELBO {:.3} (E log p(x|z) {:.3}, KL {:.3}){iw}{test}{active}  beta {:.3}  {:.2} s, {:.0} img/s",
+        "epoch {:>3}/{total_epochs}  train −ELBO {:.3} (E log p(x|z) {:.3}, KL {:.3}){iw}{test}{active}  beta {:.3}  {:.2} s, {:.0} examples/s",
         r.epoch,
         r.train.neg_elbo,
         r.train.recon,
