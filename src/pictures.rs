@@ -346,7 +346,12 @@ pub fn write_gallery<T: crate::kernels::scalar::Float>(
         let par = crate::kernels::pool::Parallelism::threads(threads.max(1))?;
         let means = crate::train::latent_means(vae, params, &sub, &par)?;
         let p = dir.join("latents.png");
-        write_scatter(&p, &principal_plane(&means, vae.latent_dim()), &labels[..m], 400)?;
+        write_scatter(
+            &p,
+            &principal_plane(&means, vae.latent_dim()),
+            &labels[..m],
+            400,
+        )?;
         return Ok(vec![p]);
     }
     let shape = data

@@ -78,6 +78,15 @@ fn readers() -> Vec<Reader> {
             "x.safetensors",
             Box::new(|p: &Path| drop(elbo::train::checkpoint::load::<f32>(p))),
         ),
+        (
+            // Alone in its folder: the 10x reader without gene or barcode lists.
+            "matrix.mtx",
+            Box::new(|p: &Path| drop(elbo::data::tenx::read_10x(p.parent().unwrap()))),
+        ),
+        (
+            "counts.csv",
+            Box::new(|p: &Path| drop(elbo::files::read_counts(p))),
+        ),
     ]
 }
 
@@ -111,11 +120,20 @@ fn valid_files() -> Vec<(&'static str, Vec<u8>)> {
         &[],
     )
     .unwrap();
-    ["a.idx", "a.npy", "a.csv", "a.safetensors"]
+    let mut files: Vec<(&'static str, Vec<u8>)> = ["a.idx", "a.npy", "a.csv", "a.safetensors"]
         .iter()
         .zip(["x.idx", "x.npy", "x.csv", "x.safetensors"])
         .map(|(f, name)| (name, std::fs::read(d.join(f)).unwrap()))
-        .collect()
+        .collect();
+    files.push((
+        "matrix.mtx",
+        b"%%MatrixMarket matrix coordinate integer general\n3 4 5\n1 1 2\n2 1 1\n3 2 7\n1 3 1\n2 4 9\n".to_vec(),
+    ));
+    files.push((
+        "counts.csv",
+        b",g1,g2,g3\nc1,0,1,2\nc2,3,0,0\nc3,0,0,1\n".to_vec(),
+    ));
+    files
 }
 
 proptest! {
@@ -131,7 +149,14 @@ proptest! {
     /// parsers get past their first check.
     #[test]
     fn arbitrary_bytes(body in prop::collection::vec(any::<u8>(), 0..2048), with_magic in any::<bool>()) {
-        let magics: [&[u8]; 4] = [b"\x00\x00\x08\x03", b"\x93NUMPY\x01\x00", b"", b""];
+        let magics: [&[u8]; 6] = [
+            b"\x00\x00\x08\x03",
+            b"\x93NUMPY\x01\x00",
+            b"",
+            b"",
+            b"%%MatrixMarket matrix coordinate integer general\n",
+            b"",
+        ];
         for ((name, read), magic) in readers().into_iter().zip(magics) {
             let bytes = if with_magic { [magic, &body].concat() } else { body.clone() };
             let peak = largest_allocation_reading(name, &bytes, read);
@@ -184,11 +209,15 @@ fn oversized_claims_are_refused_cheaply() {
         b.extend_from_slice(header.as_bytes());
         b
     };
-    for ((name, read), bytes) in
-        readers()
-            .into_iter()
-            .zip([idx, npy, b"1,2\n".to_vec(), safetensors])
-    {
+    for ((name, read), bytes) in readers().into_iter().zip([
+        idx,
+        npy,
+        b"1,2\n".to_vec(),
+        safetensors,
+        b"%%MatrixMarket matrix coordinate integer general\n4000000000 4000000000 100\n1 1 1\n"
+            .to_vec(),
+        b"1,2\n".to_vec(),
+    ]) {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join(name);
         std::fs::write(&path, &bytes).unwrap();

@@ -163,6 +163,60 @@ pub fn read_10x(dir: impl AsRef<Path>) -> Result<Dataset> {
             format!("line {size_line}: {entries} entries in a {genes} x {cells} matrix"),
         ));
     }
+    // The gene and barcode lists, read before anything is sized from the header: each must
+    // list exactly as many lines as the header declares. Without them, an empty row or column
+    // costs memory but no bytes of the file, so the header may declare at most 16 rows and
+    // columns per entry (plus 65,536): a hostile header cannot ask for gigabytes.
+    let allowed = entries.saturating_add(65_536).saturating_mul(16);
+    let gene_names = match &features {
+        Some(f) => {
+            let lines = read_lines(f, genes as usize)?;
+            if lines.len() as u64 != genes {
+                return Err(Error::malformed(
+                    f,
+                    format!("{} genes listed, the matrix has {genes}", lines.len()),
+                ));
+            }
+            Some(
+                lines
+                    .iter()
+                    .map(|l| {
+                        let cols: Vec<&str> = l.split('\t').collect();
+                        cols.get(1).unwrap_or(&cols[0]).trim().to_string()
+                    })
+                    .collect::<Vec<String>>(),
+            )
+        }
+        None if genes > allowed => {
+            return Err(Error::malformed(
+                &mtx,
+                format!(
+                    "line {size_line}: {genes} genes for {entries} entries, and no features.tsv lists them"
+                ),
+            ));
+        }
+        None => None,
+    };
+    match &barcodes {
+        Some(b) => {
+            let n = read_lines(b, cells as usize)?.len() as u64;
+            if n != cells {
+                return Err(Error::malformed(
+                    b,
+                    format!("{n} barcodes listed, the matrix has {cells} cells"),
+                ));
+            }
+        }
+        None if cells > allowed => {
+            return Err(Error::malformed(
+                &mtx,
+                format!(
+                    "line {size_line}: {cells} cells for {entries} entries, and no barcodes.tsv lists them"
+                ),
+            ));
+        }
+        None => {}
+    }
     // (cell, gene, count), grown as entries arrive: a lying header allocates nothing.
     let mut triplets: Vec<(u32, u32, f32)> = Vec::new();
     while let Some((ln, l)) = next()? {
@@ -232,35 +286,6 @@ pub fn read_10x(dir: impl AsRef<Path>) -> Result<Dataset> {
     }
     drop(triplets);
     let mut data = Dataset::from_csr(m)?;
-    if let Some(f) = features {
-        let lines = read_lines(&f, genes as usize)?;
-        if lines.len() as u64 != genes {
-            return Err(Error::malformed(
-                &f,
-                format!("{} genes listed, the matrix has {genes}", lines.len()),
-            ));
-        }
-        data.feature_names = Some(
-            lines
-                .iter()
-                .map(|l| {
-                    let cols: Vec<&str> = l.split('\t').collect();
-                    cols.get(1).unwrap_or(&cols[0]).trim().to_string()
-                })
-                .collect(),
-        );
-    }
-    if let Some(b) = barcodes {
-        let lines = read_lines(&b, cells as usize)?;
-        if lines.len() as u64 != cells {
-            return Err(Error::malformed(
-                &b,
-                format!(
-                    "{} barcodes listed, the matrix has {cells} cells",
-                    lines.len()
-                ),
-            ));
-        }
-    }
+    data.feature_names = gene_names;
     Ok(data)
 }

@@ -143,13 +143,25 @@ pub fn knn_accuracy(
     k: usize,
 ) -> Result<f64> {
     if dim == 0 || k == 0 {
-        return Err(Error::config("k-NN", format!("dim {dim}, k {k}"), "both must be at least 1"));
+        return Err(Error::config(
+            "k-NN",
+            format!("dim {dim}, k {k}"),
+            "both must be at least 1",
+        ));
     }
     if train.len() != train_labels.len() * dim || test.len() != test_labels.len() * dim {
-        return Err(Error::shape("k-NN points", "one label per point of width dim", train.len()));
+        return Err(Error::shape(
+            "k-NN points",
+            "one label per point of width dim",
+            train.len(),
+        ));
     }
     if train_labels.len() < k || test_labels.is_empty() {
-        return Err(Error::config("k-NN", train_labels.len(), "needs at least k training points and one test point"));
+        return Err(Error::config(
+            "k-NN",
+            train_labels.len(),
+            "needs at least k training points and one test point",
+        ));
     }
     use rayon::prelude::*;
     let correct: usize = test

@@ -38,3 +38,33 @@ pub fn mnist_dir() -> Option<PathBuf> {
 
 /// The repository's root relative to this package's folder.
 const REPO_ROOT: &str = ".";
+
+/// Where the real 10x count matrix is: `$ELBO_PBMC_DIR`, else
+/// `../shared/data/pbmc-celltypist` beside the repository. Skips (returns `None`) like
+/// [`mnist_dir`] when it is absent, and fails instead under `ELBO_REQUIRE_MNIST=1`, which CI
+/// sets (the shared data come together).
+pub fn pbmc_dir() -> Option<PathBuf> {
+    let dir = std::env::var_os("ELBO_PBMC_DIR")
+        .filter(|v| !v.is_empty())
+        .map_or_else(
+            || {
+                PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+                    .join(REPO_ROOT)
+                    .join("../shared/data/pbmc-celltypist")
+            },
+            PathBuf::from,
+        );
+    if dir.join("matrix.mtx.gz").is_file() {
+        return Some(dir);
+    }
+    let why = format!(
+        "the pbmc count matrix not found at {} (set ELBO_PBMC_DIR to its folder)",
+        dir.display()
+    );
+    if std::env::var_os("ELBO_REQUIRE_MNIST").is_some_and(|v| v != "0") {
+        panic!("{why}, and ELBO_REQUIRE_MNIST is set");
+    }
+    use std::io::Write;
+    let _ = writeln!(std::io::stderr(), "skipping: {why}");
+    None
+}
