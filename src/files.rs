@@ -378,7 +378,7 @@ pub fn read_counts(path: impl AsRef<Path>) -> Result<Dataset> {
 /// std::fs::write(&path, "cell,type\nc1,B\nc2,T\nc3,B\n").unwrap();
 /// let (labels, names) = elbo::files::read_labels(&path, 3)?;
 /// assert_eq!((labels, names), (vec![0, 1, 0], vec!["B".to_string(), "T".into()]));
-/// assert!(elbo::files::read_labels(&path, 4).is_err());      // one label per cell
+/// assert!(elbo::files::read_labels(&path, 2).is_err());      // one label per cell
 /// # Ok::<(), elbo::Error>(())
 /// ```
 pub fn read_labels(path: impl AsRef<Path>, cells: usize) -> Result<(Vec<u8>, Vec<String>)> {

@@ -167,26 +167,42 @@ pub fn principal_plane(points: &[f64], dim: usize) -> Vec<(f32, f32)> {
                 }
             }
         }
-        let mut comps: Vec<Vec<f64>> = Vec::new();
-        for c in 0..2 {
-            let mut v: Vec<f64> = (0..dim).map(|i| 1.0 + (i + c) as f64 * 0.1).collect();
-            for _ in 0..500 {
-                let mut w: Vec<f64> = (0..dim)
-                    .map(|a| (0..dim).map(|b| cov[a * dim + b] * v[b]).sum())
-                    .collect();
-                for u in &comps {
+        let trace: f64 = (0..dim).map(|a| cov[a * dim + a]).sum();
+        // Removes the components already found, twice (once leaves rounding of the size of
+        // what it removed, which normalising a near-zero vector would blow up).
+        let orthogonalise = |w: &mut Vec<f64>, comps: &[Vec<f64>]| {
+            for _ in 0..2 {
+                for u in comps {
                     let d: f64 = w.iter().zip(u).map(|(x, y)| x * y).sum();
                     for (x, y) in w.iter_mut().zip(u) {
                         *x -= d * y;
                     }
                 }
+            }
+        };
+        let normalised = |w: &[f64]| {
+            let n = w.iter().map(|x| x * x).sum::<f64>().sqrt();
+            w.iter().map(|x| x / n).collect::<Vec<f64>>()
+        };
+        let mut comps: Vec<Vec<f64>> = Vec::new();
+        for c in 0..2 {
+            let mut v: Vec<f64> = (0..dim).map(|i| 1.0 + (i + c) as f64 * 0.1).collect();
+            orthogonalise(&mut v, &comps);
+            v = normalised(&v);
+            for _ in 0..500 {
+                let mut w: Vec<f64> = (0..dim)
+                    .map(|a| (0..dim).map(|b| cov[a * dim + b] * v[b]).sum())
+                    .collect();
+                orthogonalise(&mut w, &comps);
                 let norm = w.iter().map(|x| x * x).sum::<f64>().sqrt();
-                if norm == 0.0 {
+                if norm <= 1e-12 * trace {
+                    // No variance left: any direction orthogonal to the first will do.
                     break;
                 }
                 v = w.iter().map(|x| x / norm).collect();
             }
-            comps.push(v);
+            orthogonalise(&mut v, &comps);
+            comps.push(normalised(&v));
         }
         centred
             .chunks_exact(dim)

@@ -56,7 +56,7 @@ fn impossible_sizes_and_rates_are_refused() {
     );
     config_error(elbo::Parallelism::threads(0).map(|_| ()), "threads");
     config_error("swish".parse::<elbo::Activation>(), "activation");
-    config_error("poisson".parse::<Likelihood>(), "likelihood");
+    config_error("gamma".parse::<Likelihood>(), "likelihood");
 }
 
 #[test]

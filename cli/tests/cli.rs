@@ -368,7 +368,7 @@ fn saved_model_commands_take_data_options_from_any_folder() {
     );
     fails_with(
         &run(&other, &["eval", m, "--shapes-size", "100"]),
-        "apply only to --data shapes",
+        "applies only to --data shapes",
     );
     // Only the test data are read: with a test file given, the training file may be gone.
     std::fs::remove_file(train_dir.join("points.csv")).unwrap();

@@ -185,10 +185,9 @@ impl VaeConfig {
         total = total.checked_add(dense(h, self.latent_dim.checked_mul(2)?)?)?;
         let mut dec = vec![self.latent_dim];
         dec.extend(&self.decoder_hidden);
-        dec.push(
-            self.input_dim
-                .checked_mul(crate::LikelihoodInfo::outputs_per_dim(&self.likelihood))?,
-        );
+        dec.push(self.input_dim.checked_mul(
+            crate::model::likelihood::LikelihoodInfo::outputs_per_dim(&self.likelihood),
+        )?);
         for w in dec.windows(2) {
             total = total.checked_add(dense(w[0], w[1])?)?;
         }
