@@ -133,3 +133,18 @@ pub fn digamma_difference_remainder(theta: f64, x: f64) -> f64 {
         digamma(theta + x) - digamma(theta) - (x / theta).ln_1p()
     }
 }
+
+/// ln(1 + x) for x >= 0 by Goldberg's trick: with u = 1 + x rounded, ln(u) x / (u - 1) is
+/// accurate to a few ulp (the rounding of u cancels between the two factors), and costs one
+/// `ln` and one division, well under libm's `ln_1p`.
+#[inline]
+pub fn ln_1p_fast(x: f64) -> f64 {
+    let u = 1.0 + x;
+    if u == 1.0 {
+        x
+    } else if u.is_infinite() {
+        u
+    } else {
+        u.ln() * x / (u - 1.0)
+    }
+}

@@ -680,3 +680,22 @@ mod special_functions {
         );
     }
 }
+
+#[test]
+fn ln_1p_fast_matches_libm_to_a_few_ulp() {
+    use crate::kernels::special::ln_1p_fast;
+    let mut x = 1e-300f64;
+    while x < 1e300 {
+        for m in [1.0, 1.37, 2.9, 7.77] {
+            let v = x * m;
+            let (got, want) = (ln_1p_fast(v), v.ln_1p());
+            assert!(
+                (got - want).abs() <= 4.0 * f64::EPSILON * want.abs(),
+                "ln_1p({v}) = {got}, libm {want}"
+            );
+        }
+        x *= 10.0;
+    }
+    assert_eq!(ln_1p_fast(0.0), 0.0);
+    assert_eq!(ln_1p_fast(f64::INFINITY), f64::INFINITY);
+}

@@ -18,13 +18,16 @@
 //! The row layouts, for D genes:
 //! - decoder output `a`: [logits (D) | zero-inflation logits h (D), ZINB only | ln theta (D),
 //!   per-cell dispersion only];
-//! - cache: [d log p / d ln mu (D) | d log p / d h (D), ZINB only | d log p / d ln theta (D),
-//!   NB and ZINB]; `log_prob` fills it, the gradient methods read it.
+//! - cache: [d log p / d ln mu (D) | rho = softmax(a) (D) | d log p / d h (D), ZINB only |
+//!   d log p / d ln theta (D), NB and ZINB]; `log_prob` fills it, the gradient methods read it,
+//!   so that the backward pass computes no transcendental function.
 
 use serde::{Deserialize, Serialize};
 
 use crate::kernels::scalar::Float;
-use crate::kernels::special::{digamma_difference_remainder, lgamma, log_rising_over_power};
+use crate::kernels::special::{
+    digamma_difference_remainder, lgamma, ln_1p_fast, log_rising_over_power,
+};
 
 /// ln theta is clamped to [-LOG_THETA_LIMIT, LOG_THETA_LIMIT] (theta from 1.4e-11 to 7.2e10),
 /// with zero gradient outside, so that a runaway dispersion parameter cannot overflow.
@@ -73,9 +76,9 @@ impl CountModel {
             + (self.dispersion() == Some(Dispersion::GeneCell)) as usize
     }
 
-    /// Cache values per gene: d/d ln mu, then d/dh (ZINB), then d/d ln theta (NB, ZINB).
+    /// Cache values per gene: d/d ln mu, rho, then d/dh (ZINB), then d/d ln theta (NB, ZINB).
     pub fn cache_per_dim(self) -> usize {
-        1 + self.zero_inflated() as usize + self.dispersion().is_some() as usize
+        2 + self.zero_inflated() as usize + self.dispersion().is_some() as usize
     }
 
     /// Learned parameters: ln theta per gene for the gene-wise dispersion.
@@ -114,14 +117,20 @@ impl SoftmaxLibrary {
         }
     }
 
+    /// rho = softmax(a) into `rho`.
+    pub fn softmax<T: Float>(&self, a: &[T], rho: &mut [T]) {
+        for (r, &ak) in rho.iter_mut().zip(a) {
+            *r = T::of((ak.as_f64() - self.logsumexp).exp());
+        }
+    }
+
     /// Writes `da_k = scale (g_k - rho_k sum_g g_g)`, where `g_g = dL/d ln mu_g` and
     /// rho = softmax(a): the chain rule through ln mu_g = ln l + a_g - logsumexp(a), since
     /// d ln mu_g / d a_k = [g = k] - rho_k (l is data, not a function of a).
-    pub fn backward<T: Float>(&self, a: &[T], d_ln_mu: &[T], scale: f64, da: &mut [T]) {
+    pub fn backward<T: Float>(rho: &[T], d_ln_mu: &[T], scale: f64, da: &mut [T]) {
         let total: f64 = d_ln_mu.iter().map(|v| v.as_f64()).sum();
-        for ((d, &ak), &gk) in da.iter_mut().zip(a).zip(d_ln_mu) {
-            let rho = (ak.as_f64() - self.logsumexp).exp();
-            *d = T::of(scale * (gk.as_f64() - rho * total));
+        for ((d, &r), &gk) in da.iter_mut().zip(rho).zip(d_ln_mu) {
+            *d = T::of(scale * (gk.as_f64() - r.as_f64() * total));
         }
     }
 }
@@ -186,7 +195,13 @@ pub fn poisson(x: f64, ln_mu: f64) -> CountTerms {
 ///   and d/d ln theta is theta times it. The digamma difference is taken as
 ///   ln(1 + x/theta) + its remainder, so nothing of size x/theta cancels at large theta.
 pub fn negative_binomial(x: f64, ln_mu: f64, ln_theta: f64) -> CountTerms {
-    let theta = ln_theta.exp();
+    negative_binomial_with(x, ln_mu, ln_mu.exp(), ln_theta, ln_theta.exp())
+}
+
+/// [`negative_binomial`] given mu and theta beside their logs, as the row loop has them: at a
+/// zero count it then takes one logarithm and no exponential.
+#[inline]
+fn negative_binomial_with(x: f64, ln_mu: f64, mu: f64, ln_theta: f64, theta: f64) -> CountTerms {
     if ln_mu == f64::NEG_INFINITY {
         let log_p = if x == 0.0 { 0.0 } else { f64::NEG_INFINITY };
         return CountTerms {
@@ -196,12 +211,15 @@ pub fn negative_binomial(x: f64, ln_mu: f64, ln_theta: f64) -> CountTerms {
             d_h: 0.0,
         };
     }
-    let mu = ln_mu.exp();
-    // mu/theta and mu/(theta + mu) from logs, so that neither overflows.
-    let mu_over_theta = (ln_mu - ln_theta).exp();
-    let log1p_mu = mu_over_theta.ln_1p();
-    let frac_mu = 1.0 / (1.0 + (ln_theta - ln_mu).exp()); // mu / (theta + mu)
+    // mu/theta from the logs (mu and theta alone may under- or overflow where it does not).
+    let mu_over_theta = if mu > 0.0 && theta.is_finite() && theta > 0.0 {
+        mu / theta
+    } else {
+        (ln_mu - ln_theta).exp()
+    };
+    let log1p_mu = ln_1p_fast(mu_over_theta);
     let frac_theta = 1.0 / (1.0 + mu_over_theta); // theta / (theta + mu)
+    let frac_mu = mu_over_theta * frac_theta; // mu / (theta + mu)
     if x == 0.0 {
         // log p = -theta ln(1 + mu/theta).
         return CountTerms {
@@ -283,11 +301,29 @@ fn logaddexp(a: f64, b: f64) -> f64 {
     m + (-(a - b).abs()).exp().ln_1p()
 }
 
-/// ln theta for gene `g`, clamped, and whether it lay inside the clamp (else its gradient is 0).
+/// ln theta clamped, and whether it lay inside the clamp (else its gradient is 0).
 #[inline]
 fn clamp_ln_theta(raw: f64) -> (f64, bool) {
     let c = raw.clamp(-LOG_THETA_LIMIT, LOG_THETA_LIMIT);
     (c, c == raw)
+}
+
+/// Where each block sits in the cache row, for D genes.
+struct CacheLayout {
+    rho: usize,
+    h: usize,
+    theta: usize,
+}
+
+impl CacheLayout {
+    fn of(model: CountModel, d: usize) -> Self {
+        let h = 2 * d;
+        CacheLayout {
+            rho: d,
+            h,
+            theta: if model.zero_inflated() { h + d } else { h },
+        }
+    }
 }
 
 /// One cell's log p(x | a), filling `cache` as the module documentation lays it out.
@@ -295,35 +331,45 @@ pub fn log_prob<T: Float>(model: CountModel, own: &[T], x: &[T], a: &[T], cache:
     let d = x.len();
     let library: f64 = x.iter().map(|v| v.as_f64()).sum();
     let logits = &a[..d];
-    let h_at = d; // h's place in a and in the cache, for the ZINB
+    // The decoder's blocks: h after the logits (ZINB), ln theta last (per-cell dispersion).
     let theta_out = if model.zero_inflated() { 2 * d } else { d };
-    let theta_cache = theta_out;
+    let at = CacheLayout::of(model, d);
     if library <= 0.0 {
         // An empty cell: mu = 0, all mass at zero (the zero-inflation included), log p = 0.
         cache.fill(T::zero());
         return T::zero();
     }
     let mean = SoftmaxLibrary::forward(logits, library);
+    let ln_library = library.ln();
     let mut total = 0.0;
     for g in 0..d {
         let xg = x[g].as_f64();
-        let ln_mu = logits[g].as_f64() + mean.offset;
-        let (ln_theta, inside) = match model.dispersion() {
-            None => (0.0, false),
-            Some(Dispersion::Gene) => clamp_ln_theta(own[g].as_f64()),
-            Some(Dispersion::GeneCell) => clamp_ln_theta(a[theta_out + g].as_f64()),
-        };
-        let mut t = match model {
-            CountModel::Poisson => poisson(xg, ln_mu),
-            _ => negative_binomial(xg, ln_mu, ln_theta),
+        let rho = (logits[g].as_f64() - mean.logsumexp).exp();
+        cache[at.rho + g] = T::of(rho);
+        let ln_mu = logits[g].as_f64() - mean.logsumexp + ln_library;
+        let mu = library * rho;
+        let mut t = match model.dispersion() {
+            None => poisson(xg, ln_mu),
+            Some(dispersion) => {
+                let raw = match dispersion {
+                    Dispersion::Gene => own[g].as_f64(),
+                    Dispersion::GeneCell => a[theta_out + g].as_f64(),
+                };
+                let (ln_theta, inside) = clamp_ln_theta(raw);
+                let mut t = negative_binomial_with(xg, ln_mu, mu, ln_theta, ln_theta.exp());
+                if !inside {
+                    t.d_ln_theta = 0.0;
+                }
+                t
+            }
         };
         if model.zero_inflated() {
-            t = zero_inflate(xg, t, a[h_at + g].as_f64());
-            cache[h_at + g] = T::of(t.d_h);
+            t = zero_inflate(xg, t, a[d + g].as_f64());
+            cache[at.h + g] = T::of(t.d_h);
         }
         cache[g] = T::of(t.d_ln_mu);
         if model.dispersion().is_some() {
-            cache[theta_cache + g] = T::of(if inside { t.d_ln_theta } else { 0.0 });
+            cache[at.theta + g] = T::of(t.d_ln_theta);
         }
         total += t.log_p;
     }
@@ -331,33 +377,21 @@ pub fn log_prob<T: Float>(model: CountModel, own: &[T], x: &[T], a: &[T], cache:
 }
 
 /// Writes `da = scale d(-log p)/da` from the cache `log_prob` filled.
-pub fn grad_output<T: Float>(
-    model: CountModel,
-    x: &[T],
-    a: &[T],
-    cache: &[T],
-    scale: T,
-    da: &mut [T],
-) {
+pub fn grad_output<T: Float>(model: CountModel, x: &[T], cache: &[T], scale: T, da: &mut [T]) {
     let d = x.len();
-    let library: f64 = x.iter().map(|v| v.as_f64()).sum();
-    if library <= 0.0 {
-        da.fill(T::zero());
-        return;
-    }
+    let at = CacheLayout::of(model, d);
     let s = -scale.as_f64();
-    let mean = SoftmaxLibrary::forward(&a[..d], library);
-    mean.backward(&a[..d], &cache[..d], s, &mut da[..d]);
-    let theta_slot = if model.zero_inflated() { 2 * d } else { d };
+    SoftmaxLibrary::backward(&cache[at.rho..at.rho + d], &cache[..d], s, &mut da[..d]);
     if model.zero_inflated() {
-        for (o, &c) in da[d..2 * d].iter_mut().zip(&cache[d..2 * d]) {
+        for (o, &c) in da[d..2 * d].iter_mut().zip(&cache[at.h..at.h + d]) {
             *o = T::of(s * c.as_f64());
         }
     }
     if model.dispersion() == Some(Dispersion::GeneCell) {
-        for (o, &c) in da[theta_slot..theta_slot + d]
+        let out = if model.zero_inflated() { 2 * d } else { d };
+        for (o, &c) in da[out..out + d]
             .iter_mut()
-            .zip(&cache[theta_slot..theta_slot + d])
+            .zip(&cache[at.theta..at.theta + d])
         {
             *o = T::of(s * c.as_f64());
         }
@@ -369,9 +403,8 @@ pub fn grad_params<T: Float>(model: CountModel, x: &[T], cache: &[T], scale: T, 
     if model.dispersion() != Some(Dispersion::Gene) {
         return;
     }
-    let d = x.len();
-    let slot = if model.zero_inflated() { 2 * d } else { d };
-    for (p, &c) in dparams.iter_mut().zip(&cache[slot..slot + d]) {
+    let at = CacheLayout::of(model, x.len());
+    for (p, &c) in dparams.iter_mut().zip(&cache[at.theta..at.theta + x.len()]) {
         *p -= scale * c;
     }
 }

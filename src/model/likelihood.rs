@@ -338,7 +338,7 @@ impl<T: Float> DecoderLikelihood<T> for Likelihood {
     /// - Gaussian learned: d(-log p)/da = (a - x) e^-s
     fn grad_output(&self, params: &[T], x: &[T], a: &[T], cache: &[T], scale: T, da: &mut [T]) {
         if let Some(m) = self.count_model() {
-            return counts::grad_output(m, x, a, cache, scale, da);
+            return counts::grad_output(m, x, cache, scale, da);
         }
         // Zipped iterators, not indices: no bounds checks, so the loops vectorise.
         match *self {

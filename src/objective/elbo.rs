@@ -150,7 +150,8 @@ fn encoder_input<'w, T: Float>(vae: &Vae, x: &'w [T], x_in: &'w mut [T], rows: u
     }
     let n = rows * vae.input_dim();
     for (o, &v) in x_in[..n].iter_mut().zip(&x[..n]) {
-        *o = v.ln_1p();
+        // Count data are mostly zeros, whose log1p needs no call.
+        *o = if v == T::zero() { v } else { v.ln_1p() };
     }
     &x_in[..n]
 }
