@@ -23,6 +23,8 @@ pub enum Purpose {
     Data = 6,
     /// Importance sampling of log p(x), one stream per data point.
     Importance = 7,
+    /// Dropout masks, one stream per training step.
+    Dropout = 8,
 }
 
 /// The stream for (seed, purpose, index).

@@ -107,6 +107,13 @@ pub(crate) struct ModelArgs {
     /// Feed the encoder ln(1 + x) [default: true for count data, false otherwise].
     #[arg(long, value_name = "BOOL")]
     pub(crate) log1p_input: Option<bool>,
+    /// Batch normalisation after every hidden layer, as scVI (running averages for evaluation,
+    /// kept in the model file).
+    #[arg(long)]
+    pub(crate) batch_norm: bool,
+    /// Dropout rate after the encoder's hidden layers while training (scVI: 0.1) [default: 0].
+    #[arg(long, value_name = "P")]
+    pub(crate) dropout: Option<f64>,
 }
 
 impl ModelArgs {
@@ -121,6 +128,8 @@ impl ModelArgs {
             ("variance", self.variance.is_some()),
             ("logvar-clamp", self.logvar_clamp.is_some()),
             ("log1p-input", self.log1p_input.is_some()),
+            ("batch-norm", self.batch_norm),
+            ("dropout", self.dropout.is_some()),
         ]
         .into_iter()
         .find_map(|(name, given)| given.then_some(name))
@@ -149,6 +158,8 @@ impl ModelArgs {
             .input_dim(input_dim)
             .encoder_hidden(hidden.clone())
             .log1p_input(self.log1p_input.unwrap_or(data.is_counts()))
+            .batch_norm(self.batch_norm)
+            .dropout(self.dropout.unwrap_or(0.0))
             .latent_dim(self.latent.unwrap_or(match data {
                 DataKind::Mnist => 20,
                 DataKind::Shapes | DataKind::Cells | DataKind::Counts => 10,

@@ -44,13 +44,13 @@ pub struct CellsConfig {
 }
 
 impl Default for CellsConfig {
-    /// 2,000 genes, 8 types, median library 800, no zero inflation: about 6% of the counts
+    /// 2,000 genes, 8 types, median library 500, no zero inflation: about 5% of the counts
     /// are nonzero, as in 10x data.
     fn default() -> Self {
         CellsConfig {
             genes: 2000,
             types: 8,
-            library: 800.0,
+            library: 500.0,
             spread: 3.0,
             program_fraction: 0.05,
             fold: 2.5,
@@ -194,17 +194,25 @@ pub fn generate(config: &CellsConfig, seed: u64, first: u64, n: usize) -> Result
         return Err(Error::config("cells", 0, "must be at least 1"));
     }
     let truth = truth(config, seed)?;
-    let cells: Vec<_> = (0..n as u64)
-        .into_par_iter()
-        .map(|i| draw_cell(config, &truth, seed, first + i))
-        .collect();
     let mut m = CsrMatrix::with_cols(config.genes)?;
     let mut labels = Vec::with_capacity(n);
     let mut factors = Vec::with_capacity(2 * n);
-    for (k, library, idx, val) in &cells {
-        m.push_row(idx, val)?;
-        labels.push(*k);
-        factors.extend([*k as f64, *library]);
+    // In chunks, drawn in parallel and appended in order: memory stays that of the matrix
+    // itself plus one chunk, whatever n is.
+    const CHUNK: u64 = 8192;
+    let mut start = 0u64;
+    while start < n as u64 {
+        let end = (start + CHUNK).min(n as u64);
+        let cells: Vec<_> = (start..end)
+            .into_par_iter()
+            .map(|i| draw_cell(config, &truth, seed, first + i))
+            .collect();
+        for (k, library, idx, val) in &cells {
+            m.push_row(idx, val)?;
+            labels.push(*k);
+            factors.extend([*k as f64, *library]);
+        }
+        start = end;
     }
     let mut data = Dataset::from_csr(m)?;
     data.labels = Some(labels);

@@ -5,16 +5,22 @@ use crate::kernels::SparseRows;
 use crate::kernels::scalar::Float;
 use crate::model::activation::Activation;
 use crate::model::dense::Dense;
+use crate::model::norm::{BatchNorm, BatchStats, Dropout};
 use crate::model::params::Layout;
 use crate::model::shape::holds;
 
-/// One dense layer and its activation.
+/// One dense layer, then optionally batch normalisation, then its activation, then optionally
+/// dropout (scVI's order).
 #[derive(Clone, Debug)]
 pub struct Layer {
     /// The affine map.
     pub dense: Dense,
-    /// Applied after it.
+    /// Batch normalisation of the affine map's output, if any.
+    pub norm: Option<BatchNorm>,
+    /// Applied after the affine map (and the normalisation).
     pub activation: Activation,
+    /// Dropout after the activation, if any (while training only).
+    pub dropout: Option<Dropout>,
 }
 
 /// A stack of layers; the activation of the last may differ (identity for logits).
@@ -46,6 +52,16 @@ pub struct MlpBuffers<T> {
     input_is_sparse: bool,
     allow_sparse_input: bool,
     max_rows: usize,
+    /// Training mode: batch statistics and dropout masks; otherwise running averages and no
+    /// dropout.
+    training: bool,
+    /// Per layer with batch normalisation: zhat of the last training pass, `max_rows x width`.
+    normed: Vec<Vec<T>>,
+    /// Per layer with batch normalisation: the last training batch's statistics.
+    stats: Vec<BatchStats>,
+    /// Per layer with dropout: the activation before dropout, and the mask.
+    activated: Vec<Vec<T>>,
+    masks: Vec<Vec<T>>,
 }
 
 impl<T> MlpBuffers<T> {
@@ -58,6 +74,23 @@ impl<T> MlpBuffers<T> {
     /// rounding either way; forbidding it is for measuring the dense products alone.
     pub fn set_sparse_input(&mut self, allow: bool) {
         self.allow_sparse_input = allow;
+    }
+
+    /// Training mode (batch statistics, dropout) or evaluation mode (running averages, no
+    /// dropout, the default).
+    pub fn set_training(&mut self, training: bool) {
+        self.training = training;
+    }
+
+    /// Whether it is in training mode.
+    pub fn training(&self) -> bool {
+        self.training
+    }
+
+    /// The dropout masks, one per layer (empty for a layer without dropout), for the caller to
+    /// fill before a training pass ([`Dropout::draw_mask`]).
+    pub fn masks_mut(&mut self) -> &mut [Vec<T>] {
+        &mut self.masks
     }
 }
 
@@ -84,14 +117,55 @@ impl Mlp {
         hidden: Activation,
         last: Activation,
     ) -> Self {
+        Self::with_norm(layout, name, widths, hidden, last, false, None, false)
+    }
+
+    /// Like [`new`](Self::new), with batch normalisation (`batch_norm`) and dropout (`dropout`)
+    /// on the hidden layers, and on the last one too when `last_is_hidden` (an encoder's last
+    /// layer feeds the Gaussian head, not the output). Normalisation tensors are named
+    /// `{name}.{i}.norm.*`.
+    #[allow(clippy::too_many_arguments)]
+    pub fn with_norm(
+        layout: &mut Layout,
+        name: &str,
+        widths: &[usize],
+        hidden: Activation,
+        last: Activation,
+        batch_norm: bool,
+        dropout: Option<Dropout>,
+        last_is_hidden: bool,
+    ) -> Self {
         let n = widths.len().saturating_sub(1);
         let layers = (0..n)
-            .map(|i| Layer {
-                dense: Dense::new(layout, &format!("{name}.{i}"), widths[i], widths[i + 1]),
-                activation: if i + 1 == n { last } else { hidden },
+            .map(|i| {
+                let dense = Dense::new(layout, &format!("{name}.{i}"), widths[i], widths[i + 1]);
+                let is_hidden = i + 1 < n || last_is_hidden;
+                Layer {
+                    dense,
+                    norm: (batch_norm && is_hidden).then(|| {
+                        BatchNorm::new(layout, &format!("{name}.{i}.norm"), widths[i + 1])
+                    }),
+                    activation: if i + 1 == n { last } else { hidden },
+                    dropout: dropout.filter(|d| is_hidden && d.rate > 0.0),
+                }
             })
             .collect();
         Mlp { layers }
+    }
+
+    /// Moves every batch normalisation's running averages towards the statistics of the last
+    /// training pass on `buf`.
+    pub fn update_running_stats<T: Float>(
+        &self,
+        params: &mut [T],
+        buf: &MlpBuffers<T>,
+    ) -> Result<()> {
+        for (l, stats) in self.layers.iter().zip(&buf.stats) {
+            if let Some(norm) = &l.norm {
+                norm.update_running(params, stats)?;
+            }
+        }
+        Ok(())
     }
 
     /// Width of the output (0 for an empty stack).
@@ -124,6 +198,50 @@ impl Mlp {
             input_is_sparse: false,
             allow_sparse_input: true,
             max_rows,
+            training: false,
+            normed: self
+                .layers
+                .iter()
+                .map(|l| {
+                    vec![
+                        T::zero();
+                        if l.norm.is_some() {
+                            max_rows * l.dense.n_out
+                        } else {
+                            0
+                        }
+                    ]
+                })
+                .collect(),
+            stats: vec![BatchStats::default(); self.layers.len()],
+            activated: self
+                .layers
+                .iter()
+                .map(|l| {
+                    vec![
+                        T::zero();
+                        if l.dropout.is_some() {
+                            max_rows * l.dense.n_out
+                        } else {
+                            0
+                        }
+                    ]
+                })
+                .collect(),
+            masks: self
+                .layers
+                .iter()
+                .map(|l| {
+                    vec![
+                        T::zero();
+                        if l.dropout.is_some() {
+                            max_rows * l.dense.n_out
+                        } else {
+                            0
+                        }
+                    ]
+                })
+                .collect(),
         })
     }
 
@@ -198,11 +316,38 @@ impl Mlp {
                     .dense
                     .forward_without_bias(params, input, out, rows, threads)?;
             }
-            layer.activation.forward_with_bias(
-                out,
-                Some(layer.dense.bias.of(params)),
-                layer.dense.n_out,
-            )?;
+            let w = layer.dense.n_out;
+            match &layer.norm {
+                None => {
+                    layer
+                        .activation
+                        .forward_with_bias(out, Some(layer.dense.bias.of(params)), w)?
+                }
+                Some(norm) => {
+                    let bias = layer.dense.bias.of(params);
+                    for row in out.chunks_exact_mut(w) {
+                        for (v, &b) in row.iter_mut().zip(bias) {
+                            *v += b;
+                        }
+                    }
+                    if buf.training {
+                        norm.forward_train(
+                            params,
+                            out,
+                            &mut buf.normed[i],
+                            &mut buf.stats[i],
+                            rows,
+                        )?;
+                    } else {
+                        norm.forward_eval(params, out, rows)?;
+                    }
+                    layer.activation.forward_with_bias(out, None, w)?;
+                }
+            }
+            if layer.dropout.is_some() && buf.training {
+                buf.activated[i][..rows * w].copy_from_slice(out);
+                Dropout::forward(&buf.masks[i][..rows * w], out);
+            }
         }
         Ok(())
     }
@@ -240,9 +385,29 @@ impl Mlp {
             let layer = &self.layers[i];
             let width = layer.dense.n_out;
             let g = &mut cur[..rows * width];
+            let dropped = layer.dropout.is_some() && buf.training;
+            if dropped {
+                Dropout::backward(&buf.masks[i][..rows * width], g);
+            }
+            let activated = if dropped {
+                &buf.activated[i]
+            } else {
+                &buf.outputs[i]
+            };
             layer
                 .activation
-                .backward(&buf.outputs[i][..rows * width], g, width)?;
+                .backward(&activated[..rows * width], g, width)?;
+            if let Some(norm) = &layer.norm {
+                if !buf.training {
+                    return Err(Error::config(
+                        "backward pass",
+                        "evaluation mode",
+                        "a model with batch normalisation is differentiated in training mode \
+                         (batch statistics); set the workspace to training first",
+                    ));
+                }
+                norm.backward_train(params, &buf.normed[i], &buf.stats[i], g, grads, rows)?;
+            }
             let input = if i == 0 { x } else { &buf.outputs[i - 1][..] };
             let target = if i == 0 {
                 dx.as_deref_mut()

@@ -7,6 +7,7 @@ pub mod dense;
 pub mod gaussian;
 pub mod likelihood;
 pub mod mlp;
+pub mod norm;
 pub mod params;
 mod shape;
 pub mod vae;
@@ -20,5 +21,6 @@ pub use likelihood::{
     LikelihoodInfo,
 };
 pub use mlp::{Layer, Mlp, MlpBuffers, SPARSE_INPUT_DENSITY};
+pub use norm::{BatchNorm, Dropout};
 pub use params::{Layout, TensorId, TensorSpec};
 pub use vae::{Vae, VaeConfig};

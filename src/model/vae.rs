@@ -58,6 +58,13 @@ pub struct VaeConfig {
     /// models x itself. For non-negative data.
     #[serde(default)]
     pub log1p_input: bool,
+    /// Batch normalisation after every hidden dense layer (encoder and decoder), as scVI
+    /// ([`crate::model::BatchNorm`]).
+    #[serde(default)]
+    pub batch_norm: bool,
+    /// Dropout rate after the encoder's hidden layers while training (scVI: 0.1; 0: none).
+    #[serde(default)]
+    pub dropout: f64,
 }
 
 impl Default for VaeConfig {
@@ -79,6 +86,8 @@ impl VaeConfig {
             likelihood: Likelihood::Bernoulli,
             logvar_clamp: None,
             log1p_input: false,
+            batch_norm: false,
+            dropout: 0.0,
         }
     }
 
@@ -131,6 +140,18 @@ impl VaeConfig {
         self
     }
 
+    /// Batch normalisation after every hidden layer (`true`) or none.
+    pub fn batch_norm(mut self, on: bool) -> Self {
+        self.batch_norm = on;
+        self
+    }
+
+    /// Dropout rate after the encoder's hidden layers (0: none).
+    pub fn dropout(mut self, rate: f64) -> Self {
+        self.dropout = rate;
+        self
+    }
+
     /// Checks that every size is positive and every setting possible.
     pub fn validate(&self) -> Result<()> {
         if self.input_dim == 0 {
@@ -153,6 +174,9 @@ impl VaeConfig {
         }
         self.activation.validate()?;
         self.likelihood.validate()?;
+        if !(0.0..1.0).contains(&self.dropout) {
+            return Err(Error::config("dropout", self.dropout, "must lie in [0, 1)"));
+        }
         if let Some(c) = self.logvar_clamp
             && !(c.is_finite() && c > 0.0)
         {
@@ -177,7 +201,15 @@ impl VaeConfig {
         let dense = |a: usize, b: usize| a.checked_mul(b)?.checked_add(b);
         let mut widths = vec![self.input_dim];
         widths.extend(&self.encoder_hidden);
-        let mut total = 0usize;
+        // Batch normalisation: gamma, beta and the two running averages per hidden unit.
+        let mut total = if self.batch_norm {
+            self.encoder_hidden
+                .iter()
+                .chain(&self.decoder_hidden)
+                .try_fold(0usize, |t, &w| t.checked_add(w.checked_mul(4)?))?
+        } else {
+            0
+        };
         for w in widths.windows(2) {
             total = total.checked_add(dense(w[0], w[1])?)?;
         }
@@ -264,18 +296,33 @@ impl Vae {
         let act = config.activation;
         let mut enc_widths = vec![config.input_dim];
         enc_widths.extend(&config.encoder_hidden);
-        let encoder = Mlp::new(&mut layout, "encoder", &enc_widths, act, act);
+        let dropout = (config.dropout > 0.0).then_some(crate::model::norm::Dropout {
+            rate: config.dropout,
+        });
+        let encoder = Mlp::with_norm(
+            &mut layout,
+            "encoder",
+            &enc_widths,
+            act,
+            act,
+            config.batch_norm,
+            dropout,
+            true,
+        );
         let h = *enc_widths.last().unwrap_or(&config.input_dim);
         let head = Dense::new(&mut layout, "head", h, 2 * config.latent_dim);
         let mut dec_widths = vec![config.latent_dim];
         dec_widths.extend(&config.decoder_hidden);
         dec_widths.push(out_width);
-        let decoder = Mlp::new(
+        let decoder = Mlp::with_norm(
             &mut layout,
             "decoder",
             &dec_widths,
             act,
             Activation::Identity,
+            config.batch_norm,
+            None,
+            false,
         );
         let own = (lik_params > 0).then(|| layout.push(info.param_name(), &[lik_params]));
         if layout.len() > MAX_PARAMS {
@@ -336,6 +383,24 @@ impl Vae {
     /// Width of z.
     pub fn latent_dim(&self) -> usize {
         self.config.latent_dim
+    }
+
+    /// Every batch normalisation, encoder first.
+    pub fn norms(&self) -> impl Iterator<Item = &crate::model::norm::BatchNorm> {
+        self.encoder
+            .layers
+            .iter()
+            .chain(&self.decoder.layers)
+            .filter_map(|l| l.norm.as_ref())
+    }
+
+    /// The parameter ranges that no gradient moves: batch normalisation's running averages.
+    /// Weight decay must leave them alone too.
+    pub fn frozen_ranges(&self) -> Vec<std::ops::Range<usize>> {
+        self.norms()
+            .flat_map(|n| n.running())
+            .map(|t| t.range())
+            .collect()
     }
 
     /// Every dense layer, encoder first.
@@ -441,6 +506,9 @@ impl Vae {
         for layer in self.dense_layers() {
             // The buffer was made for this layout, so every tensor fits.
             let _ = layer.init(&mut params, &mut rng);
+        }
+        for norm in self.norms() {
+            let _ = norm.init(&mut params);
         }
         if let Some(t) = self.likelihood.params {
             self.likelihood

@@ -109,6 +109,38 @@ impl<T: Float> Workspace<T> {
         })
     }
 
+    /// Training mode (batch statistics, dropout masks) or evaluation mode (running averages, no
+    /// dropout; the default). Models without batch normalisation or dropout compute the same
+    /// either way.
+    pub fn set_training(&mut self, training: bool) {
+        self.enc.set_training(training);
+        self.dec.set_training(training);
+    }
+
+    /// Draws the encoder's and decoder's dropout masks for a training step from the
+    /// (seed, step) stream, in a fixed order: the same masks whatever the thread count.
+    pub fn draw_dropout_masks(&mut self, vae: &Vae, seed: u64, step: u64) {
+        let mut rng = crate::rng::stream(seed, crate::rng::Purpose::Dropout, step);
+        let rows = [self.max_rows, self.max_rows * self.samples];
+        for ((mlp, buf), rows) in [(&vae.encoder, &mut self.enc), (&vae.decoder, &mut self.dec)]
+            .into_iter()
+            .zip(rows)
+        {
+            for (layer, mask) in mlp.layers.iter().zip(buf.masks_mut()) {
+                if let Some(d) = layer.dropout {
+                    d.draw_mask(&mut rng, &mut mask[..rows * layer.dense.n_out]);
+                }
+            }
+        }
+    }
+
+    /// After a training pass: moves batch normalisation's running averages in `params`
+    /// towards the statistics of that pass.
+    pub fn update_running_stats(&self, vae: &Vae, params: &mut [T]) -> Result<()> {
+        vae.encoder.update_running_stats(params, &self.enc)?;
+        vae.decoder.update_running_stats(params, &self.dec)
+    }
+
     /// Allows (the default) or forbids sparse first-layer products for inputs that are mostly
     /// zeros ([`crate::model::SPARSE_INPUT_DENSITY`]). Results agree to rounding either way.
     pub fn set_sparse_input(&mut self, allow: bool) {

@@ -342,6 +342,8 @@ impl LinearGaussian {
             likelihood: Likelihood::Gaussian { variance: psi },
             logvar_clamp: None,
             log1p_input: false,
+            batch_norm: false,
+            dropout: 0.0,
         })?;
         let mut params = vec![0.0; vae.num_params()];
         let (zd, d) = (self.latent, self.dim);

@@ -251,6 +251,11 @@ impl<T: Float> Trainer<T> {
         let rows = idx.len();
         let step = self.step + 1;
         let d = self.vae.input_dim();
+        self.ws.set_training(true);
+        if self.vae.config().dropout > 0.0 {
+            self.ws
+                .draw_dropout_masks(&self.vae, self.config.seed, step);
+        }
         if self.config.binarize {
             let mut rng = stream(self.config.seed, Purpose::Binarize, step);
             data.gather_binarized(idx, &mut self.ws.x[..rows * d], &mut rng)?;
@@ -296,16 +301,21 @@ impl<T: Float> Trainer<T> {
             )?;
         }
         if self.config.weight_decay > 0.0 {
-            // d/dp of (weight_decay / 2) |p|^2, added before clipping as PyTorch does.
+            // d/dp of (weight_decay / 2) |p|^2, added before clipping as PyTorch does; not to
+            // batch normalisation's running averages, which no gradient moves.
             let wd = T::of(self.config.weight_decay);
             for (g, &p) in self.grads.iter_mut().zip(&self.params) {
                 *g += wd * p;
+            }
+            for r in self.vae.frozen_ranges() {
+                self.grads[r].fill(T::zero());
             }
         }
         if let Some(c) = self.config.clip_norm {
             clip_grad_norm(&mut self.grads, c);
         }
         self.optimizer.step(&mut self.params, &self.grads)?;
+        self.ws.update_running_stats(&self.vae, &mut self.params)?;
         self.step = step;
         Ok(StepResult {
             elbo,
@@ -320,6 +330,7 @@ impl<T: Float> Trainer<T> {
         self.check_data(data, "evaluation data")?;
         let params = &self.params;
         let (vae, ws, seed) = (&self.vae, &mut self.ws, self.config.seed);
+        ws.set_training(false);
         self.parallelism
             .session(|| evaluate_into(vae, params, data, ws, seed))
     }
