@@ -393,7 +393,7 @@ pub fn read_labels(path: impl AsRef<Path>, cells: usize) -> Result<(Vec<u8>, Vec
         let record = record.map_err(|e| Error::malformed(path, e.to_string()))?;
         let label = record
             .iter()
-            .last()
+            .next_back()
             .ok_or_else(|| Error::malformed(path, format!("line {} is empty", line + 1)))?;
         if raw.len() > cells {
             return Err(Error::malformed(

@@ -139,7 +139,7 @@ pub fn write_scatter(
 /// assert!((plane[4].0.abs() - 3.5).abs() < 1e-4);
 /// ```
 pub fn principal_plane(points: &[f64], dim: usize) -> Vec<(f32, f32)> {
-    let n = if dim == 0 { 0 } else { points.len() / dim };
+    let n = points.len().checked_div(dim).unwrap_or(0);
     if n == 0 {
         return Vec::new();
     }
