@@ -83,6 +83,12 @@ enum Command {
         after_help = "Example:\n  elbo gradcheck --hidden 32,16 --latent 4 --activation tanh --likelihood gaussian-learned"
     )]
     Gradcheck(GradcheckArgs),
+    /// Write the training and test sets as `train` reads them (after the split and
+    /// --top-genes) to .npy, with labels and gene names, to train the same data elsewhere.
+    #[command(
+        after_help = "Example:\n  elbo export --data cells --out cells-data/"
+    )]
+    Export(commands::export::ExportArgs),
 }
 
 fn main() -> ExitCode {
@@ -99,6 +105,7 @@ fn main() -> ExitCode {
         Command::Reconstruct(args) => reconstruct(args),
         Command::Encode(args) => encode(args),
         Command::Pictures(args) => commands::pictures::pictures(args),
+        Command::Export(args) => commands::export::export(args),
     };
     finish(result.map_err(args::Failure::from))
 }
