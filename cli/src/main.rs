@@ -85,9 +85,7 @@ enum Command {
     Gradcheck(GradcheckArgs),
     /// Write the training and test sets as `train` reads them (after the split and
     /// --top-genes) to .npy, with labels and gene names, to train the same data elsewhere.
-    #[command(
-        after_help = "Example:\n  elbo export --data cells --out cells-data/"
-    )]
+    #[command(after_help = "Example:\n  elbo export --data cells --out cells-data/")]
     Export(commands::export::ExportArgs),
 }
 

@@ -336,3 +336,313 @@ unsafe fn compact_avx512(row: &[f32], base: u32, index: &mut [u32], values: &mut
     }
     n
 }
+
+/// ln(v) for finite v >= 1, f32, branch-free: v = m 2^e with m in [1, 2), so
+/// ln v = e ln 2 + ln(1 + (m - 1)), the second by [`ln_1p_unit`].
+#[inline(always)]
+pub fn ln_at_least_one(v: f32) -> f32 {
+    let bits = v.to_bits();
+    let e = ((bits >> 23) & 0xff) as i32 - 127;
+    let m = f32::from_bits((bits & 0x007f_ffff) | 0x3f80_0000);
+    e as f32 * std::f32::consts::LN_2 + ln_1p_unit(m - 1.0)
+}
+
+/// ln(1 + r) for r >= 0, branch-free (both halves computed, one selected).
+#[inline(always)]
+fn ln_1p_nonnegative(r: f32) -> f32 {
+    let small = ln_1p_unit(r.min(1.0));
+    let big = ln_at_least_one(1.0 + r.max(1.0));
+    if r <= 1.0 { small } else { big }
+}
+
+/// e^25: ln theta is clamped to [-25, 25] (the model layer's `LOG_THETA_LIMIT`), so
+/// theta = e^(ln theta - 25) e^25 with a non-positive exponent.
+const E25: f32 = 72_004_899_337.385_87;
+
+/// The inputs of one cell's zero-count terms: see [`count_zero_row`].
+pub struct CountZeroRow<'a> {
+    /// The counts: terms are summed for zeros only.
+    pub x: &'a [f32],
+    /// The decoder's logits.
+    pub logits: &'a [f32],
+    /// logsumexp of the logits.
+    pub logsumexp: f32,
+    /// The cell's total count l.
+    pub library: f32,
+    /// ln theta per gene (clamped here to [-25, 25]; its gradient is 0 outside), or `None` for
+    /// the Poisson.
+    pub ln_theta: Option<&'a [f32]>,
+    /// Zero-inflation logits per gene, or `None`.
+    pub h: Option<&'a [f32]>,
+}
+
+/// Per-gene outputs of [`count_zero_row`].
+pub struct CountZeroOut<'a> {
+    /// softmax(a), every gene.
+    pub rho: &'a mut [f32],
+    /// d log p / d ln mu at a zero count, every gene.
+    pub d_ln_mu: &'a mut [f32],
+    /// d log p / d ln theta at a zero count (NB), every gene.
+    pub d_ln_theta: &'a mut [f32],
+    /// d log p / d h at a zero count (ZINB), every gene.
+    pub d_h: &'a mut [f32],
+}
+
+/// One gene's zero-count terms: (log p(0), d/d ln mu, d/d ln theta, d/dh), and rho.
+#[inline(always)]
+fn count_zero_element(
+    a: f32,
+    lse: f32,
+    library: f32,
+    ln_theta: f32,
+    nb: bool,
+    h: f32,
+    zi: bool,
+) -> (f32, f32, f32, f32, f32) {
+    let rho = exp_nonpositive(a - lse);
+    let mu = library * rho;
+    let (lp, dmu, dth) = if nb {
+        let lt = ln_theta.max(-25.0).min(25.0);
+        let theta = exp_nonpositive(lt - 25.0) * E25;
+        let r = mu / theta;
+        let l1p = ln_1p_nonnegative(r);
+        let frac_mu = r / (1.0 + r);
+        // frac_mu - ln(1 + r), which cancels at small r: -r^2/2 + 2r^3/3 - 3r^4/4 there.
+        let series = -r * r * (0.5 - r * (2.0 / 3.0 - r * 0.75));
+        let diff = if r < 0.01 { series } else { frac_mu - l1p };
+        let inside = lt == ln_theta;
+        (
+            -theta * l1p,
+            -theta * frac_mu,
+            if inside { theta * diff } else { 0.0 },
+        )
+    } else {
+        (-mu, -mu, 0.0)
+    };
+    if !zi {
+        return (lp, dmu, dth, 0.0, rho);
+    }
+    // log p(0) = logaddexp(h, lp) - softplus(h); w = sigmoid(h - lp).
+    let big = h.max(lp);
+    let lae = big + ln_1p_unit(exp_nonpositive(-(h - lp).abs()));
+    let softplus = h.max(0.0) + ln_1p_unit(exp_nonpositive(-h.abs()));
+    let sig = |v: f32| {
+        let e = exp_nonpositive(-v.abs());
+        let inv = 1.0 / (1.0 + e);
+        if v >= 0.0 { inv } else { e * inv }
+    };
+    let w = sig(h - lp);
+    let k = 1.0 - w;
+    (lae - softplus, k * dmu, k * dth, w - sig(h), rho)
+}
+
+/// One chunk of at most LANES genes; fixed-size arrays and const flags leave the compiler a
+/// straight, branch-free loop to vectorise.
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+fn count_zero_chunk<const NB: bool, const ZI: bool>(
+    x: &[f32],
+    a: &[f32],
+    lt: &[f32],
+    hs: &[f32],
+    lse: f32,
+    library: f32,
+    rho: &mut [f32],
+    dmu: &mut [f32],
+    dth: &mut [f32],
+    dh: &mut [f32],
+    acc: &mut [f32; LANES],
+) {
+    let n = x.len().min(LANES);
+    let mut buf = [[0.0f32; LANES]; 5];
+    let mut xin = [1.0f32; LANES];
+    let (mut ain, mut ltin, mut hin) = ([0.0f32; LANES], [0.0f32; LANES], [0.0f32; LANES]);
+    xin[..n].copy_from_slice(&x[..n]);
+    ain[..n].copy_from_slice(&a[..n]);
+    if NB {
+        ltin[..n].copy_from_slice(&lt[..n]);
+    }
+    if ZI {
+        hin[..n].copy_from_slice(&hs[..n]);
+    }
+    for l in 0..LANES {
+        let (lp, m, t, h, r) = count_zero_element(ain[l], lse, library, ltin[l], NB, hin[l], ZI);
+        buf[0][l] = r;
+        buf[1][l] = m;
+        buf[2][l] = t;
+        buf[3][l] = h;
+        buf[4][l] = if xin[l] == 0.0 { lp } else { 0.0 };
+    }
+    rho[..n].copy_from_slice(&buf[0][..n]);
+    dmu[..n].copy_from_slice(&buf[1][..n]);
+    if NB {
+        dth[..n].copy_from_slice(&buf[2][..n]);
+    }
+    if ZI {
+        dh[..n].copy_from_slice(&buf[3][..n]);
+    }
+    for l in 0..LANES {
+        acc[l] += buf[4][l];
+    }
+}
+
+#[inline(always)]
+fn count_zero_row_typed<const NB: bool, const ZI: bool>(
+    i: &CountZeroRow<'_>,
+    o: &mut CountZeroOut<'_>,
+) -> f32 {
+    let n = i.x.len();
+    let empty = [0.0f32; 0];
+    let mut acc = [0.0f32; LANES];
+    let mut g = 0;
+    while g < n {
+        let e = (g + LANES).min(n);
+        count_zero_chunk::<NB, ZI>(
+            &i.x[g..e],
+            &i.logits[g..e],
+            if NB {
+                &i.ln_theta.unwrap_or(&empty)[g..e]
+            } else {
+                &empty
+            },
+            if ZI {
+                &i.h.unwrap_or(&empty)[g..e]
+            } else {
+                &empty
+            },
+            i.logsumexp,
+            i.library,
+            &mut o.rho[g..e],
+            &mut o.d_ln_mu[g..e],
+            if NB { &mut o.d_ln_theta[g..e] } else { &mut [] },
+            if ZI { &mut o.d_h[g..e] } else { &mut [] },
+            &mut acc,
+        );
+        g = e;
+    }
+    let mut w = LANES;
+    while w > 1 {
+        w /= 2;
+        for l in 0..w {
+            acc[l] += acc[l + w];
+        }
+    }
+    acc[0]
+}
+
+#[inline(always)]
+fn count_zero_row_body(i: &CountZeroRow<'_>, o: &mut CountZeroOut<'_>) -> f32 {
+    match (i.ln_theta.is_some(), i.h.is_some()) {
+        (false, false) => count_zero_row_typed::<false, false>(i, o),
+        (true, false) => count_zero_row_typed::<true, false>(i, o),
+        (false, true) => count_zero_row_typed::<false, true>(i, o),
+        (true, true) => count_zero_row_typed::<true, true>(i, o),
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx512dq,avx2,fma")]
+unsafe fn count_zero_row_avx512(i: &CountZeroRow<'_>, o: &mut CountZeroOut<'_>) -> f32 {
+    count_zero_row_body(i, o)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn count_zero_row_avx2(i: &CountZeroRow<'_>, o: &mut CountZeroOut<'_>) -> f32 {
+    count_zero_row_body(i, o)
+}
+
+/// The count likelihoods' terms for every gene as if its count were zero, vectorised in f32:
+/// rho = softmax(a), and for a zero count the NB's log p(0) = -theta ln(1 + mu/theta) (the
+/// Poisson's -mu), its derivatives in ln mu and ln theta, and with zero inflation the mixture's
+/// log p(0) and derivatives (see `crate::model::counts`). Returns the sum of log p(0) over the
+/// genes whose count is 0; the caller computes the nonzero counts exactly and overwrites their
+/// derivatives. Every slice must be as long as `x` (checked: a shorter one panics, as a bug of
+/// this crate).
+pub fn count_zero_row(i: &CountZeroRow<'_>, o: &mut CountZeroOut<'_>) -> f32 {
+    let n = i.x.len();
+    assert!(
+        i.logits.len() >= n
+            && o.rho.len() >= n
+            && o.d_ln_mu.len() >= n
+            && i.ln_theta
+                .is_none_or(|t| t.len() >= n && o.d_ln_theta.len() >= n)
+            && i.h.is_none_or(|h| h.len() >= n && o.d_h.len() >= n),
+        "count_zero_row: slices shorter than the row"
+    );
+    #[cfg(target_arch = "x86_64")]
+    {
+        match instruction_set() {
+            // SAFETY: the CPU has the features each function is compiled for.
+            "avx512" => return unsafe { count_zero_row_avx512(i, o) },
+            "avx2" => return unsafe { count_zero_row_avx2(i, o) },
+            _ => {}
+        }
+    }
+    count_zero_row_body(i, o)
+}
+
+#[inline(always)]
+fn logsumexp_body(a: &[f32]) -> f32 {
+    let mut maxes = [f32::NEG_INFINITY; LANES];
+    let mut chunks = a.chunks_exact(LANES);
+    for c in &mut chunks {
+        let c: &[f32; LANES] = c.try_into().expect("exact chunk");
+        for l in 0..LANES {
+            maxes[l] = maxes[l].max(c[l]);
+        }
+    }
+    let max = chunks.remainder().iter().fold(
+        maxes.iter().fold(f32::NEG_INFINITY, |m, &v| m.max(v)),
+        |m, &v| m.max(v),
+    );
+    if !max.is_finite() {
+        return max;
+    }
+    let mut acc = [0.0f32; LANES];
+    let mut chunks = a.chunks_exact(LANES);
+    for c in &mut chunks {
+        let c: &[f32; LANES] = c.try_into().expect("exact chunk");
+        for l in 0..LANES {
+            acc[l] += exp_nonpositive(c[l] - max);
+        }
+    }
+    for (l, &v) in chunks.remainder().iter().enumerate() {
+        acc[l] += exp_nonpositive(v - max);
+    }
+    let mut w = LANES;
+    while w > 1 {
+        w /= 2;
+        for l in 0..w {
+            acc[l] += acc[l + w];
+        }
+    }
+    max + acc[0].ln()
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx512dq,avx2,fma")]
+unsafe fn logsumexp_avx512(a: &[f32]) -> f32 {
+    logsumexp_body(a)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn logsumexp_avx2(a: &[f32]) -> f32 {
+    logsumexp_body(a)
+}
+
+/// ln sum_j e^(a_j), vectorised in f32 (the largest a_j taken out first, 16 partial sums in a
+/// fixed order). -inf for an empty row.
+pub fn logsumexp_f32(a: &[f32]) -> f32 {
+    #[cfg(target_arch = "x86_64")]
+    {
+        match instruction_set() {
+            // SAFETY: the CPU has the features each function is compiled for.
+            "avx512" => return unsafe { logsumexp_avx512(a) },
+            "avx2" => return unsafe { logsumexp_avx2(a) },
+            _ => {}
+        }
+    }
+    logsumexp_body(a)
+}

@@ -65,6 +65,25 @@ pub(crate) mod sealed {
         /// Adam's update on one chunk of equal-length slices.
         fn adam(p: &mut [Self], g: &[Self], m: &mut [Self], v: &mut [Self], c: AdamStep<Self>);
 
+        /// ln sum_j e^(a_j): f32 vectorised ([`super::super::fast::logsumexp_f32`]), f64 the
+        /// plain loop in f64.
+        fn logsumexp(a: &[Self]) -> f64;
+
+        /// The count likelihoods' zero-count terms of one row, vectorised
+        /// ([`super::super::fast::count_zero_row`]): f32 runs the kernel and returns the sum of
+        /// log p(0) over the zero counts; f64 returns `None`, and the caller computes every
+        /// gene exactly.
+        #[allow(clippy::too_many_arguments)]
+        fn count_zero_row(
+            x: &[Self],
+            logits: &[Self],
+            logsumexp: f64,
+            library: f64,
+            ln_theta: Option<&[Self]>,
+            h: Option<&[Self]>,
+            out: [&mut [Self]; 4],
+        ) -> Option<f64>;
+
         /// Picks the member for `Self` of a pair of values whose types form a [`Family`]: how
         /// code generic over the scalar reaches an f32 or an f64 version of something it holds
         /// both of.
@@ -95,6 +114,38 @@ pub(crate) mod sealed {
         fn pick<W: Family>(for_f32: W::Of<f32>, _: W::Of<f64>) -> W::Of<f32> {
             for_f32
         }
+        #[inline]
+        fn logsumexp(a: &[Self]) -> f64 {
+            super::super::fast::logsumexp_f32(a) as f64
+        }
+        #[inline]
+        fn count_zero_row(
+            x: &[Self],
+            logits: &[Self],
+            logsumexp: f64,
+            library: f64,
+            ln_theta: Option<&[Self]>,
+            h: Option<&[Self]>,
+            out: [&mut [Self]; 4],
+        ) -> Option<f64> {
+            use super::super::fast::{CountZeroOut, CountZeroRow, count_zero_row};
+            let [rho, d_ln_mu, d_ln_theta, d_h] = out;
+            let input = CountZeroRow {
+                x,
+                logits,
+                logsumexp: logsumexp as f32,
+                library: library as f32,
+                ln_theta,
+                h,
+            };
+            let mut o = CountZeroOut {
+                rho,
+                d_ln_mu,
+                d_ln_theta,
+                d_h,
+            };
+            Some(count_zero_row(&input, &mut o) as f64)
+        }
     }
 
     impl Kernels for f64 {
@@ -123,6 +174,26 @@ pub(crate) mod sealed {
         #[inline]
         fn pick<W: Family>(_: W::Of<f32>, for_f64: W::Of<f64>) -> W::Of<f64> {
             for_f64
+        }
+        #[inline]
+        fn logsumexp(a: &[Self]) -> f64 {
+            let max = a.iter().fold(f64::NEG_INFINITY, |m, &v| m.max(v));
+            if !max.is_finite() {
+                return max;
+            }
+            max + a.iter().map(|v| (v - max).exp()).sum::<f64>().ln()
+        }
+        #[inline]
+        fn count_zero_row(
+            _: &[Self],
+            _: &[Self],
+            _: f64,
+            _: f64,
+            _: Option<&[Self]>,
+            _: Option<&[Self]>,
+            _: [&mut [Self]; 4],
+        ) -> Option<f64> {
+            None
         }
     }
 }

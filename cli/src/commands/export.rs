@@ -21,13 +21,24 @@ pub(crate) struct ExportArgs {
 
 fn write(dir: &std::path::Path, name: &str, data: &Dataset) -> Result<()> {
     let values: Vec<f32> = data.to_array::<f32>().iter().copied().collect();
-    elbo::files::write_matrix(dir.join(format!("{name}.npy")), data.len(), data.dim(), &values, &[])?;
+    elbo::files::write_matrix(
+        dir.join(format!("{name}.npy")),
+        data.len(),
+        data.dim(),
+        &values,
+        &[],
+    )?;
     if let Some(labels) = &data.labels {
         let names = data.label_names.clone();
         let mut text = String::from("label\n");
         for &l in labels {
             match &names {
-                Some(n) => text += &format!("{}\n", n.get(l as usize).cloned().unwrap_or_else(|| l.to_string())),
+                Some(n) => {
+                    text += &format!(
+                        "{}\n",
+                        n.get(l as usize).cloned().unwrap_or_else(|| l.to_string())
+                    )
+                }
                 None => text += &format!("{l}\n"),
             }
         }
@@ -43,7 +54,10 @@ pub(crate) fn export(args: ExportArgs) -> Result<()> {
     write(&args.out, "train", &train)?;
     write(&args.out, "test", &test)?;
     if let Some(names) = &train.feature_names {
-        elbo::io::write_atomic(args.out.join("features.txt"), (names.join("\n") + "\n").as_bytes())?;
+        elbo::io::write_atomic(
+            args.out.join("features.txt"),
+            (names.join("\n") + "\n").as_bytes(),
+        )?;
     }
     println!(
         "wrote {} training and {} test examples of width {} into {}",
