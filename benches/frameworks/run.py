@@ -2,7 +2,12 @@
 """Runs the MNIST reference VAE in elbo, JAX and PyTorch (and candle, with --candle) side by
 side on this machine, each pinned to the same cores, and writes the table into BENCHMARKS.md.
 
-    python3 benches/frameworks/run.py [--epochs 10] [--threads 2,1] [--candle]
+    python3 benches/frameworks/run.py [--epochs 10] [--threads 2,1] [--rounds 3] [--candle]
+
+Timed in interleaved rounds: each round runs every implementation once, in turn (elbo, then the
+others), so that a slow minute of this machine slows all of them alike; each framework's speed
+is given against elbo's in the same round, and the table shows every round's ratio, their
+median and their spread.
 
 The Python packages are installed with pip into benches/frameworks/.venv on first use.
 `elbo --dense-input` is elbo with the first layer's products dense, as the frameworks do them
@@ -93,6 +98,7 @@ def main():
     p.add_argument("--data-dir", default=os.path.join(ROOT, "..", "shared", "data", "mnist"))
     p.add_argument("--candle", action="store_true", help="also build and run the candle version")
     p.add_argument("--output", default=os.path.join(ROOT, "BENCHMARKS.md"))
+    p.add_argument("--rounds", type=int, default=3, help="interleaved rounds per thread count")
     args = p.parse_args()
     args.data_dir = os.path.abspath(args.data_dir)
     ensure_venv()
@@ -104,28 +110,43 @@ def main():
         impls.append(("candle", candle))
     results = []
     for threads in [int(t) for t in args.threads.split(",")]:
-        for name, fn in impls:
-            print(f"running {name} on {threads} thread(s)...", file=sys.stderr, flush=True)
-            epochs, rss = fn(args, threads)
-            med = statistics.median(e["seconds"] for e in epochs)
-            ev = statistics.median(e["eval_seconds"] for e in epochs)
-            results.append({"impl": name, "threads": threads, "median": med, "eval": ev, "rss": rss, "epochs": epochs})
-            print(f"  median {med:.3f} s/epoch, peak {rss:.0f} MiB, test loss {epochs[-1]['test_loss']:.2f}", file=sys.stderr)
+        rounds = {name: [] for name, _ in impls}
+        for r in range(args.rounds):
+            for name, fn in impls:
+                print(f"round {r + 1}: {name} on {threads} thread(s)...", file=sys.stderr, flush=True)
+                epochs, rss = fn(args, threads)
+                med = statistics.median(e["seconds"] for e in epochs)
+                ev = statistics.median(e["eval_seconds"] for e in epochs)
+                rounds[name].append({"median": med, "eval": ev, "rss": rss, "epochs": epochs})
+                print(f"  median {med:.3f} s/epoch, peak {rss:.0f} MiB, test loss {epochs[-1]['test_loss']:.2f}", file=sys.stderr)
+        ours = rounds["elbo"]
+        for name, _ in impls:
+            runs = rounds[name]
+            ratios = [x["median"] / o["median"] for x, o in zip(runs, ours)]
+            eval_ratios = [x["eval"] / o["eval"] for x, o in zip(runs, ours)]
+            results.append({"impl": name, "threads": threads,
+                            "median": statistics.median(x["median"] for x in runs),
+                            "eval": statistics.median(x["eval"] for x in runs),
+                            "rss": max(x["rss"] for x in runs), "epochs": runs[-1]["epochs"],
+                            "ratios": ratios, "eval_ratios": eval_ratios})
     write(args, results)
 
 
 def write(args, results):
     cpu = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")), platform.processor())
     lines = [f"Measured {datetime.date.today()} on {cpu} ({os.cpu_count()} cores), each run pinned with taskset to as many",
-             f"cores as threads, one after another in one run of `python3 benches/frameworks/run.py --epochs {args.epochs}"
-             f" --threads {args.threads}{' --candle' if args.candle else ''}`.", "",
-             "| implementation | threads | median s/epoch | images/s | elbo's speed-up | test-set evaluation (s) | elbo's speed-up | peak RSS (MiB) | test loss after each epoch |",
-             "|---|---|---|---|---|---|---|---|---|"]
+             f"cores as threads, in {args.rounds} interleaved rounds (every implementation once per round, in turn) of"
+             f" `python3 benches/frameworks/run.py --epochs {args.epochs} --threads {args.threads} --rounds {args.rounds}"
+             f"{' --candle' if args.candle else ''}`. Speed-ups are medians of the per-round ratios (spread: their"
+             " lowest and highest); seconds are medians over rounds of each run's median epoch.", "",
+             "| implementation | threads | median s/epoch | images/s | elbo's speed-up (per round) | median (spread) | test-set evaluation (s) | elbo's speed-up | peak RSS (MiB) | test loss after each epoch (last round) |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
     for r in results:
-        ours = next(x for x in results if x["impl"] == "elbo" and x["threads"] == r["threads"])
         losses = " ".join(f"{e['test_loss']:.2f}" for e in r["epochs"])
+        rr = r["ratios"]
         lines.append(f"| {r['impl']} | {r['threads']} | {r['median']:.3f} | {60000 / r['median']:.0f} | "
-                     f"{r['median'] / ours['median']:.2f}x | {r['eval']:.3f} | {r['eval'] / ours['eval']:.2f}x | {r['rss']:.0f} | {losses} |")
+                     f"{', '.join(f'{x:.2f}' for x in rr)} | {statistics.median(rr):.2f}x ({min(rr):.2f}-{max(rr):.2f}) | "
+                     f"{r['eval']:.3f} | {statistics.median(r['eval_ratios']):.2f}x | {r['rss']:.0f} | {losses} |")
     lines += ["", "Train loss after each epoch (mean -ELBO over the epoch's batches):", ""]
     for r in results:
         lines.append(f"- {r['impl']}, {r['threads']} thread(s): " + " ".join(f"{e['train_loss']:.2f}" for e in r["epochs"]))

@@ -71,6 +71,11 @@ pub(crate) struct DataArgs {
     #[arg(long)]
     #[serde(default)]
     pub(crate) cells: Option<usize>,
+    /// Largest per-gene zero-inflation probability of the `cells` counts (each gene's is drawn
+    /// uniformly below it) [default: 0, none].
+    #[arg(long, value_name = "P")]
+    #[serde(default)]
+    pub(crate) zero_inflation: Option<f64>,
     /// Keep only the N most variable genes of the training cells (dispersion of
     /// log1p-normalised counts), for --data cells or counts.
     #[arg(long, value_name = "N")]
@@ -210,6 +215,7 @@ impl DataArgs {
             data_path: self.data_path.clone().or_else(|| stored.data_path.clone()),
             test_path: self.test_path.clone().or_else(|| stored.test_path.clone()),
             cells: self.cells.or(stored.cells),
+            zero_inflation: self.zero_inflation.or(stored.zero_inflation),
             top_genes: self.top_genes.or(stored.top_genes),
             labels: self.labels.clone().or_else(|| stored.labels.clone()),
         }
@@ -249,6 +255,7 @@ impl DataArgs {
                 .filter(|_| matches!(kind, DataKind::File | DataKind::Counts)),
             test_path: self.test_path.clone().filter(|_| kind == DataKind::File),
             cells: self.cells.filter(|_| kind == DataKind::Cells),
+            zero_inflation: self.zero_inflation.filter(|_| kind == DataKind::Cells),
             top_genes: self.top_genes.filter(|_| kind.is_counts()),
             labels: self.labels.clone().filter(|_| kind == DataKind::Counts),
         }
@@ -293,8 +300,12 @@ impl DataArgs {
                 "applies only to --data file",
             ));
         }
-        if kind != DataKind::Cells && self.cells.is_some() {
-            return Err(Error::config("cells", data, "applies only to --data cells"));
+        if kind != DataKind::Cells && (self.cells.is_some() || self.zero_inflation.is_some()) {
+            return Err(Error::config(
+                "cells / zero-inflation",
+                data,
+                "apply only to --data cells",
+            ));
         }
         if !kind.is_counts() && self.top_genes.is_some() {
             return Err(Error::config(
@@ -353,7 +364,10 @@ fn load_counts(args: &DataArgs) -> Result<(Dataset, Dataset)> {
     let (train, test) = match args.data.unwrap_or(DataKind::Shapes) {
         DataKind::Cells => {
             let (n, test_n) = cells_sizes(args)?;
-            let config = cells::CellsConfig::default();
+            let config = cells::CellsConfig {
+                zero_inflation: args.zero_inflation.unwrap_or(0.0),
+                ..cells::CellsConfig::default()
+            };
             let seed = args.data_seed.unwrap_or(0);
             (
                 cells::generate(&config, seed, 0, n)?,
