@@ -16,6 +16,28 @@
 /// first omitted term is below 1e-15.
 const SHIFT: f64 = 10.0;
 
+/// Counts up to this take the finite-product forms of the differences below SHIFT.
+pub const SMALL_COUNT: f64 = 32.0;
+
+/// ln x! for x = 0, 1, ..., 255, summed once.
+static LN_FACTORIAL: std::sync::LazyLock<[f64; 256]> = std::sync::LazyLock::new(|| {
+    let mut t = [0.0; 256];
+    for i in 1..256 {
+        t[i] = t[i - 1] + (i as f64).ln();
+    }
+    t
+});
+
+/// ln x! for a count x >= 0: a table below 256, lgamma(x + 1) above.
+#[inline]
+pub fn ln_factorial(x: f64) -> f64 {
+    if x < 256.0 && x >= 0.0 && x.fract() == 0.0 {
+        LN_FACTORIAL[x as usize]
+    } else {
+        lgamma(x + 1.0)
+    }
+}
+
 /// ln sqrt(2 pi).
 const LN_SQRT_2PI: f64 = 0.918_938_533_204_672_8;
 
@@ -102,11 +124,28 @@ fn one_plus_u_log1p_minus_u(u: f64) -> f64 {
 /// - theta >= SHIFT: Stirling's series for both lgammas, subtracted term by term,
 ///   theta [(1 + u) ln(1 + u) - u] - ln(1 + u)/2 + c(theta + x) - c(theta), u = x/theta.
 ///   Nothing large cancels.
-/// - theta < SHIFT: lgamma(theta + x) - lgamma(theta) - x ln theta directly; each term is at
-///   most about x ln x there, and the sum is of the same size.
+/// - theta < SHIFT and a count x of at most [`SMALL_COUNT`]: the product itself,
+///   ln prod_{i<x} (1 + i/theta), one logarithm (most counts are small);
+/// - theta < SHIFT otherwise: lgamma(theta + x) - lgamma(theta) - x ln theta directly; each
+///   term is at most about x ln x there, and the sum is of the same size.
 pub fn log_rising_over_power(theta: f64, x: f64) -> f64 {
     if x == 0.0 {
         return 0.0;
+    }
+    if theta < SHIFT && x <= SMALL_COUNT && x.fract() == 0.0 {
+        // A factor is at most 1 + 31/theta; with theta down to the model's clamp (1.4e-11),
+        // 31 of them could leave f64's range, so the product is logged and restarted past
+        // 1e250.
+        let inv = 1.0 / theta;
+        let (mut p, mut total) = (1.0f64, 0.0f64);
+        for i in 1..x as usize {
+            p *= 1.0 + i as f64 * inv;
+            if p > 1e250 {
+                total += p.ln();
+                p = 1.0;
+            }
+        }
+        return total + p.ln();
     }
     if theta >= SHIFT {
         let u = x / theta;
@@ -126,6 +165,11 @@ pub fn log_rising_over_power(theta: f64, x: f64) -> f64 {
 pub fn digamma_difference_remainder(theta: f64, x: f64) -> f64 {
     if x == 0.0 {
         return 0.0;
+    }
+    if theta < SHIFT && x <= SMALL_COUNT && x.fract() == 0.0 {
+        // psi(theta + x) - psi(theta) = sum_{i<x} 1/(theta + i), exactly, for a count x.
+        let sum: f64 = (0..x as usize).map(|i| 1.0 / (theta + i as f64)).sum();
+        return sum - (x / theta).ln_1p();
     }
     if theta >= SHIFT {
         digamma_tail(theta + x) - digamma_tail(theta)

@@ -26,7 +26,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::kernels::scalar::Float;
 use crate::kernels::special::{
-    digamma_difference_remainder, lgamma, ln_1p_fast, log_rising_over_power,
+    digamma_difference_remainder, ln_1p_fast, ln_factorial, log_rising_over_power,
 };
 
 /// ln theta is clamped to [-LOG_THETA_LIMIT, LOG_THETA_LIMIT] (theta from 1.4e-11 to 7.2e10),
@@ -145,12 +145,6 @@ pub struct CountTerms {
     pub d_ln_theta: f64,
     /// d log p / d h (0 without zero inflation).
     pub d_h: f64,
-}
-
-/// ln x! for a count x.
-#[inline]
-fn ln_factorial(x: f64) -> f64 {
-    if x < 2.0 { 0.0 } else { lgamma(x + 1.0) }
 }
 
 /// Poisson: log p = x ln mu - mu - ln x!.
