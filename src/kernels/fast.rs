@@ -402,6 +402,8 @@ fn count_zero_element(
     let rho = exp_nonpositive(a - lse);
     let mu = library * rho;
     let (lp, dmu, dth) = if nb {
+        // max then min, not clamp: a NaN ln theta becomes -25 rather than a NaN.
+        #[allow(clippy::manual_clamp)]
         let lt = ln_theta.max(-25.0).min(25.0);
         let theta = exp_nonpositive(lt - 25.0) * E25;
         let r = mu / theta;

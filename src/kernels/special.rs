@@ -31,7 +31,7 @@ static LN_FACTORIAL: std::sync::LazyLock<[f64; 256]> = std::sync::LazyLock::new(
 /// ln x! for a count x >= 0: a table below 256, lgamma(x + 1) above.
 #[inline]
 pub fn ln_factorial(x: f64) -> f64 {
-    if x < 256.0 && x >= 0.0 && x.fract() == 0.0 {
+    if (0.0..256.0).contains(&x) && x.fract() == 0.0 {
         LN_FACTORIAL[x as usize]
     } else {
         lgamma(x + 1.0)

@@ -401,8 +401,8 @@ pub fn log_prob<T: Float>(model: CountModel, own: &[T], x: &[T], a: &[T], cache:
     match zero_sum {
         Some(sum) => {
             total += sum;
-            for g in 0..d {
-                if x[g] != T::zero() {
+            for (g, &xg) in x.iter().enumerate() {
+                if xg != T::zero() {
                     total += exact(g, cache, true);
                 }
             }
