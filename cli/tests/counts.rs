@@ -95,6 +95,24 @@ fn cells_trains_with_count_defaults_and_evaluates_with_knn() {
         "--out",
         dir.path().join("z.csv").to_str().unwrap(),
     ]));
+    // Pictures of count data: the scatter only; reconstructions and samples say why not.
+    let model = out.join("model.safetensors");
+    let pics = dir.path().join("pics");
+    ok(&elbo(&[
+        "pictures",
+        model.to_str().unwrap(),
+        "--out",
+        pics.to_str().unwrap(),
+    ]));
+    assert!(pics.join("latents.png").is_file());
+    fails_with(
+        &elbo(&["reconstruct", model.to_str().unwrap()]),
+        "not square images",
+    );
+    fails_with(
+        &elbo(&["sample", model.to_str().unwrap()]),
+        "not square images",
+    );
     let z = std::fs::read_to_string(dir.path().join("z.csv")).unwrap();
     assert_eq!(
         z.lines().count(),

@@ -19,10 +19,18 @@ pub(crate) fn reconstruct(args: ModelFileArgs) -> Result<()> {
             threads,
         )
     })?;
+    // Rows that are not images get only the scatter of their latent means: no reconstruction
+    // picture to copy.
     let src = files
         .iter()
         .find(|f| f.ends_with("reconstructions.png"))
-        .expect("always written");
+        .ok_or_else(|| {
+            Error::Unsupported(format!(
+                "the model's data are {} values wide, not square images, so there is no \
+                 picture of reconstructions; `elbo encode` exports the latent means",
+                test.dim()
+            ))
+        })?;
     let out = beside_model(&args, "reconstructions.png");
     std::fs::copy(src, &out).map_err(|e| Error::io("writing", &out, e))?;
     println!("wrote {}", out.display());
