@@ -36,6 +36,21 @@ fn small_vae() -> Vae {
     .unwrap()
 }
 
+/// The same shape with a count likelihood (per-cell dispersion and zero inflation: three
+/// decoder outputs per gene), batch normalisation, dropout and the log1p input.
+fn count_vae() -> Vae {
+    Vae::new(
+        small_vae()
+            .config()
+            .clone()
+            .likelihood("zinb-cell".parse().unwrap())
+            .batch_norm(true)
+            .dropout(0.1)
+            .log1p_input(true),
+    )
+    .unwrap()
+}
+
 proptest! {
     #![proptest_config(ProptestConfig {
         cases: 96,
@@ -73,8 +88,9 @@ proptest! {
     fn the_objective_refuses_wrong_sizes(
         params_off in prop_oneof![Just(0i64), -3i64..3], rows in 0usize..7, ws_rows in 0usize..5,
         samples in 0usize..3, grads_off in prop_oneof![Just(0i64), -2i64..2], x_len in 0usize..30,
+        counts in any::<bool>(),
     ) {
-        let vae = small_vae();
+        let vae = if counts { count_vae() } else { small_vae() };
         let n = (vae.num_params() as i64 + params_off).max(0) as usize;
         let params = vec![0.01f64; n];
         let mut grads = vec![0.0f64; (vae.num_params() as i64 + grads_off).max(0) as usize];
