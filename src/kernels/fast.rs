@@ -54,6 +54,19 @@ pub fn ln_1p_unit(y: f32) -> f32 {
 /// Partial sums kept per row: enough for a 512-bit vector of f32.
 const LANES: usize = 16;
 
+/// The partial sums added pairwise in a fixed order, whatever the vector width.
+#[inline(always)]
+fn sum_lanes(mut acc: [f32; LANES]) -> f32 {
+    let mut w = LANES;
+    while w > 1 {
+        w /= 2;
+        for l in 0..w {
+            acc[l] += acc[l + w];
+        }
+    }
+    acc[0]
+}
+
 /// One row of the Bernoulli likelihood: returns sum_j (x_j a_j - softplus(a_j)) and writes
 /// sigmoid(a_j) into `sig` (what the backward pass needs). Both come from one e^-|a|.
 #[inline(always)]
@@ -93,15 +106,7 @@ fn bernoulli_row_body(x: &[f32], a: &[f32], sig: &mut [f32]) -> f32 {
         *si = s;
         acc[l] += v;
     }
-    // Pairwise, in a fixed order.
-    let mut w = LANES;
-    while w > 1 {
-        w /= 2;
-        for l in 0..w {
-            acc[l] += acc[l + w];
-        }
-    }
-    acc[0]
+    sum_lanes(acc)
 }
 
 #[cfg(target_arch = "x86_64")]
@@ -522,14 +527,7 @@ fn count_zero_row_typed<const NB: bool, const ZI: bool>(
         );
         g = e;
     }
-    let mut w = LANES;
-    while w > 1 {
-        w /= 2;
-        for l in 0..w {
-            acc[l] += acc[l + w];
-        }
-    }
-    acc[0]
+    sum_lanes(acc)
 }
 
 #[inline(always)]
@@ -612,14 +610,7 @@ fn logsumexp_body(a: &[f32]) -> f32 {
     for (l, &v) in chunks.remainder().iter().enumerate() {
         acc[l] += exp_nonpositive(v - max);
     }
-    let mut w = LANES;
-    while w > 1 {
-        w /= 2;
-        for l in 0..w {
-            acc[l] += acc[l + w];
-        }
-    }
-    max + acc[0].ln()
+    max + sum_lanes(acc).ln()
 }
 
 #[cfg(target_arch = "x86_64")]

@@ -187,6 +187,22 @@ impl Mlp {
                 "too many for the layers' buffers to fit in memory",
             ));
         }
+        // A buffer of `max_rows x width` for each layer that needs one, empty for the others.
+        let per_layer = |needs: &dyn Fn(&Layer) -> bool| -> Vec<Vec<T>> {
+            self.layers
+                .iter()
+                .map(|l| {
+                    vec![
+                        T::zero();
+                        if needs(l) {
+                            max_rows * l.dense.n_out
+                        } else {
+                            0
+                        }
+                    ]
+                })
+                .collect()
+        };
         Ok(MlpBuffers {
             outputs: self
                 .layers
@@ -199,49 +215,10 @@ impl Mlp {
             allow_sparse_input: true,
             max_rows,
             training: false,
-            normed: self
-                .layers
-                .iter()
-                .map(|l| {
-                    vec![
-                        T::zero();
-                        if l.norm.is_some() {
-                            max_rows * l.dense.n_out
-                        } else {
-                            0
-                        }
-                    ]
-                })
-                .collect(),
+            normed: per_layer(&|l: &Layer| l.norm.is_some()),
             stats: vec![BatchStats::default(); self.layers.len()],
-            activated: self
-                .layers
-                .iter()
-                .map(|l| {
-                    vec![
-                        T::zero();
-                        if l.dropout.is_some() {
-                            max_rows * l.dense.n_out
-                        } else {
-                            0
-                        }
-                    ]
-                })
-                .collect(),
-            masks: self
-                .layers
-                .iter()
-                .map(|l| {
-                    vec![
-                        T::zero();
-                        if l.dropout.is_some() {
-                            max_rows * l.dense.n_out
-                        } else {
-                            0
-                        }
-                    ]
-                })
-                .collect(),
+            activated: per_layer(&|l: &Layer| l.dropout.is_some()),
+            masks: per_layer(&|l: &Layer| l.dropout.is_some()),
         })
     }
 

@@ -9,21 +9,32 @@ use std::path::PathBuf;
 /// `cargo test` works in a clone without the shared data. CI sets `ELBO_REQUIRE_MNIST=1`, and
 /// then a missing copy fails the test: CI never skips silently.
 pub fn mnist_dir() -> Option<PathBuf> {
-    let dir = std::env::var_os("ELBO_MNIST_DIR")
-        .filter(|v| !v.is_empty())
-        .map_or_else(
-            || {
-                PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-                    .join(REPO_ROOT)
-                    .join("../shared/data/mnist")
-            },
-            PathBuf::from,
-        );
-    if dir.join("train-images-idx3-ubyte.gz").is_file() {
+    shared_dir(
+        "ELBO_MNIST_DIR",
+        "mnist",
+        "train-images-idx3-ubyte.gz",
+        "MNIST",
+    )
+}
+
+/// A folder of the shared data: `$env` if set, else `../shared/data/{name}` beside the
+/// repository, when it holds `marker`; else `None` after saying why on stderr, or a failure
+/// under `ELBO_REQUIRE_MNIST=1` (which CI sets: the shared data come together).
+fn shared_dir(env: &str, name: &str, marker: &str, what: &str) -> Option<PathBuf> {
+    let dir = std::env::var_os(env).filter(|v| !v.is_empty()).map_or_else(
+        || {
+            PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+                .join(REPO_ROOT)
+                .join("../shared/data")
+                .join(name)
+        },
+        PathBuf::from,
+    );
+    if dir.join(marker).is_file() {
         return Some(dir);
     }
     let why = format!(
-        "MNIST not found at {} (set ELBO_MNIST_DIR to its folder)",
+        "{what} not found at {} (set {env} to its folder)",
         dir.display()
     );
     if std::env::var_os("ELBO_REQUIRE_MNIST").is_some_and(|v| v != "0") {
@@ -40,31 +51,12 @@ pub fn mnist_dir() -> Option<PathBuf> {
 const REPO_ROOT: &str = ".";
 
 /// Where the real 10x count matrix is: `$ELBO_PBMC_DIR`, else
-/// `../shared/data/pbmc-celltypist` beside the repository. Skips (returns `None`) like
-/// [`mnist_dir`] when it is absent, and fails instead under `ELBO_REQUIRE_MNIST=1`, which CI
-/// sets (the shared data come together).
+/// `../shared/data/pbmc-celltypist` beside the repository; skips or fails like [`mnist_dir`].
 pub fn pbmc_dir() -> Option<PathBuf> {
-    let dir = std::env::var_os("ELBO_PBMC_DIR")
-        .filter(|v| !v.is_empty())
-        .map_or_else(
-            || {
-                PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-                    .join(REPO_ROOT)
-                    .join("../shared/data/pbmc-celltypist")
-            },
-            PathBuf::from,
-        );
-    if dir.join("matrix.mtx.gz").is_file() {
-        return Some(dir);
-    }
-    let why = format!(
-        "the pbmc count matrix not found at {} (set ELBO_PBMC_DIR to its folder)",
-        dir.display()
-    );
-    if std::env::var_os("ELBO_REQUIRE_MNIST").is_some_and(|v| v != "0") {
-        panic!("{why}, and ELBO_REQUIRE_MNIST is set");
-    }
-    use std::io::Write;
-    let _ = writeln!(std::io::stderr(), "skipping: {why}");
-    None
+    shared_dir(
+        "ELBO_PBMC_DIR",
+        "pbmc-celltypist",
+        "matrix.mtx.gz",
+        "the pbmc count matrix",
+    )
 }
