@@ -147,19 +147,22 @@ pub struct CountTerms {
     pub d_h: f64,
 }
 
+/// mu = 0: all the mass is at 0, for the Poisson and the NB alike.
+fn zero_mean(x: f64) -> CountTerms {
+    CountTerms {
+        log_p: if x == 0.0 { 0.0 } else { f64::NEG_INFINITY },
+        d_ln_mu: 0.0,
+        d_ln_theta: 0.0,
+        d_h: 0.0,
+    }
+}
+
 /// Poisson: log p = x ln mu - mu - ln x!.
 ///
 /// Backward: d log p / d ln mu = x - mu.
 pub fn poisson(x: f64, ln_mu: f64) -> CountTerms {
     if ln_mu == f64::NEG_INFINITY {
-        // mu = 0: all the mass is at 0.
-        let log_p = if x == 0.0 { 0.0 } else { f64::NEG_INFINITY };
-        return CountTerms {
-            log_p,
-            d_ln_mu: 0.0,
-            d_ln_theta: 0.0,
-            d_h: 0.0,
-        };
+        return zero_mean(x);
     }
     let mu = ln_mu.exp();
     let xlnmu = if x == 0.0 { 0.0 } else { x * ln_mu };
@@ -196,13 +199,7 @@ pub fn negative_binomial(x: f64, ln_mu: f64, ln_theta: f64) -> CountTerms {
 #[inline]
 fn negative_binomial_with(x: f64, ln_mu: f64, mu: f64, ln_theta: f64, theta: f64) -> CountTerms {
     if ln_mu == f64::NEG_INFINITY {
-        let log_p = if x == 0.0 { 0.0 } else { f64::NEG_INFINITY };
-        return CountTerms {
-            log_p,
-            d_ln_mu: 0.0,
-            d_ln_theta: 0.0,
-            d_h: 0.0,
-        };
+        return zero_mean(x);
     }
     // mu/theta from the logs (mu and theta alone may under- or overflow where it does not).
     let mu_over_theta = if mu > 0.0 && theta.is_finite() && theta > 0.0 {
