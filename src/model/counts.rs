@@ -128,8 +128,10 @@ impl SoftmaxLibrary {
     /// d ln mu_g / d a_k = [g = k] - rho_k (l is data, not a function of a).
     pub fn backward<T: Float>(rho: &[T], d_ln_mu: &[T], scale: f64, da: &mut [T]) {
         let total: f64 = d_ln_mu.iter().map(|v| v.as_f64()).sum();
+        // In T, so that the f32 loop vectorises.
+        let (scale, total) = (T::of(scale), T::of(total));
         for ((d, &r), &gk) in da.iter_mut().zip(rho).zip(d_ln_mu) {
-            *d = T::of(scale * (gk.as_f64() - r.as_f64() * total));
+            *d = scale * (gk - r * total);
         }
     }
 }
@@ -417,11 +419,16 @@ pub fn log_prob<T: Float>(model: CountModel, own: &[T], x: &[T], a: &[T], cache:
 pub fn grad_output<T: Float>(model: CountModel, x: &[T], cache: &[T], scale: T, da: &mut [T]) {
     let d = x.len();
     let at = CacheLayout::of(model, d);
-    let s = -scale.as_f64();
-    SoftmaxLibrary::backward(&cache[at.rho..at.rho + d], &cache[..d], s, &mut da[..d]);
+    SoftmaxLibrary::backward(
+        &cache[at.rho..at.rho + d],
+        &cache[..d],
+        -scale.as_f64(),
+        &mut da[..d],
+    );
+    let s = -scale;
     if model.zero_inflated() {
         for (o, &c) in da[d..2 * d].iter_mut().zip(&cache[at.h..at.h + d]) {
-            *o = T::of(s * c.as_f64());
+            *o = s * c;
         }
     }
     if model.dispersion() == Some(Dispersion::GeneCell) {
@@ -430,7 +437,7 @@ pub fn grad_output<T: Float>(model: CountModel, x: &[T], cache: &[T], scale: T, 
             .iter_mut()
             .zip(&cache[at.theta..at.theta + d])
         {
-            *o = T::of(s * c.as_f64());
+            *o = s * c;
         }
     }
 }
