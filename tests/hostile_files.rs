@@ -87,6 +87,14 @@ fn readers() -> Vec<Reader> {
             "counts.csv",
             Box::new(|p: &Path| drop(elbo::files::read_counts(p))),
         ),
+        (
+            "x.elbo",
+            Box::new(|p: &Path| {
+                if let Ok(s) = elbo::data::store::MappedStore::open(p) {
+                    drop(s.to_dataset());
+                }
+            }),
+        ),
     ]
 }
 
@@ -149,13 +157,14 @@ proptest! {
     /// parsers get past their first check.
     #[test]
     fn arbitrary_bytes(body in prop::collection::vec(any::<u8>(), 0..2048), with_magic in any::<bool>()) {
-        let magics: [&[u8]; 6] = [
+        let magics: [&[u8]; 7] = [
             b"\x00\x00\x08\x03",
             b"\x93NUMPY\x01\x00",
             b"",
             b"",
             b"%%MatrixMarket matrix coordinate integer general\n",
             b"",
+            b"ELBOMAT\x00\x01\x00\x00\x00",
         ];
         for ((name, read), magic) in readers().into_iter().zip(magics) {
             let bytes = if with_magic { [magic, &body].concat() } else { body.clone() };

@@ -87,6 +87,14 @@ enum Command {
     /// --top-genes) to .npy, with labels and gene names, to train the same data elsewhere.
     #[command(after_help = "Example:\n  elbo export --data cells --out cells-data/")]
     Export(commands::export::ExportArgs),
+    /// Write data to elbo's own matrix file (a header, offsets, indices and values, read
+    /// memory-mapped): counts and `cells` sparse, other data dense. `cells` is written straight
+    /// from the generator in bounded memory, however many cells; other inputs are written as
+    /// their training set (OUT) and test set (OUT with extension .test.elbo).
+    #[command(
+        after_help = "Examples:\n  elbo convert --data cells --cells 20000000 --out cells-20m.elbo\n  elbo convert --data counts --data-path ../shared/data/pbmc-celltypist --out pbmc.elbo"
+    )]
+    Convert(commands::convert::ConvertArgs),
 }
 
 fn main() -> ExitCode {
@@ -104,6 +112,7 @@ fn main() -> ExitCode {
         Command::Encode(args) => encode(args),
         Command::Pictures(args) => commands::pictures::pictures(args),
         Command::Export(args) => commands::export::export(args),
+        Command::Convert(args) => commands::convert::convert(args),
     };
     finish(result.map_err(args::Failure::from))
 }

@@ -224,3 +224,35 @@ pub fn generate(config: &CellsConfig, seed: u64, first: u64, n: usize) -> Result
     data.label_names = Some((0..config.types).map(|k| format!("type{k}")).collect());
     Ok(data)
 }
+
+/// Writes cells `first..first + n` for `seed` straight to an elbo matrix file
+/// ([`crate::data::store`]), sparse, with their types as labels, in bounded memory: one chunk
+/// of cells at a time, whatever `n` is. The rows are those [`generate`] makes.
+pub fn write_store(
+    config: &CellsConfig,
+    seed: u64,
+    first: u64,
+    n: u64,
+    path: impl AsRef<std::path::Path>,
+) -> Result<crate::data::store::StoreHeader> {
+    use crate::data::store::{StoreKind, StoreWriter};
+    if n == 0 {
+        return Err(Error::config("cells", 0, "must be at least 1"));
+    }
+    let truth = truth(config, seed)?;
+    let mut w = StoreWriter::create(path, StoreKind::Sparse, config.genes)?;
+    const CHUNK: u64 = 8192;
+    let mut start = 0u64;
+    while start < n {
+        let end = (start + CHUNK).min(n);
+        let cells: Vec<_> = (start..end)
+            .into_par_iter()
+            .map(|i| draw_cell(config, &truth, seed, first + i))
+            .collect();
+        for (k, _, idx, val) in &cells {
+            w.push_sparse(idx, val, Some(*k))?;
+        }
+        start = end;
+    }
+    w.finish()
+}

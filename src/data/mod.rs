@@ -7,6 +7,7 @@ pub mod genes;
 pub mod idx;
 pub mod mnist;
 pub mod shapes;
+pub mod store;
 pub mod tenx;
 
 pub use csr::CsrMatrix;

@@ -1,5 +1,6 @@
 //! One file per subcommand.
 
+pub(crate) mod convert;
 pub(crate) mod encode;
 pub(crate) mod eval;
 pub(crate) mod export;

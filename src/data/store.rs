@@ -1,0 +1,493 @@
+//! elbo's own on-disk matrix format, for data larger than memory: a small header, then the row
+//! offsets, the column indices and the values (sparse), or the values alone (dense), then an
+//! optional label per row. It is read memory-mapped, so only the rows touched are paged in, and
+//! written streaming, so it can be made in bounded memory.
+//!
+//! Layout, all little-endian, every array at an offset aligned for its type:
+//!
+//! ```text
+//! 0   magic  b"ELBOMAT\0"                      8 bytes
+//! 8   version u32 = 1, kind u32 (0 sparse, 1 dense)
+//! 16  rows u64, cols u64, nnz u64 (dense: rows x cols), labels u64 (0 or 1)
+//! 48  reserved, zero                           16 bytes
+//! 64  sparse: indptr (rows + 1) x u64, indices nnz x u32, values nnz x f32
+//!     dense:  values rows x cols x f32
+//!     then, with labels: rows x u8
+//! ```
+//!
+//! Opening checks the header against the file's size (checked arithmetic, exact length) before
+//! anything is mapped, and the row offsets before any row is read; each row's column indices are
+//! checked when the row is read. A truncated or hostile file gives an error, never a crash.
+
+use std::io::{BufWriter, Read, Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+
+use crate::data::csr::CsrMatrix;
+use crate::data::dataset::{Dataset, Row};
+use crate::error::{Error, Result};
+
+/// The file's first eight bytes.
+pub const MAGIC: &[u8; 8] = b"ELBOMAT\0";
+const HEADER: u64 = 64;
+
+/// Sparse (compressed rows) or dense.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum StoreKind {
+    /// Compressed sparse rows: counts, mostly zeros.
+    Sparse,
+    /// Row-major f32.
+    Dense,
+}
+
+/// A parsed, size-checked header.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct StoreHeader {
+    /// Sparse or dense.
+    pub kind: StoreKind,
+    /// Rows (examples).
+    pub rows: u64,
+    /// Columns (genes, pixels).
+    pub cols: u64,
+    /// Stored values: the nonzeros (sparse) or rows x cols (dense).
+    pub nnz: u64,
+    /// Whether a label per row follows the values.
+    pub labels: bool,
+}
+
+impl StoreHeader {
+    /// Byte offsets of (indptr, indices, values, labels, end).
+    fn offsets(&self) -> Option<[u64; 5]> {
+        let indptr = HEADER;
+        let (indices, values) = match self.kind {
+            StoreKind::Sparse => {
+                let i = indptr.checked_add(self.rows.checked_add(1)?.checked_mul(8)?)?;
+                (i, i.checked_add(self.nnz.checked_mul(4)?)?)
+            }
+            StoreKind::Dense => (indptr, indptr),
+        };
+        let labels = values.checked_add(self.nnz.checked_mul(4)?)?;
+        let end = labels.checked_add(if self.labels { self.rows } else { 0 })?;
+        Some([indptr, indices, values, labels, end])
+    }
+
+    fn parse(bytes: &[u8; 64], path: &Path, file_len: u64) -> Result<Self> {
+        let bad = |why: String| Error::malformed(path, why);
+        if &bytes[..8] != MAGIC {
+            return Err(bad("not an elbo matrix file (no ELBOMAT magic)".into()));
+        }
+        let u32_at = |o: usize| u32::from_le_bytes(bytes[o..o + 4].try_into().expect("4 bytes"));
+        let u64_at = |o: usize| u64::from_le_bytes(bytes[o..o + 8].try_into().expect("8 bytes"));
+        if u32_at(8) != 1 {
+            return Err(bad(format!(
+                "version {} (this elbo reads version 1)",
+                u32_at(8)
+            )));
+        }
+        let kind = match u32_at(12) {
+            0 => StoreKind::Sparse,
+            1 => StoreKind::Dense,
+            k => return Err(bad(format!("unknown kind {k}"))),
+        };
+        let (rows, cols, nnz, labels) = (u64_at(16), u64_at(24), u64_at(32), u64_at(40));
+        if rows == 0 || cols == 0 || cols > u32::MAX as u64 || labels > 1 {
+            return Err(bad(format!(
+                "header: {rows} rows x {cols} columns, labels flag {labels}"
+            )));
+        }
+        let dense_len = rows.checked_mul(cols);
+        let nnz_ok = match kind {
+            StoreKind::Dense => dense_len == Some(nnz),
+            StoreKind::Sparse => dense_len.is_none_or(|d| nnz <= d),
+        };
+        if !nnz_ok {
+            return Err(bad(format!("header: {nnz} values in {rows} x {cols}")));
+        }
+        let header = StoreHeader {
+            kind,
+            rows,
+            cols,
+            nnz,
+            labels: labels == 1,
+        };
+        let end = header
+            .offsets()
+            .ok_or_else(|| bad("header: sizes overflow".into()))?[4];
+        if end != file_len {
+            return Err(bad(format!(
+                "the header describes {end} bytes, the file holds {file_len} (truncated or not \
+                 an elbo matrix)"
+            )));
+        }
+        Ok(header)
+    }
+
+    fn to_bytes(self) -> [u8; 64] {
+        let mut b = [0u8; 64];
+        b[..8].copy_from_slice(MAGIC);
+        b[8..12].copy_from_slice(&1u32.to_le_bytes());
+        let kind: u32 = match self.kind {
+            StoreKind::Sparse => 0,
+            StoreKind::Dense => 1,
+        };
+        b[12..16].copy_from_slice(&kind.to_le_bytes());
+        for (o, v) in [
+            (16, self.rows),
+            (24, self.cols),
+            (32, self.nnz),
+            (40, self.labels as u64),
+        ] {
+            b[o..o + 8].copy_from_slice(&v.to_le_bytes());
+        }
+        b
+    }
+}
+
+/// A matrix file, memory-mapped: rows are read in place, paged in as they are touched.
+#[derive(Debug)]
+pub struct MappedStore {
+    header: StoreHeader,
+    offsets: [u64; 5],
+    map: memmap2::Mmap,
+    path: PathBuf,
+}
+
+impl MappedStore {
+    /// Opens and checks `path`: the header against the file's size, then (sparse) the row
+    /// offsets: they start at 0, never decrease and end at the number of values.
+    pub fn open(path: impl AsRef<Path>) -> Result<Self> {
+        if cfg!(target_endian = "big") {
+            return Err(Error::Unsupported(
+                "elbo matrix files are little-endian; this machine is not".into(),
+            ));
+        }
+        let path = path.as_ref();
+        let mut file = std::fs::File::open(path).map_err(|e| Error::io("opening", path, e))?;
+        let len = file
+            .metadata()
+            .map_err(|e| Error::io("reading", path, e))?
+            .len();
+        let mut head = [0u8; 64];
+        if len < HEADER {
+            return Err(Error::malformed(path, "shorter than an elbo matrix header"));
+        }
+        file.read_exact(&mut head)
+            .map_err(|e| Error::io("reading", path, e))?;
+        let header = StoreHeader::parse(&head, path, len)?;
+        let offsets = header.offsets().expect("checked by parse");
+        // SAFETY: the map is read-only and its bytes are only ever viewed as plain integers and
+        // floats (every bit pattern is valid); a file truncated or changed by another process
+        // while mapped can give wrong values or SIGBUS, which memmap2 documents and no reader
+        // of a mapped file can rule out. Our own writer replaces files by rename, never in place.
+        let map =
+            unsafe { memmap2::Mmap::map(&file) }.map_err(|e| Error::io("mapping", path, e))?;
+        let store = MappedStore {
+            header,
+            offsets,
+            map,
+            path: path.to_path_buf(),
+        };
+        if header.kind == StoreKind::Sparse {
+            let indptr = store.indptr();
+            let bad_at = indptr
+                .windows(2)
+                .position(|w| w[1] < w[0])
+                .or((indptr.first() != Some(&0)).then_some(0))
+                .or((indptr.last() != Some(&header.nnz)).then_some(indptr.len() - 1));
+            if let Some(r) = bad_at {
+                return Err(Error::malformed(
+                    path,
+                    format!(
+                        "row offsets are not increasing from 0 to {} (at row {r})",
+                        header.nnz
+                    ),
+                ));
+            }
+        }
+        Ok(store)
+    }
+
+    /// The header.
+    pub fn header(&self) -> StoreHeader {
+        self.header
+    }
+
+    fn bytes(&self, from: u64, to: u64) -> &[u8] {
+        &self.map[from as usize..to as usize]
+    }
+
+    fn indptr(&self) -> &[u64] {
+        bytemuck::cast_slice(self.bytes(self.offsets[0], self.offsets[1]))
+    }
+
+    fn indices(&self) -> &[u32] {
+        bytemuck::cast_slice(self.bytes(self.offsets[1], self.offsets[2]))
+    }
+
+    fn values(&self) -> &[f32] {
+        bytemuck::cast_slice(self.bytes(self.offsets[2], self.offsets[3]))
+    }
+
+    /// The labels, one per row, if the file has them.
+    pub fn labels(&self) -> Option<&[u8]> {
+        self.header
+            .labels
+            .then(|| self.bytes(self.offsets[3], self.offsets[4]))
+    }
+
+    /// Row `r`, in place: its nonzeros (sparse) or its values (dense). A sparse row whose
+    /// column indices do not increase strictly inside the matrix is an error naming the row.
+    pub fn row(&self, r: usize) -> Result<Row<'_>> {
+        if r as u64 >= self.header.rows {
+            return Err(Error::shape(
+                "row",
+                format!("below {}", self.header.rows),
+                r,
+            ));
+        }
+        match self.header.kind {
+            StoreKind::Dense => {
+                let c = self.header.cols as usize;
+                Ok(Row::Floats(&self.values()[r * c..(r + 1) * c]))
+            }
+            StoreKind::Sparse => {
+                let ip = self.indptr();
+                let (s, e) = (ip[r] as usize, ip[r + 1] as usize);
+                let (indices, values) = (&self.indices()[s..e], &self.values()[s..e]);
+                let ok = indices.iter().all(|&j| (j as u64) < self.header.cols)
+                    && indices.windows(2).all(|w| w[0] < w[1])
+                    && values.iter().all(|v| v.is_finite());
+                if !ok {
+                    return Err(Error::malformed(
+                        &self.path,
+                        format!(
+                            "row {r}: column indices out of order or range, or a value not finite"
+                        ),
+                    ));
+                }
+                Ok(Row::Sparse { indices, values })
+            }
+        }
+    }
+
+    /// The whole matrix read into memory as a [`Dataset`] (sparse stays sparse), with its
+    /// labels.
+    pub fn to_dataset(&self) -> Result<Dataset> {
+        let (rows, cols) = (self.header.rows as usize, self.header.cols as usize);
+        let mut data = match self.header.kind {
+            StoreKind::Sparse => {
+                let mut m = CsrMatrix::with_cols(cols)?;
+                for r in 0..rows {
+                    if let Row::Sparse { indices, values } = self.row(r)? {
+                        m.push_row(indices, values)?;
+                    }
+                }
+                Dataset::from_csr(m)?
+            }
+            StoreKind::Dense => Dataset::from_f32(rows, cols, self.values().to_vec())?,
+        };
+        data.labels = self.labels().map(<[u8]>::to_vec);
+        Ok(data)
+    }
+}
+
+/// Writes a matrix file row by row in bounded memory: the row offsets, indices and values go to
+/// three temporary files beside the target, which `finish` joins under the header and moves
+/// into place atomically.
+pub struct StoreWriter {
+    path: PathBuf,
+    kind: StoreKind,
+    cols: usize,
+    rows: u64,
+    nnz: u64,
+    parts: [BufWriter<tempfile::NamedTempFile>; 4],
+    any_label: bool,
+}
+
+impl StoreWriter {
+    /// A writer of `cols` columns to `path`.
+    pub fn create(path: impl AsRef<Path>, kind: StoreKind, cols: usize) -> Result<Self> {
+        let path = path.as_ref().to_path_buf();
+        if cols == 0 || cols > u32::MAX as usize {
+            return Err(Error::shape("columns", "1 to 2^32 - 1", cols));
+        }
+        let dir = match path.parent() {
+            Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+            _ => PathBuf::from("."),
+        };
+        let part = || -> Result<BufWriter<tempfile::NamedTempFile>> {
+            Ok(BufWriter::new(
+                tempfile::NamedTempFile::new_in(&dir)
+                    .map_err(|e| Error::io("creating a file in", &dir, e))?,
+            ))
+        };
+        let mut parts = [part()?, part()?, part()?, part()?];
+        parts[0]
+            .write_all(&0u64.to_le_bytes())
+            .map_err(|e| Error::io("writing", &path, e))?;
+        Ok(StoreWriter {
+            path,
+            kind,
+            cols,
+            rows: 0,
+            nnz: 0,
+            parts,
+            any_label: false,
+        })
+    }
+
+    fn put(&mut self, part: usize, bytes: &[u8]) -> Result<()> {
+        self.parts[part]
+            .write_all(bytes)
+            .map_err(|e| Error::io("writing", &self.path, e))
+    }
+
+    /// Appends a row given densely (its zeros are dropped in a sparse file), with an optional
+    /// label. Every value must be finite.
+    pub fn push_dense(&mut self, row: &[f32], label: Option<u8>) -> Result<()> {
+        if row.len() != self.cols {
+            return Err(Error::shape("row width", self.cols, row.len()));
+        }
+        if let Some(j) = row.iter().position(|v| !v.is_finite()) {
+            return Err(Error::InvalidData(format!(
+                "row {}, column {j} is {}",
+                self.rows, row[j]
+            )));
+        }
+        match self.kind {
+            StoreKind::Dense => {
+                self.put(2, bytemuck::cast_slice(row))?;
+                self.nnz += row.len() as u64;
+            }
+            StoreKind::Sparse => {
+                for (j, &v) in row.iter().enumerate() {
+                    if v != 0.0 {
+                        self.put(1, &(j as u32).to_le_bytes())?;
+                        self.put(2, &v.to_le_bytes())?;
+                        self.nnz += 1;
+                    }
+                }
+                let nnz = self.nnz;
+                self.put(0, &nnz.to_le_bytes())?;
+            }
+        }
+        self.end_row(label)
+    }
+
+    /// Appends a row given by its nonzeros (columns strictly increasing, below `cols`).
+    pub fn push_sparse(
+        &mut self,
+        indices: &[u32],
+        values: &[f32],
+        label: Option<u8>,
+    ) -> Result<()> {
+        let ok = indices.len() == values.len()
+            && indices.iter().all(|&j| (j as usize) < self.cols)
+            && indices.windows(2).all(|w| w[0] < w[1])
+            && values.iter().all(|v| v.is_finite());
+        if !ok {
+            return Err(Error::InvalidData(format!(
+                "row {}: columns must increase inside the matrix, one finite value each",
+                self.rows
+            )));
+        }
+        if self.kind == StoreKind::Dense {
+            let mut row = vec![0f32; self.cols];
+            for (&j, &v) in indices.iter().zip(values) {
+                row[j as usize] = v;
+            }
+            return self.push_dense(&row, label);
+        }
+        self.put(1, bytemuck::cast_slice(indices))?;
+        self.put(2, bytemuck::cast_slice(values))?;
+        self.nnz += indices.len() as u64;
+        let nnz = self.nnz;
+        self.put(0, &nnz.to_le_bytes())?;
+        self.end_row(label)
+    }
+
+    fn end_row(&mut self, label: Option<u8>) -> Result<()> {
+        self.any_label |= label.is_some();
+        self.put(3, &[label.unwrap_or(0)])?;
+        self.rows += 1;
+        Ok(())
+    }
+
+    /// Rows written so far.
+    pub fn rows(&self) -> u64 {
+        self.rows
+    }
+
+    /// Writes the header and joins the parts into the target, atomically. Labels are kept if
+    /// any row had one.
+    pub fn finish(self) -> Result<StoreHeader> {
+        let StoreWriter {
+            path,
+            kind,
+            cols,
+            rows,
+            nnz,
+            parts,
+            any_label,
+        } = self;
+        if rows == 0 {
+            return Err(Error::shape("rows written", "at least one", 0));
+        }
+        let header = StoreHeader {
+            kind,
+            rows,
+            cols: cols as u64,
+            nnz,
+            labels: any_label,
+        };
+        let dir = match path.parent() {
+            Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+            _ => PathBuf::from("."),
+        };
+        let io = |e: std::io::Error| Error::io("writing", &path, e);
+        let mut out = BufWriter::new(
+            tempfile::NamedTempFile::new_in(&dir)
+                .map_err(|e| Error::io("creating a file in", &dir, e))?,
+        );
+        out.write_all(&header.to_bytes()).map_err(io)?;
+        let [indptr, indices, values, labels] = parts;
+        let mut sources = vec![];
+        if kind == StoreKind::Sparse {
+            sources.extend([indptr, indices]);
+        }
+        sources.push(values);
+        if any_label {
+            sources.push(labels);
+        }
+        for part in sources {
+            let mut f = part.into_inner().map_err(|e| io(e.into_error()))?;
+            f.as_file_mut().seek(SeekFrom::Start(0)).map_err(io)?;
+            std::io::copy(f.as_file_mut(), &mut out).map_err(io)?;
+        }
+        let out = out.into_inner().map_err(|e| io(e.into_error()))?;
+        out.as_file().sync_all().map_err(io)?;
+        out.persist(&path)
+            .map_err(|e| Error::io("replacing", &path, e.error))?;
+        Ok(header)
+    }
+}
+
+/// Writes `data` (with its labels) to `path` in the given kind.
+pub fn write_dataset(
+    path: impl AsRef<Path>,
+    data: &Dataset,
+    kind: StoreKind,
+) -> Result<StoreHeader> {
+    let mut w = StoreWriter::create(path, kind, data.dim())?;
+    let mut dense = vec![0f32; data.dim()];
+    for r in 0..data.len() {
+        let label = data.labels.as_ref().and_then(|l| l.get(r).copied());
+        match data.row(r) {
+            Some(Row::Sparse { indices, values }) => w.push_sparse(indices, values, label)?,
+            _ => {
+                data.gather(&[r], &mut dense)?;
+                w.push_dense(&dense, label)?;
+            }
+        }
+    }
+    w.finish()
+}
