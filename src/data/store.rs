@@ -315,10 +315,7 @@ impl StoreWriter {
             _ => PathBuf::from("."),
         };
         let part = || -> Result<BufWriter<tempfile::NamedTempFile>> {
-            Ok(BufWriter::new(
-                tempfile::NamedTempFile::new_in(&dir)
-                    .map_err(|e| Error::io("creating a file in", &dir, e))?,
-            ))
+            Ok(BufWriter::new(temp_in(&dir)?))
         };
         let mut parts = [part()?, part()?, part()?, part()?];
         parts[0]
@@ -444,10 +441,7 @@ impl StoreWriter {
             _ => PathBuf::from("."),
         };
         let io = |e: std::io::Error| Error::io("writing", &path, e);
-        let mut out = BufWriter::new(
-            tempfile::NamedTempFile::new_in(&dir)
-                .map_err(|e| Error::io("creating a file in", &dir, e))?,
-        );
+        let mut out = BufWriter::new(temp_in(&dir)?);
         out.write_all(&header.to_bytes()).map_err(io)?;
         let [indptr, indices, values, labels] = parts;
         let mut sources = vec![];
@@ -469,6 +463,17 @@ impl StoreWriter {
             .map_err(|e| Error::io("replacing", &path, e.error))?;
         Ok(header)
     }
+}
+
+/// A temporary file in `dir`, readable as an ordinary file once persisted (0644 less the
+/// umask), as `crate::io::write_atomic` makes them.
+fn temp_in(dir: &Path) -> Result<tempfile::NamedTempFile> {
+    let mut builder = tempfile::Builder::new();
+    #[cfg(unix)]
+    builder.permissions(std::os::unix::fs::PermissionsExt::from_mode(0o644));
+    builder
+        .tempfile_in(dir)
+        .map_err(|e| Error::io("creating a file in", dir, e))
 }
 
 /// Writes `data` (with its labels) to `path` in the given kind.
