@@ -20,8 +20,9 @@ pub(crate) enum DataKind {
     /// The procedural single-cell count set (no files needed): --cells cells x 2,000 genes.
     Cells,
     /// Your own counts, one row a cell: --data-path a 10x folder (matrix.mtx[.gz],
-    /// features.tsv[.gz] or genes.tsv, barcodes.tsv[.gz]), a .npy or a .csv. Every tenth cell
-    /// (index 9, 19, ...) is held out for testing.
+    /// features.tsv[.gz] or genes.tsv, barcodes.tsv[.gz]), a .npy or a .csv, or a .elbo file
+    /// from `elbo convert` (read memory-mapped). Every tenth cell (index 9, 19, ...) is held
+    /// out for testing.
     Counts,
 }
 
@@ -382,7 +383,13 @@ fn load_counts(args: &DataArgs) -> Result<(Dataset, Dataset)> {
                     "--data counts needs --data-path with a 10x folder, a .npy or a .csv of counts",
                 )
             })?;
-            let mut all = elbo::files::read_counts(&path)?;
+            // elbo's own matrix file is read memory-mapped: nothing is loaded.
+            let is_store = path.extension().is_some_and(|e| e == "elbo");
+            let mut all = if is_store {
+                Dataset::from_store(elbo::data::store::MappedStore::open(&path)?)?
+            } else {
+                elbo::files::read_counts(&path)?
+            };
             if let Some(l) = &args.labels {
                 let (labels, names) = elbo::files::read_labels(l, all.len())?;
                 all.labels = Some(labels);
@@ -395,9 +402,15 @@ fn load_counts(args: &DataArgs) -> Result<(Dataset, Dataset)> {
                     all.len()
                 )));
             }
-            let (train_idx, test_idx): (Vec<usize>, Vec<usize>) =
-                (0..all.len()).partition(|i| i % 10 != 9);
-            (all.select(&train_idx)?, all.select(&test_idx)?)
+            match all.mapped_holdout() {
+                // The same split as below, as views of the file.
+                Some(split) => split,
+                None => {
+                    let (train_idx, test_idx): (Vec<usize>, Vec<usize>) =
+                        (0..all.len()).partition(|i| i % 10 != 9);
+                    (all.select(&train_idx)?, all.select(&test_idx)?)
+                }
+            }
         }
     };
     match args.top_genes {

@@ -3,6 +3,7 @@
 use rand::RngExt;
 
 use crate::data::csr::CsrMatrix;
+use crate::data::store::{Holdout, MappedRows, MappedStore};
 use crate::error::{Error, Result};
 use crate::kernels::scalar::Float;
 
@@ -16,6 +17,8 @@ pub enum Pixels {
     F32(Vec<f32>),
     /// Floats in compressed sparse rows: counts, mostly zeros.
     Sparse(CsrMatrix),
+    /// Rows of a memory-mapped matrix file, read in place ([`crate::data::store`]).
+    Mapped(MappedRows),
 }
 
 /// Named numeric annotations of every example: ground-truth generative factors of procedural
@@ -110,6 +113,8 @@ pub enum RowsView<'a> {
     Floats(ndarray::ArrayView2<'a, f32>),
     /// Compressed sparse rows.
     Sparse(&'a CsrMatrix),
+    /// Rows of a memory-mapped file.
+    Mapped(&'a MappedRows),
 }
 
 /// `rows` examples of `cols` values each, with optional labels and per-example factors.
@@ -179,6 +184,57 @@ impl Dataset {
         Ok(Self::new(m.rows(), m.cols(), Pixels::Sparse(m)))
     }
 
+    /// Every row of a memory-mapped matrix file, read in place (nothing is loaded), with the
+    /// file's labels.
+    pub fn from_store(store: MappedStore) -> Result<Self> {
+        let h = store.header();
+        let labels = store.labels().map(<[u8]>::to_vec);
+        let (rows, cols) = (h.rows as usize, h.cols as usize);
+        let mut data = Self::new(rows, cols, Pixels::Mapped(MappedRows::all(store)));
+        data.labels = labels;
+        Ok(data)
+    }
+
+    /// For a dataset of every row of a mapped file: its every-tenth-row hold-out as (training,
+    /// test) views of the same file, the split `--data counts` makes in memory, without
+    /// copying. `None` for any other dataset.
+    pub fn mapped_holdout(&self) -> Option<(Dataset, Dataset)> {
+        let Pixels::Mapped(m) = &self.pixels else {
+            return None;
+        };
+        if *m != m.side(Holdout::All) {
+            return None;
+        }
+        let view = |side: Holdout| {
+            let v = m.side(side);
+            let n = m.side_len(side);
+            Dataset {
+                rows: n,
+                labels: self
+                    .labels
+                    .as_ref()
+                    .map(|l| (0..n).map(|i| l[v.file_row(i)]).collect()),
+                pixels: Pixels::Mapped(v),
+                ..self.clone_meta(n)
+            }
+        };
+        (m.side_len(Holdout::Test) > 0).then(|| (view(Holdout::Train), view(Holdout::Test)))
+    }
+
+    /// Everything but the values and labels, for a view of `rows` rows.
+    fn clone_meta(&self, rows: usize) -> Dataset {
+        Dataset {
+            rows,
+            cols: self.cols,
+            pixels: Pixels::F32(Vec::new()),
+            labels: None,
+            factors: None,
+            image_shape: self.image_shape,
+            feature_names: self.feature_names.clone(),
+            label_names: self.label_names.clone(),
+        }
+    }
+
     /// From an `ndarray` matrix, one row an example; every value must be finite.
     pub fn from_array(a: ndarray::ArrayView2<'_, f32>) -> Result<Self> {
         let (rows, cols) = a.dim();
@@ -193,6 +249,7 @@ impl Dataset {
             Pixels::U8(b) => T::from_byte(b[i * c + j]),
             Pixels::F32(f) => T::of(f[i * c + j] as f64),
             Pixels::Sparse(m) => T::of(m.get(i, j).unwrap_or(0.0) as f64),
+            Pixels::Mapped(_) => T::of(self.value(i, j).unwrap_or(0.0)),
         })
     }
 
@@ -216,6 +273,7 @@ impl Dataset {
                 ndarray::ArrayView2::from_shape(shape, f).expect("checked at construction"),
             ),
             Pixels::Sparse(m) => RowsView::Sparse(m),
+            Pixels::Mapped(m) => RowsView::Mapped(m),
         }
     }
 
@@ -231,7 +289,8 @@ impl Dataset {
         match &self.pixels {
             Pixels::U8(b) => b.get(range).map(Row::Bytes),
             Pixels::F32(f) => f.get(range).map(Row::Floats),
-            Pixels::Sparse(_) => None,
+            Pixels::Mapped(m) if i < self.rows => m.store().row(m.file_row(i)),
+            Pixels::Sparse(_) | Pixels::Mapped(_) => None,
         }
     }
 
@@ -295,6 +354,13 @@ impl Dataset {
             Pixels::U8(b) => b[i * self.cols + j] as f64 / 255.0,
             Pixels::F32(f) => f[i * self.cols + j] as f64,
             Pixels::Sparse(m) => m.get(i, j).unwrap_or(0.0) as f64,
+            Pixels::Mapped(_) => match self.row(i)? {
+                Row::Floats(f) => f[j] as f64,
+                Row::Sparse { indices, values } => indices
+                    .binary_search(&(j as u32))
+                    .map_or(0.0, |k| values[k] as f64),
+                Row::Bytes(b) => b[j] as f64 / 255.0,
+            },
         })
     }
 
@@ -369,6 +435,7 @@ impl Dataset {
                 Pixels::Sparse(m) => {
                     Pixels::Sparse(m.select_rows(start..end).expect("rows inside the matrix"))
                 }
+                Pixels::Mapped(m) => Pixels::Mapped(m.from_row(start)),
             },
             labels: self.labels.as_ref().map(|l| l[start..end].to_vec()),
             factors: self.factors.as_ref().map(|f| f.slice(start, end)),
@@ -404,6 +471,21 @@ impl Dataset {
                     .collect(),
             ),
             Pixels::Sparse(m) => Pixels::Sparse(m.select_rows(indices.iter().copied())?),
+            // A selection of a mapped file is read into memory, sparse.
+            Pixels::Mapped(_) => {
+                let mut m = CsrMatrix::with_cols(c)?;
+                let mut dense = vec![0f32; c];
+                for &i in indices {
+                    match self.row(i) {
+                        Some(Row::Sparse { indices, values }) => m.push_row(indices, values)?,
+                        _ => {
+                            self.gather(&[i], &mut dense)?;
+                            m.push_dense_row(&dense)?;
+                        }
+                    }
+                }
+                Pixels::Sparse(m)
+            }
         };
         let factors = match &self.factors {
             Some(f) => {
@@ -451,6 +533,13 @@ impl Dataset {
                     .collect(),
             ),
             Pixels::Sparse(m) => Pixels::Sparse(m.select_cols(keep)?),
+            Pixels::Mapped(_) => {
+                return Err(Error::Unsupported(
+                    "choosing columns of a memory-mapped file would read it all into memory; \
+                     choose them (--top-genes) when converting"
+                        .into(),
+                ));
+            }
         };
         Ok(Dataset {
             rows: self.rows,
@@ -528,6 +617,23 @@ impl Dataset {
             }),
             Pixels::Sparse(m) => crate::kernels::par::for_each_row(out, c, |r, row| {
                 m.densify_into(indices[r], row, T::zero(), |v| T::of(v as f64));
+            }),
+            Pixels::Mapped(m) => crate::kernels::par::for_each_row(out, c, |r, row| {
+                row.fill(T::zero());
+                match m.store().row(m.file_row(indices[r])) {
+                    Some(Row::Sparse { indices, values }) => {
+                        for (&j, &v) in indices.iter().zip(values) {
+                            row[j as usize] = T::of(v as f64);
+                        }
+                    }
+                    Some(Row::Floats(f)) => {
+                        for (o, &v) in row.iter_mut().zip(f) {
+                            *o = T::of(v as f64);
+                        }
+                    }
+                    // Every row was checked when the file was opened.
+                    _ => {}
+                }
             }),
         }
     }

@@ -203,6 +203,11 @@ impl MappedStore {
                 ));
             }
         }
+        // Every row, once, so that reading one later cannot fail: a pass through the file's
+        // pages (the page cache, not the process's own memory).
+        for r in 0..header.rows as usize {
+            store.checked_row(r)?;
+        }
         Ok(store)
     }
 
@@ -234,9 +239,15 @@ impl MappedStore {
             .then(|| self.bytes(self.offsets[3], self.offsets[4]))
     }
 
-    /// Row `r`, in place: its nonzeros (sparse) or its values (dense). A sparse row whose
-    /// column indices do not increase strictly inside the matrix is an error naming the row.
-    pub fn row(&self, r: usize) -> Result<Row<'_>> {
+    /// Row `r`, in place: its nonzeros (sparse) or its values (dense); `None` past the end.
+    /// Every row was checked when the file was opened.
+    pub fn row(&self, r: usize) -> Option<Row<'_>> {
+        self.checked_row(r).ok()
+    }
+
+    /// Row `r`, checked: a sparse row whose column indices do not increase strictly inside the
+    /// matrix, or a value that is not finite, is an error naming the row.
+    fn checked_row(&self, r: usize) -> Result<Row<'_>> {
         if r as u64 >= self.header.rows {
             return Err(Error::shape(
                 "row",
@@ -247,7 +258,14 @@ impl MappedStore {
         match self.header.kind {
             StoreKind::Dense => {
                 let c = self.header.cols as usize;
-                Ok(Row::Floats(&self.values()[r * c..(r + 1) * c]))
+                let row = &self.values()[r * c..(r + 1) * c];
+                if let Some(j) = row.iter().position(|v| !v.is_finite()) {
+                    return Err(Error::malformed(
+                        &self.path,
+                        format!("row {r}, column {j} is {}", row[j]),
+                    ));
+                }
+                Ok(Row::Floats(row))
             }
             StoreKind::Sparse => {
                 let ip = self.indptr();
@@ -277,7 +295,7 @@ impl MappedStore {
             StoreKind::Sparse => {
                 let mut m = CsrMatrix::with_cols(cols)?;
                 for r in 0..rows {
-                    if let Row::Sparse { indices, values } = self.row(r)? {
+                    if let Row::Sparse { indices, values } = self.checked_row(r)? {
                         m.push_row(indices, values)?;
                     }
                 }
@@ -314,9 +332,8 @@ impl StoreWriter {
             Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
             _ => PathBuf::from("."),
         };
-        let part = || -> Result<BufWriter<tempfile::NamedTempFile>> {
-            Ok(BufWriter::new(temp_in(&dir)?))
-        };
+        let part =
+            || -> Result<BufWriter<tempfile::NamedTempFile>> { Ok(BufWriter::new(temp_in(&dir)?)) };
         let mut parts = [part()?, part()?, part()?, part()?];
         parts[0]
             .write_all(&0u64.to_le_bytes())
@@ -495,4 +512,85 @@ pub fn write_dataset(
         }
     }
     w.finish()
+}
+
+/// Rows of a memory-mapped matrix file as a dataset sees them: all of them, or one side of the
+/// every-tenth-row hold-out, from row `start` on. Nothing is copied.
+#[derive(Clone, Debug)]
+pub struct MappedRows {
+    store: std::sync::Arc<MappedStore>,
+    side: Holdout,
+    start: usize,
+}
+
+/// Which rows of the file a [`MappedRows`] shows.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Holdout {
+    /// Every row.
+    All,
+    /// Every row but the tenth ones (indices 0-8, 10-18, ...).
+    Train,
+    /// The tenth rows (indices 9, 19, ...).
+    Test,
+}
+
+impl PartialEq for MappedRows {
+    fn eq(&self, other: &Self) -> bool {
+        std::sync::Arc::ptr_eq(&self.store, &other.store)
+            && self.side == other.side
+            && self.start == other.start
+    }
+}
+
+impl MappedRows {
+    /// Every row of `store`.
+    pub fn all(store: MappedStore) -> Self {
+        MappedRows {
+            store: std::sync::Arc::new(store),
+            side: Holdout::All,
+            start: 0,
+        }
+    }
+
+    /// The file.
+    pub fn store(&self) -> &MappedStore {
+        &self.store
+    }
+
+    /// How many rows of the file a side holds.
+    pub fn side_len(&self, side: Holdout) -> usize {
+        let n = self.store.header.rows as usize;
+        match side {
+            Holdout::All => n,
+            Holdout::Test => n / 10,
+            Holdout::Train => n - n / 10,
+        }
+    }
+
+    /// The file's row behind row `i` of this view.
+    pub fn file_row(&self, i: usize) -> usize {
+        let j = self.start + i;
+        match self.side {
+            Holdout::All => j,
+            Holdout::Train => j + j / 9,
+            Holdout::Test => 10 * j + 9,
+        }
+    }
+
+    /// The same rows from `start` on (relative to this view).
+    pub(crate) fn from_row(&self, start: usize) -> Self {
+        MappedRows {
+            start: self.start + start,
+            ..self.clone()
+        }
+    }
+
+    /// One side of the hold-out of a view of every row.
+    pub(crate) fn side(&self, side: Holdout) -> Self {
+        MappedRows {
+            side,
+            start: 0,
+            ..self.clone()
+        }
+    }
 }
