@@ -435,7 +435,7 @@ impl Dataset {
                 Pixels::Sparse(m) => {
                     Pixels::Sparse(m.select_rows(start..end).expect("rows inside the matrix"))
                 }
-                Pixels::Mapped(m) => Pixels::Mapped(m.from_row(start)),
+                Pixels::Mapped(m) => Pixels::Mapped(m.skip_rows(start)),
             },
             labels: self.labels.as_ref().map(|l| l[start..end].to_vec()),
             factors: self.factors.as_ref().map(|f| f.slice(start, end)),

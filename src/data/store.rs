@@ -578,7 +578,7 @@ impl MappedRows {
     }
 
     /// The same rows from `start` on (relative to this view).
-    pub(crate) fn from_row(&self, start: usize) -> Self {
+    pub(crate) fn skip_rows(&self, start: usize) -> Self {
         MappedRows {
             start: self.start + start,
             ..self.clone()
