@@ -359,6 +359,51 @@ fn cells_sizes(args: &DataArgs) -> Result<(usize, usize)> {
     }
 }
 
+/// Every tenth index (9, 19, ...) for testing, the rest for training.
+fn holdout_indices(n: usize) -> (Vec<usize>, Vec<usize>) {
+    (0..n).partition(|i| i % 10 != 9)
+}
+
+/// Every cell of --data counts, with labels if given, and only the most variable genes of the
+/// training cells (every cell but each tenth) if asked: what `elbo convert` writes, and what
+/// training splits.
+pub(crate) fn read_all_counts(args: &DataArgs) -> Result<Dataset> {
+    let path = args.data_path.clone().ok_or_else(|| {
+        Error::config(
+            "data-path",
+            "(none)",
+            "--data counts needs --data-path with a 10x folder, a .npy, a .csv or a .elbo file of counts",
+        )
+    })?;
+    // elbo's own matrix file is read memory-mapped: nothing is loaded.
+    let is_store = path.extension().is_some_and(|e| e == "elbo");
+    let mut all = if is_store {
+        Dataset::from_store(elbo::data::store::MappedStore::open(&path)?)?
+    } else {
+        elbo::files::read_counts(&path)?
+    };
+    if let Some(l) = &args.labels {
+        let (labels, names) = elbo::files::read_labels(l, all.len())?;
+        all.labels = Some(labels);
+        all.label_names = Some(names);
+    }
+    if all.len() < 10 {
+        return Err(Error::InvalidData(format!(
+            "{}: {} cell(s); count data need at least 10 (every tenth is held out)",
+            path.display(),
+            all.len()
+        )));
+    }
+    match args.top_genes {
+        Some(n) => {
+            let (train_idx, _) = holdout_indices(all.len());
+            let keep = genes::most_variable(&all.select(&train_idx)?, n)?;
+            all.select_columns(&keep)
+        }
+        None => Ok(all),
+    }
+}
+
 /// Count data: (training cells, test cells), every tenth cell held out, with labels if given,
 /// then only the most variable genes of the training cells if asked.
 fn load_counts(args: &DataArgs) -> Result<(Dataset, Dataset)> {
@@ -376,41 +421,15 @@ fn load_counts(args: &DataArgs) -> Result<(Dataset, Dataset)> {
             )
         }
         _ => {
-            let path = args.data_path.clone().ok_or_else(|| {
-                Error::config(
-                    "data-path",
-                    "(none)",
-                    "--data counts needs --data-path with a 10x folder, a .npy or a .csv of counts",
-                )
-            })?;
-            // elbo's own matrix file is read memory-mapped: nothing is loaded.
-            let is_store = path.extension().is_some_and(|e| e == "elbo");
-            let mut all = if is_store {
-                Dataset::from_store(elbo::data::store::MappedStore::open(&path)?)?
-            } else {
-                elbo::files::read_counts(&path)?
-            };
-            if let Some(l) = &args.labels {
-                let (labels, names) = elbo::files::read_labels(l, all.len())?;
-                all.labels = Some(labels);
-                all.label_names = Some(names);
-            }
-            if all.len() < 10 {
-                return Err(Error::InvalidData(format!(
-                    "{}: {} cell(s); count data need at least 10 (every tenth is held out)",
-                    path.display(),
-                    all.len()
-                )));
-            }
-            match all.mapped_holdout() {
+            let all = read_all_counts(args)?;
+            return Ok(match all.mapped_holdout() {
                 // The same split as below, as views of the file.
                 Some(split) => split,
                 None => {
-                    let (train_idx, test_idx): (Vec<usize>, Vec<usize>) =
-                        (0..all.len()).partition(|i| i % 10 != 9);
+                    let (train_idx, test_idx) = holdout_indices(all.len());
                     (all.select(&train_idx)?, all.select(&test_idx)?)
                 }
-            }
+            });
         }
     };
     match args.top_genes {

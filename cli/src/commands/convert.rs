@@ -28,8 +28,12 @@ pub(crate) fn convert(args: ConvertArgs) -> Result<()> {
         };
         let n = args.data.cells.unwrap_or(10_000) as u64;
         elbo::data::cells::write_store(&config, args.data.data_seed.unwrap_or(0), 0, n, &args.out)?
+    } else if kind == DataKind::Counts {
+        // Every cell, in order, with the kept genes: training on the file splits it as
+        // training on the original does.
+        write_dataset(&args.out, &read_all_counts(&args.data)?, StoreKind::Sparse)?
     } else {
-        // Every row the options name: the training set and then the test set.
+        // Data with a test set of their own: the training set here, the test set beside it.
         let (train, test) = load_data(&args.data, None)?;
         let store = if kind.is_counts() {
             StoreKind::Sparse
