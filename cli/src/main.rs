@@ -89,8 +89,9 @@ enum Command {
     Export(commands::export::ExportArgs),
     /// Write data to elbo's own matrix file (a header, offsets, indices and values, read
     /// memory-mapped): counts and `cells` sparse, other data dense. `cells` is written straight
-    /// from the generator in bounded memory, however many cells; other inputs are written as
-    /// their training set (OUT) and test set (OUT with extension .test.elbo).
+    /// from the generator in bounded memory, however many cells; count data whole, with the
+    /// kept genes; data with a test set of their own as their training set (OUT) and test set
+    /// (OUT with extension .test.elbo).
     #[command(
         after_help = "Examples:\n  elbo convert --data cells --cells 20000000 --out cells-20m.elbo\n  elbo convert --data counts --data-path ../shared/data/pbmc-celltypist --out pbmc.elbo"
     )]
