@@ -27,6 +27,8 @@ fn sparse_and_dense_files_round_trip_with_labels() {
         let back = store.to_dataset().unwrap();
         assert_eq!(back.to_array::<f32>(), data.to_array::<f32>());
         assert_eq!(back.labels, data.labels);
+        assert_eq!(back.feature_names, data.feature_names);
+        assert_eq!(store.column_names().unwrap()[5], "gene5");
         // A row read in place is the same row.
         let mut dense = vec![0f32; 120];
         data.gather(&[7], &mut dense).unwrap();
@@ -42,18 +44,26 @@ fn sparse_and_dense_files_round_trip_with_labels() {
         }
         assert!(store.row(300).is_none());
     }
-    // The sparse file holds 8 bytes a nonzero besides its header, row offsets and labels.
+    // The sparse file holds 8 bytes a nonzero besides its header, row offsets, labels and
+    // gene names.
     let elbo::data::RowsView::Sparse(m) = data.view() else {
         panic!("held sparse")
     };
+    let names: u64 = data
+        .feature_names
+        .as_ref()
+        .unwrap()
+        .iter()
+        .map(|n| n.len() as u64 + 1)
+        .sum();
     let sparse = std::fs::metadata(dir.path().join("Sparse.elbo"))
         .unwrap()
         .len();
-    assert_eq!(sparse, 64 + 8 * 301 + 8 * m.nnz() as u64 + 300);
+    assert_eq!(sparse, 64 + 8 * 301 + 8 * m.nnz() as u64 + 300 + names);
     let dense = std::fs::metadata(dir.path().join("Dense.elbo"))
         .unwrap()
         .len();
-    assert_eq!(dense, 64 + 4 * 300 * 120 + 300);
+    assert_eq!(dense, 64 + 4 * 300 * 120 + 300 + names);
 }
 
 #[test]
@@ -109,6 +119,27 @@ fn hostile_and_truncated_files_are_refused_before_mapping() {
         "the header describes 80 bytes, the file holds 64",
     );
     refuse(&header(7, 1, 1, 1, 0), "unknown kind");
+    // Column names: as many as columns, each ended by a line break.
+    let with_names = |text: &[u8]| {
+        let mut b = header(1, 1, 2, 2, 0);
+        b[48..56].copy_from_slice(&(text.len() as u64).to_le_bytes());
+        b.extend(1f32.to_le_bytes());
+        b.extend(2f32.to_le_bytes());
+        b.extend(text);
+        b
+    };
+    std::fs::write(&p, with_names(b"CD3E\nLYZ\n")).unwrap();
+    assert_eq!(
+        MappedStore::open(&p).unwrap().column_names().unwrap(),
+        ["CD3E", "LYZ"]
+    );
+    refuse(&with_names(b"CD3E\n"), "1 column names for 2 columns");
+    refuse(&with_names(b"A\nB\nC\n"), "3 column names for 2 columns");
+    refuse(&with_names(b"A\n\xff\n"), "not UTF-8");
+    let mut reserved = header(1, 1, 1, 1, 0);
+    reserved[56] = 1;
+    reserved.extend(1f32.to_le_bytes());
+    refuse(&reserved, "reserved");
     // Row offsets that go backwards.
     let mut b = header(0, 2, 3, 2, 0);
     for v in [0u64, 2, 1] {

@@ -143,6 +143,11 @@ pub fn truth(config: &CellsConfig, seed: u64) -> Result<CellsTruth> {
     })
 }
 
+/// The genes' names: gene0, gene1, ...
+fn gene_names(genes: usize) -> Vec<String> {
+    (0..genes).map(|g| format!("gene{g}")).collect()
+}
+
 /// One cell's type, library size and counts (as sparse nonzeros).
 fn draw_cell(
     config: &CellsConfig,
@@ -220,7 +225,7 @@ pub fn generate(config: &CellsConfig, seed: u64, first: u64, n: usize) -> Result
         vec!["type".into(), "library".into()],
         factors,
     )?);
-    data.feature_names = Some((0..config.genes).map(|g| format!("gene{g}")).collect());
+    data.feature_names = Some(gene_names(config.genes));
     data.label_names = Some((0..config.types).map(|k| format!("type{k}")).collect());
     Ok(data)
 }
@@ -241,6 +246,7 @@ pub fn write_store(
     }
     let truth = truth(config, seed)?;
     let mut w = StoreWriter::create(path, StoreKind::Sparse, config.genes)?;
+    w.set_column_names(&gene_names(config.genes))?;
     const CHUNK: u64 = 8192;
     let mut start = 0u64;
     while start < n {

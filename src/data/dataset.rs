@@ -189,9 +189,11 @@ impl Dataset {
     pub fn from_store(store: MappedStore) -> Result<Self> {
         let h = store.header();
         let labels = store.labels().map(<[u8]>::to_vec);
+        let names = store.column_names().map(<[String]>::to_vec);
         let (rows, cols) = (h.rows as usize, h.cols as usize);
         let mut data = Self::new(rows, cols, Pixels::Mapped(MappedRows::all(store)));
         data.labels = labels;
+        data.feature_names = names;
         Ok(data)
     }
 

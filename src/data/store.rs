@@ -9,10 +9,11 @@
 //! 0   magic  b"ELBOMAT\0"                      8 bytes
 //! 8   version u32 = 1, kind u32 (0 sparse, 1 dense)
 //! 16  rows u64, cols u64, nnz u64 (dense: rows x cols), labels u64 (0 or 1)
-//! 48  reserved, zero                           16 bytes
+//! 48  names u64 (bytes of the column names, 0 for none), reserved u64 zero
 //! 64  sparse: indptr (rows + 1) x u64, indices nnz x u32, values nnz x f32
 //!     dense:  values rows x cols x f32
 //!     then, with labels: rows x u8
+//!     then, with names: one UTF-8 name per column, each ended by '\n'
 //! ```
 //!
 //! Opening checks the header against the file's size (checked arithmetic, exact length) before
@@ -52,11 +53,13 @@ pub struct StoreHeader {
     pub nnz: u64,
     /// Whether a label per row follows the values.
     pub labels: bool,
+    /// Bytes of column names after the labels (0: none).
+    pub names: u64,
 }
 
 impl StoreHeader {
-    /// Byte offsets of (indptr, indices, values, labels, end).
-    fn offsets(&self) -> Option<[u64; 5]> {
+    /// Byte offsets of (indptr, indices, values, labels, names, end).
+    fn offsets(&self) -> Option<[u64; 6]> {
         let indptr = HEADER;
         let (indices, values) = match self.kind {
             StoreKind::Sparse => {
@@ -66,8 +69,9 @@ impl StoreHeader {
             StoreKind::Dense => (indptr, indptr),
         };
         let labels = values.checked_add(self.nnz.checked_mul(4)?)?;
-        let end = labels.checked_add(if self.labels { self.rows } else { 0 })?;
-        Some([indptr, indices, values, labels, end])
+        let names = labels.checked_add(if self.labels { self.rows } else { 0 })?;
+        let end = names.checked_add(self.names)?;
+        Some([indptr, indices, values, labels, names, end])
     }
 
     fn parse(bytes: &[u8; 64], path: &Path, file_len: u64) -> Result<Self> {
@@ -89,6 +93,10 @@ impl StoreHeader {
             k => return Err(bad(format!("unknown kind {k}"))),
         };
         let (rows, cols, nnz, labels) = (u64_at(16), u64_at(24), u64_at(32), u64_at(40));
+        let names = u64_at(48);
+        if u64_at(56) != 0 {
+            return Err(bad("header: reserved bytes are not zero".into()));
+        }
         if rows == 0 || cols == 0 || cols > u32::MAX as u64 || labels > 1 {
             return Err(bad(format!(
                 "header: {rows} rows x {cols} columns, labels flag {labels}"
@@ -108,10 +116,11 @@ impl StoreHeader {
             cols,
             nnz,
             labels: labels == 1,
+            names,
         };
         let end = header
             .offsets()
-            .ok_or_else(|| bad("header: sizes overflow".into()))?[4];
+            .ok_or_else(|| bad("header: sizes overflow".into()))?[5];
         if end != file_len {
             return Err(bad(format!(
                 "the header describes {end} bytes, the file holds {file_len} (truncated or not \
@@ -135,6 +144,7 @@ impl StoreHeader {
             (24, self.cols),
             (32, self.nnz),
             (40, self.labels as u64),
+            (48, self.names),
         ] {
             b[o..o + 8].copy_from_slice(&v.to_le_bytes());
         }
@@ -146,9 +156,10 @@ impl StoreHeader {
 #[derive(Debug)]
 pub struct MappedStore {
     header: StoreHeader,
-    offsets: [u64; 5],
+    offsets: [u64; 6],
     map: memmap2::Mmap,
     path: PathBuf,
+    names: Option<Vec<String>>,
 }
 
 impl MappedStore {
@@ -180,12 +191,30 @@ impl MappedStore {
         // of a mapped file can rule out. Our own writer replaces files by rename, never in place.
         let map =
             unsafe { memmap2::Mmap::map(&file) }.map_err(|e| Error::io("mapping", path, e))?;
-        let store = MappedStore {
+        let mut store = MappedStore {
             header,
             offsets,
             map,
             path: path.to_path_buf(),
+            names: None,
         };
+        if header.names > 0 {
+            let text = std::str::from_utf8(store.bytes(offsets[4], offsets[5]))
+                .map_err(|_| Error::malformed(path, "column names are not UTF-8"))?;
+            let names: Vec<String> = text
+                .strip_suffix('\n')
+                .unwrap_or(text)
+                .split('\n')
+                .map(str::to_string)
+                .collect();
+            if names.len() as u64 != header.cols || !text.ends_with('\n') {
+                return Err(Error::malformed(
+                    path,
+                    format!("{} column names for {} columns", names.len(), header.cols),
+                ));
+            }
+            store.names = Some(names);
+        }
         if header.kind == StoreKind::Sparse {
             let indptr = store.indptr();
             let bad_at = indptr
@@ -237,6 +266,11 @@ impl MappedStore {
         self.header
             .labels
             .then(|| self.bytes(self.offsets[3], self.offsets[4]))
+    }
+
+    /// The column names (genes), if the file has them.
+    pub fn column_names(&self) -> Option<&[String]> {
+        self.names.as_deref()
     }
 
     /// Row `r`, in place: its nonzeros (sparse) or its values (dense); `None` past the end.
@@ -304,6 +338,7 @@ impl MappedStore {
             StoreKind::Dense => Dataset::from_f32(rows, cols, self.values().to_vec())?,
         };
         data.labels = self.labels().map(<[u8]>::to_vec);
+        data.feature_names = self.names.clone();
         Ok(data)
     }
 }
@@ -319,6 +354,7 @@ pub struct StoreWriter {
     nnz: u64,
     parts: [BufWriter<tempfile::NamedTempFile>; 4],
     any_label: bool,
+    names: Option<Vec<String>>,
 }
 
 impl StoreWriter {
@@ -346,7 +382,22 @@ impl StoreWriter {
             nnz: 0,
             parts,
             any_label: false,
+            names: None,
         })
+    }
+
+    /// Names the columns (one per column, none holding a line break), written after the
+    /// labels.
+    pub fn set_column_names(&mut self, names: &[String]) -> Result<()> {
+        if names.len() != self.cols || names.iter().any(|n| n.contains('\n')) {
+            return Err(Error::InvalidData(format!(
+                "{} column names for {} columns (one each, no line breaks)",
+                names.len(),
+                self.cols
+            )));
+        }
+        self.names = Some(names.to_vec());
+        Ok(())
     }
 
     fn put(&mut self, part: usize, bytes: &[u8]) -> Result<()> {
@@ -442,7 +493,9 @@ impl StoreWriter {
             nnz,
             parts,
             any_label,
+            names,
         } = self;
+        let names_text = names.map(|n| n.join("\n") + "\n").unwrap_or_default();
         if rows == 0 {
             return Err(Error::shape("rows written", "at least one", 0));
         }
@@ -452,6 +505,7 @@ impl StoreWriter {
             cols: cols as u64,
             nnz,
             labels: any_label,
+            names: names_text.len() as u64,
         };
         let dir = match path.parent() {
             Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
@@ -474,6 +528,7 @@ impl StoreWriter {
             f.as_file_mut().seek(SeekFrom::Start(0)).map_err(io)?;
             std::io::copy(f.as_file_mut(), &mut out).map_err(io)?;
         }
+        out.write_all(names_text.as_bytes()).map_err(io)?;
         let out = out.into_inner().map_err(|e| io(e.into_error()))?;
         out.as_file().sync_all().map_err(io)?;
         out.persist(&path)
@@ -500,6 +555,9 @@ pub fn write_dataset(
     kind: StoreKind,
 ) -> Result<StoreHeader> {
     let mut w = StoreWriter::create(path, kind, data.dim())?;
+    if let Some(names) = &data.feature_names {
+        w.set_column_names(names)?;
+    }
     let mut dense = vec![0f32; data.dim()];
     for r in 0..data.len() {
         let label = data.labels.as_ref().and_then(|l| l.get(r).copied());
