@@ -670,12 +670,75 @@ pub struct ValueDomain<'a> {
     pub bytes_always_fit: bool,
 }
 
-/// The order of examples in an epoch: a seeded shuffle, cut into batches (the last may be
-/// smaller).
+/// The order of examples in an epoch, computed one position at a time: a seeded pseudo-random
+/// permutation of 0..n that needs no table, so an epoch over a memory-mapped set of any size
+/// holds no O(n) order in memory.
+///
+/// A 4-round Feistel network (round function: splitmix64 of the half, keyed from the
+/// (seed, shuffle, epoch) stream) permutes the smallest domain of 2^(2k) >= n values; positions
+/// that land past n are walked on through the network until they land inside ("cycle
+/// walking"), which keeps it a bijection of 0..n.
+///
+/// ```
+/// use elbo::data::EpochOrder;
+/// let order = EpochOrder::new(1000, 7, 0);
+/// let mut seen: Vec<usize> = (0..1000).map(|i| order.at(i)).collect();
+/// seen.sort_unstable();
+/// assert_eq!(seen, (0..1000).collect::<Vec<_>>());       // every example once
+/// ```
+#[derive(Clone, Debug)]
+pub struct EpochOrder {
+    n: u64,
+    half_bits: u32,
+    keys: [u64; 4],
+}
+
+impl EpochOrder {
+    /// The order of `n` examples in epoch `epoch` for `seed`.
+    pub fn new(n: usize, seed: u64, epoch: u64) -> Self {
+        use rand::Rng;
+        let mut rng = crate::rng::stream(seed, crate::rng::Purpose::Shuffle, epoch);
+        let keys = std::array::from_fn(|_| rng.next_u64());
+        let bits = (64 - (n.max(4) as u64 - 1).leading_zeros()).div_ceil(2);
+        EpochOrder {
+            n: n as u64,
+            half_bits: bits.max(1),
+            keys,
+        }
+    }
+
+    /// The example at position `i` (below n).
+    pub fn at(&self, i: usize) -> usize {
+        let mut x = i as u64;
+        loop {
+            x = self.encrypt(x);
+            if x < self.n {
+                return x as usize;
+            }
+        }
+    }
+
+    fn encrypt(&self, x: u64) -> u64 {
+        let mask = (1u64 << self.half_bits) - 1;
+        let (mut l, mut r) = (x >> self.half_bits, x & mask);
+        for &k in &self.keys {
+            let f = splitmix64(r ^ k) & mask;
+            (l, r) = (r, l ^ f);
+        }
+        (l << self.half_bits) | r
+    }
+}
+
+/// A well-mixing 64-bit hash (the splitmix64 finaliser).
+fn splitmix64(mut z: u64) -> u64 {
+    z = z.wrapping_add(0x9E37_79B9_7F4A_7C15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
+}
+
+/// The whole order of an epoch as a vector ([`EpochOrder`] position by position).
 pub fn epoch_order(n: usize, seed: u64, epoch: u64) -> Vec<usize> {
-    use rand::seq::SliceRandom;
-    let mut order: Vec<usize> = (0..n).collect();
-    let mut rng = crate::rng::stream(seed, crate::rng::Purpose::Shuffle, epoch);
-    order.shuffle(&mut rng);
-    order
+    let order = EpochOrder::new(n, seed, epoch);
+    (0..n).map(|i| order.at(i)).collect()
 }

@@ -11,4 +11,4 @@ pub mod store;
 pub mod tenx;
 
 pub use csr::CsrMatrix;
-pub use dataset::{Dataset, Factors, Pixels, Row, RowsView, ValueDomain, epoch_order};
+pub use dataset::{Dataset, EpochOrder, Factors, Pixels, Row, RowsView, ValueDomain, epoch_order};

@@ -5,7 +5,7 @@
 
 use std::time::Instant;
 
-use crate::data::{Dataset, epoch_order};
+use crate::data::{Dataset, EpochOrder};
 use crate::error::{Error, Result};
 use crate::kernels::pool::Parallelism;
 use crate::kernels::scalar::Float;
@@ -175,12 +175,17 @@ impl<T: Float> Trainer<T> {
                 "is larger than the training set; use a batch no larger than the data",
             ));
         }
-        let order = epoch_order(data.len(), self.config.seed, self.epoch as u64);
+        // Position by position: no O(n) table, whatever the dataset's size.
+        let order = EpochOrder::new(data.len(), self.config.seed, self.epoch as u64);
         let steps_per_epoch = data.len().div_ceil(bs);
         let par = self.parallelism.clone();
+        let mut idx_buf = Vec::with_capacity(bs);
         par.session(|| -> Result<()> {
             // A resumed epoch skips the batches it had already taken.
-            for idx in order.chunks(bs).skip(self.progress.batches) {
+            for b in self.progress.batches..steps_per_epoch {
+                idx_buf.clear();
+                idx_buf.extend((b * bs..((b + 1) * bs).min(data.len())).map(|i| order.at(i)));
+                let idx = &idx_buf[..];
                 let s = self.step_on(data, idx, steps_per_epoch)?;
                 let (w, p) = (idx.len() as f64, &mut self.progress);
                 p.recon += s.elbo.recon * w;
