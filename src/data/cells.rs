@@ -149,12 +149,7 @@ fn gene_names(genes: usize) -> Vec<String> {
 }
 
 /// One cell's type, library size and counts (as sparse nonzeros).
-fn draw_cell(
-    config: &CellsConfig,
-    truth: &CellsTruth,
-    seed: u64,
-    index: u64,
-) -> (u8, f64, Vec<u32>, Vec<f32>) {
+fn draw_cell(config: &CellsConfig, truth: &CellsTruth, seed: u64, index: u64) -> Cell {
     let mut rng = stream(seed, Purpose::Data, index);
     let k = rng.random_range(0..config.types);
     let library = LogNormal::new(config.library.ln(), 0.5)
@@ -180,6 +175,33 @@ fn draw_cell(
     (k as u8, library, idx, val)
 }
 
+/// One drawn cell: its type, library size, and nonzero counts' genes and values.
+type Cell = (u8, f64, Vec<u32>, Vec<f32>);
+
+/// Hands cells `first..first + n` to `each` in order. They are drawn in parallel in chunks
+/// of 8,192, so memory holds one chunk whatever n is.
+fn for_each_cell(
+    config: &CellsConfig,
+    truth: &CellsTruth,
+    seed: u64,
+    first: u64,
+    n: u64,
+    mut each: impl FnMut(&Cell) -> Result<()>,
+) -> Result<()> {
+    const CHUNK: u64 = 8192;
+    let mut start = 0u64;
+    while start < n {
+        let end = (start + CHUNK).min(n);
+        let cells: Vec<Cell> = (start..end)
+            .into_par_iter()
+            .map(|i| draw_cell(config, truth, seed, first + i))
+            .collect();
+        cells.iter().try_for_each(&mut each)?;
+        start = end;
+    }
+    Ok(())
+}
+
 /// Cells `first..first + n` for `seed`: sparse counts, labels (the type) and the factors
 /// "type" and "library" (the drawn library size, before sampling).
 ///
@@ -202,23 +224,19 @@ pub fn generate(config: &CellsConfig, seed: u64, first: u64, n: usize) -> Result
     let mut m = CsrMatrix::with_cols(config.genes)?;
     let mut labels = Vec::with_capacity(n);
     let mut factors = Vec::with_capacity(2 * n);
-    // In chunks, drawn in parallel and appended in order: memory stays that of the matrix
-    // itself plus one chunk, whatever n is.
-    const CHUNK: u64 = 8192;
-    let mut start = 0u64;
-    while start < n as u64 {
-        let end = (start + CHUNK).min(n as u64);
-        let cells: Vec<_> = (start..end)
-            .into_par_iter()
-            .map(|i| draw_cell(config, &truth, seed, first + i))
-            .collect();
-        for (k, library, idx, val) in &cells {
+    for_each_cell(
+        config,
+        &truth,
+        seed,
+        first,
+        n as u64,
+        |(k, library, idx, val)| {
             m.push_row(idx, val)?;
             labels.push(*k);
             factors.extend([*k as f64, *library]);
-        }
-        start = end;
-    }
+            Ok(())
+        },
+    )?;
     let mut data = Dataset::from_csr(m)?;
     data.labels = Some(labels);
     data.factors = Some(Factors::new(
@@ -247,18 +265,8 @@ pub fn write_store(
     let truth = truth(config, seed)?;
     let mut w = StoreWriter::create(path, StoreKind::Sparse, config.genes)?;
     w.set_column_names(&gene_names(config.genes))?;
-    const CHUNK: u64 = 8192;
-    let mut start = 0u64;
-    while start < n {
-        let end = (start + CHUNK).min(n);
-        let cells: Vec<_> = (start..end)
-            .into_par_iter()
-            .map(|i| draw_cell(config, &truth, seed, first + i))
-            .collect();
-        for (k, _, idx, val) in &cells {
-            w.push_sparse(idx, val, Some(*k))?;
-        }
-        start = end;
-    }
+    for_each_cell(config, &truth, seed, first, n, |(k, _, idx, val)| {
+        w.push_sparse(idx, val, Some(*k))
+    })?;
     w.finish()
 }

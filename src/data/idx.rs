@@ -21,16 +21,24 @@ const TYPE_U8: u8 = 0x08;
 /// Reads an IDX file of unsigned bytes, raw or gzipped (detected from its first two bytes).
 pub fn read_idx(path: impl AsRef<Path>) -> Result<IdxArray> {
     let path = path.as_ref();
+    parse_idx(open_maybe_gzipped(path)?, path)
+}
+
+/// Opens `path` for reading, decompressing it when its first two bytes are gzip's magic
+/// (whatever its name): how every reader of possibly gzipped files opens them.
+pub(crate) fn open_maybe_gzipped(path: &Path) -> Result<Box<dyn std::io::BufRead>> {
     let file = std::fs::File::open(path).map_err(|e| Error::io("opening", path, e))?;
     let mut reader = std::io::BufReader::new(file);
     let mut magic2 = [0u8; 2];
     let got = read_full(&mut reader, &mut magic2).map_err(|e| Error::io("reading", path, e))?;
     let head = std::io::Cursor::new(magic2[..got].to_vec());
-    if got == 2 && magic2 == [0x1f, 0x8b] {
-        parse_idx(flate2::read::GzDecoder::new(head.chain(reader)), path)
+    Ok(if got == 2 && magic2 == [0x1f, 0x8b] {
+        Box::new(std::io::BufReader::new(flate2::read::MultiGzDecoder::new(
+            head.chain(reader),
+        )))
     } else {
-        parse_idx(head.chain(reader), path)
-    }
+        Box::new(head.chain(reader))
+    })
 }
 
 /// Reads as many bytes as are there, up to `buf.len()`.

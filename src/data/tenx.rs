@@ -6,11 +6,12 @@
 //! `barcodes.tsv[.gz]` (a name per cell). It is read transposed, one row a cell, into
 //! compressed sparse rows.
 
-use std::io::{BufRead, BufReader, Read};
+use std::io::BufRead;
 use std::path::{Path, PathBuf};
 
 use crate::data::csr::CsrMatrix;
 use crate::data::dataset::Dataset;
+use crate::data::idx::open_maybe_gzipped;
 use crate::error::{Error, Result};
 
 /// Values within this of an integer are counts written with float noise (exports write
@@ -39,21 +40,6 @@ pub fn not_a_count(path: &Path, place: &str, v: &str) -> Error {
     )
 }
 
-/// Opens `path`, decompressing when it is gzipped (by its magic bytes).
-fn open_maybe_gz(path: &Path) -> Result<Box<dyn BufRead>> {
-    let mut f = std::fs::File::open(path).map_err(|e| Error::io("opening", path, e))?;
-    let mut magic = [0u8; 2];
-    let n = f
-        .read(&mut magic)
-        .map_err(|e| Error::io("reading", path, e))?;
-    let f = std::fs::File::open(path).map_err(|e| Error::io("opening", path, e))?;
-    Ok(if n == 2 && magic == [0x1f, 0x8b] {
-        Box::new(BufReader::new(flate2::read::MultiGzDecoder::new(f)))
-    } else {
-        Box::new(BufReader::new(f))
-    })
-}
-
 /// The first of `names` (each tried as is and with `.gz`) present in `dir`.
 fn find(dir: &Path, names: &[&str]) -> Option<PathBuf> {
     names
@@ -65,7 +51,7 @@ fn find(dir: &Path, names: &[&str]) -> Option<PathBuf> {
 /// The lines of a small text file (genes, barcodes), at most `limit` of them.
 fn read_lines(path: &Path, limit: usize) -> Result<Vec<String>> {
     let mut out = Vec::new();
-    for (i, line) in open_maybe_gz(path)?.lines().enumerate() {
+    for (i, line) in open_maybe_gzipped(path)?.lines().enumerate() {
         let line = line.map_err(|e| Error::io("reading", path, e))?;
         if line.trim().is_empty() {
             continue;
@@ -101,7 +87,7 @@ pub fn read_10x(dir: impl AsRef<Path>) -> Result<Dataset> {
     })?;
     let features = find(dir, &["features.tsv", "genes.tsv"]);
     let barcodes = find(dir, &["barcodes.tsv"]);
-    let mut lines = open_maybe_gz(&mtx)?.lines().enumerate();
+    let mut lines = open_maybe_gzipped(&mtx)?.lines().enumerate();
     let mut next = || -> Result<Option<(usize, String)>> {
         for (i, l) in lines.by_ref() {
             let l = l.map_err(|e| Error::io("reading", &mtx, e))?;

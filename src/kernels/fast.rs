@@ -360,8 +360,13 @@ fn ln_1p_nonnegative(r: f32) -> f32 {
     if r <= 1.0 { small } else { big }
 }
 
-/// e^25: ln theta is clamped to [-25, 25] (the model layer's `LOG_THETA_LIMIT`), so
-/// theta = e^(ln theta - 25) e^25 with a non-positive exponent.
+/// ln theta is clamped to [-LN_THETA_LIMIT, LN_THETA_LIMIT] (theta from 1.4e-11 to 7.2e10),
+/// with zero gradient outside, so that a runaway dispersion cannot overflow. The count
+/// likelihoods' exact path clamps to the same limit.
+pub const LN_THETA_LIMIT: f32 = 25.0;
+
+/// e^LN_THETA_LIMIT, so that theta = e^(ln theta - limit) e^limit with a non-positive
+/// exponent.
 const E25: f32 = 72_004_899_337.385_87;
 
 /// The inputs of one cell's zero-count terms: see [`count_zero_row`].
@@ -409,8 +414,8 @@ fn count_zero_element(
     let (lp, dmu, dth) = if nb {
         // max then min, not clamp: a NaN ln theta becomes -25 rather than a NaN.
         #[allow(clippy::manual_clamp)]
-        let lt = ln_theta.max(-25.0).min(25.0);
-        let theta = exp_nonpositive(lt - 25.0) * E25;
+        let lt = ln_theta.max(-LN_THETA_LIMIT).min(LN_THETA_LIMIT);
+        let theta = exp_nonpositive(lt - LN_THETA_LIMIT) * E25;
         let r = mu / theta;
         let l1p = ln_1p_nonnegative(r);
         let frac_mu = r / (1.0 + r);
@@ -555,7 +560,7 @@ unsafe fn count_zero_row_avx2(i: &CountZeroRow<'_>, o: &mut CountZeroOut<'_>) ->
 /// The count likelihoods' terms for every gene as if its count were zero, vectorised in f32:
 /// rho = softmax(a), and for a zero count the NB's log p(0) = -theta ln(1 + mu/theta) (the
 /// Poisson's -mu), its derivatives in ln mu and ln theta, and with zero inflation the mixture's
-/// log p(0) and derivatives (see `crate::model::counts`). Returns the sum of log p(0) over the
+/// log p(0) and derivatives (the count likelihoods' module documents them). Returns the sum of log p(0) over the
 /// genes whose count is 0; the caller computes the nonzero counts exactly and overwrites their
 /// derivatives. Every slice must be as long as `x` (checked: a shorter one panics, as a bug of
 /// this crate).

@@ -31,7 +31,7 @@ use crate::kernels::special::{
 
 /// ln theta is clamped to [-LOG_THETA_LIMIT, LOG_THETA_LIMIT] (theta from 1.4e-11 to 7.2e10),
 /// with zero gradient outside, so that a runaway dispersion parameter cannot overflow.
-pub const LOG_THETA_LIMIT: f64 = 25.0;
+pub const LOG_THETA_LIMIT: f64 = crate::kernels::fast::LN_THETA_LIMIT as f64;
 
 /// The library size at which [`mean`] reports expected counts: counts per 10,000, the usual
 /// normalisation of expression data. A decoded latent code has no observed total of its own.

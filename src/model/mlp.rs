@@ -383,7 +383,7 @@ impl Mlp {
                          (batch statistics); set the workspace to training first",
                     ));
                 }
-                norm.backward_train(params, &buf.normed[i], &buf.stats[i], g, grads, rows)?;
+                norm.backward_train(params, &buf.normed[i], &mut buf.stats[i], g, grads, rows)?;
             }
             let input = if i == 0 { x } else { &buf.outputs[i - 1][..] };
             let target = if i == 0 {

@@ -40,6 +40,23 @@ pub struct BatchStats {
     pub inv_std: Vec<f64>,
     /// Rows of the batch.
     pub rows: usize,
+    /// Per-feature sums, kept between passes so that a training step allocates nothing.
+    scratch: Vec<f64>,
+}
+
+impl BatchStats {
+    /// The kept scratch, zeroed, as room for two per-feature accumulators of `width`; give it
+    /// back with [`put_scratch`](Self::put_scratch).
+    fn take_scratch(&mut self, width: usize) -> Vec<f64> {
+        let mut scratch = std::mem::take(&mut self.scratch);
+        scratch.clear();
+        scratch.resize(2 * width, 0.0);
+        scratch
+    }
+
+    fn put_scratch(&mut self, scratch: Vec<f64>) {
+        self.scratch = scratch;
+    }
 }
 
 impl BatchNorm {
@@ -85,7 +102,8 @@ impl BatchNorm {
         holds("batch-norm input", z, rows, w)?;
         holds("batch-norm cache", normed, rows, w)?;
         let (gamma, beta) = (self.gamma.get(params)?, self.beta.get(params)?);
-        let (mut sum, mut sq) = (vec![0.0f64; w], vec![0.0f64; w]);
+        let mut scratch = stats.take_scratch(w);
+        let (sum, sq) = scratch.split_at_mut(w);
         for row in z[..rows * w].chunks_exact(w) {
             for ((s, q), &v) in sum.iter_mut().zip(sq.iter_mut()).zip(row) {
                 let v = v.as_f64();
@@ -103,6 +121,7 @@ impl BatchNorm {
             stats.mean.push(m);
             stats.inv_std.push(1.0 / (var + BATCH_NORM_EPS).sqrt());
         }
+        stats.put_scratch(scratch);
         for (row, nrow) in z[..rows * w]
             .chunks_exact_mut(w)
             .zip(normed.chunks_exact_mut(w))
@@ -148,7 +167,7 @@ impl BatchNorm {
         &self,
         params: &[T],
         normed: &[T],
-        stats: &BatchStats,
+        stats: &mut BatchStats,
         g: &mut [T],
         grads: &mut [T],
         rows: usize,
@@ -157,7 +176,8 @@ impl BatchNorm {
         holds("batch-norm gradient", g, rows, w)?;
         holds("batch-norm cache", normed, rows, w)?;
         let gamma = self.gamma.get(params)?;
-        let (mut db, mut dg) = (vec![0.0f64; w], vec![0.0f64; w]);
+        let mut scratch = stats.take_scratch(w);
+        let (db, dg) = scratch.split_at_mut(w);
         for (row, nrow) in g[..rows * w].chunks_exact(w).zip(normed.chunks_exact(w)) {
             for j in 0..w {
                 let gj = row[j].as_f64();
@@ -176,14 +196,15 @@ impl BatchNorm {
                 row[j] = T::of(k * (row[j].as_f64() - db[j] / n - zhat * dg[j] / n));
             }
         }
-        for (o, v) in self.gamma.get_mut(grads)?.iter_mut().zip(&dg) {
+        for (o, v) in self.gamma.get_mut(grads)?.iter_mut().zip(dg) {
             *o = T::of(*v);
         }
-        for (o, v) in self.beta.get_mut(grads)?.iter_mut().zip(&db) {
+        for (o, v) in self.beta.get_mut(grads)?.iter_mut().zip(db) {
             *o = T::of(*v);
         }
         self.running_mean.get_mut(grads)?.fill(T::zero());
         self.running_var.get_mut(grads)?.fill(T::zero());
+        stats.put_scratch(scratch);
         Ok(())
     }
 

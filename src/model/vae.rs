@@ -396,11 +396,8 @@ impl Vae {
 
     /// The parameter ranges that no gradient moves: batch normalisation's running averages.
     /// Weight decay must leave them alone too.
-    pub fn frozen_ranges(&self) -> Vec<std::ops::Range<usize>> {
-        self.norms()
-            .flat_map(|n| n.running())
-            .map(|t| t.range())
-            .collect()
+    pub fn frozen_ranges(&self) -> impl Iterator<Item = std::ops::Range<usize>> + '_ {
+        self.norms().flat_map(|n| n.running()).map(|t| t.range())
     }
 
     /// Every dense layer, encoder first.

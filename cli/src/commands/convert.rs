@@ -33,7 +33,8 @@ pub(crate) fn convert(args: ConvertArgs) -> Result<()> {
         // training on the original does.
         write_dataset(&args.out, &read_all_counts(&args.data)?, StoreKind::Sparse)?
     } else {
-        // Data with a test set of their own: the training set here, the test set beside it.
+        // Data with a test set of their own, and `cells` with genes chosen on its training
+        // cells: the training set here, the test set beside it.
         let (train, test) = load_data(&args.data, None)?;
         let store = if kind.is_counts() {
             StoreKind::Sparse
