@@ -64,6 +64,9 @@ pub enum Error {
         /// Batches in the epoch.
         batches: usize,
     },
+    /// Processes training together disagree, or one of them failed.
+    #[error("distributed training: {0}")]
+    Distributed(String),
     /// The loss became NaN or infinite during training.
     #[error("training diverged at epoch {epoch}, step {step}: the loss is {loss}; {hint}")]
     Diverged {

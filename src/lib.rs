@@ -68,4 +68,7 @@ pub use model::{
 };
 pub use objective::{BatchElbo, Elbo, Workspace};
 pub use train::trained::{PointElbo, Posterior, Rows, Samples, TrainedVae};
-pub use train::{EpochReport, EpochTerms, FitOptions, OptimizerConfig, TrainConfig, Trainer, fit};
+pub use train::{
+    Collective, EpochReport, EpochTerms, FitOptions, InProcess, OptimizerConfig, SingleProcess,
+    TrainConfig, Trainer, fit,
+};

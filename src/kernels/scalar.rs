@@ -24,6 +24,7 @@ pub trait Float:
     + SubAssign
     + MulAssign
     + DivAssign
+    + bytemuck::Pod
     + 'static
 {
     /// Name of the type as used in model files ("F32" or "F64").

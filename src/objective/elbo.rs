@@ -117,10 +117,11 @@ impl<T: Float> Workspace<T> {
         self.dec.set_training(training);
     }
 
-    /// Draws the encoder's and decoder's dropout masks for a training step from the
-    /// (seed, step) stream, in a fixed order: the same masks whatever the thread count.
-    pub fn draw_dropout_masks(&mut self, vae: &Vae, seed: u64, step: u64) {
-        let mut rng = crate::rng::stream(seed, crate::rng::Purpose::Dropout, step);
+    /// Draws the encoder's and decoder's dropout masks for a training step (or one shard of
+    /// it) from the (seed, `index`) stream, in a fixed order: the same masks whatever the
+    /// thread count.
+    pub fn draw_dropout_masks(&mut self, vae: &Vae, seed: u64, index: u64) {
+        let mut rng = crate::rng::stream(seed, crate::rng::Purpose::Dropout, index);
         let rows = [self.max_rows, self.max_rows * self.samples];
         for ((mlp, buf), rows) in [(&vae.encoder, &mut self.enc), (&vae.decoder, &mut self.dec)]
             .into_iter()

@@ -37,6 +37,12 @@ pub struct TrainConfig {
     /// added to every parameter's gradient before the optimizer's update (scVI: 1e-6; 0: none).
     #[serde(default)]
     pub weight_decay: f64,
+    /// Cut each batch into this many shards, each one's gradient computed alone and the
+    /// shards added in a fixed tree: the results are then bit-identical on any number of
+    /// processes that divides it into a power of two a process (see
+    /// [`distributed`](super::distributed)). `None`: one batch, one gradient.
+    #[serde(default)]
+    pub shards: Option<usize>,
 }
 
 impl Default for TrainConfig {
@@ -54,6 +60,7 @@ impl Default for TrainConfig {
             binarize: false,
             iw_samples: None,
             weight_decay: 0.0,
+            shards: None,
         }
     }
 }
@@ -109,6 +116,11 @@ impl TrainConfig {
         self.weight_decay = v;
         self
     }
+    /// Sets the shards per batch (`None`: unsharded); see [`TrainConfig::shards`].
+    pub fn shards(mut self, v: Option<usize>) -> Self {
+        self.shards = v;
+        self
+    }
     /// Trains the importance-weighted bound with this many samples (`None`: the ELBO).
     pub fn iw_samples(mut self, v: Option<usize>) -> Self {
         self.iw_samples = v;
@@ -158,6 +170,15 @@ impl TrainConfig {
                 "gradient clip norm",
                 c,
                 "must be finite and > 0",
+            ));
+        }
+        if let Some(s) = self.shards
+            && (s == 0 || s > self.batch_size)
+        {
+            return Err(Error::config(
+                "shards",
+                s,
+                "must be from 1 to the batch size",
             ));
         }
         if let Some(k) = self.iw_samples {

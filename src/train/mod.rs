@@ -2,6 +2,7 @@
 
 pub mod checkpoint;
 pub mod config;
+pub mod distributed;
 pub mod evaluation;
 pub mod optim;
 pub mod reports;
@@ -10,6 +11,7 @@ pub mod trained;
 pub mod trainer;
 
 pub use config::TrainConfig;
+pub use distributed::{Collective, InProcess, SingleProcess};
 pub use evaluation::{evaluate, knn_accuracy, latent_means};
 pub use optim::{Optimizer, OptimizerConfig, clip_grad_norm};
 pub use reports::{

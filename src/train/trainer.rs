@@ -13,6 +13,9 @@ use crate::model::{Vae, VaeConfig};
 use crate::objective::{BatchElbo, Elbo, Iwae, Workspace};
 use crate::rng::{Purpose, fill_normal, stream};
 use crate::train::config::TrainConfig;
+use crate::train::distributed::{
+    Collective, Fingerprint, SHARD_STATS, ShardBuffers, ShardPlan, SingleProcess, check_agreement,
+};
 use crate::train::evaluation::evaluate_into;
 use crate::train::optim::{Optimizer, OptimizerConfig, clip_grad_norm};
 use crate::train::reports::{EpochProgress, EpochReport, EpochTerms, Evaluation, StepResult};
@@ -31,6 +34,10 @@ pub struct Trainer<T: Float> {
     pub(super) epoch: usize,
     pub(super) progress: EpochProgress,
     pub(super) stop: Option<std::sync::Arc<std::sync::atomic::AtomicBool>>,
+    /// The processes this one trains with, if any.
+    pub(super) group: Option<Box<dyn Collective>>,
+    /// A sharded step's buffers, when the run is sharded.
+    pub(super) shard_bufs: Option<ShardBuffers<T>>,
 }
 
 impl<T: Float> Trainer<T> {
@@ -55,6 +62,10 @@ impl<T: Float> Trainer<T> {
         }
         let n = vae.num_params();
         let ws = Workspace::new(&vae, config.batch_size, config.draws_per_point(), threads)?;
+        let shard_bufs = match config.shards {
+            Some(s) => Some(ShardBuffers::new(Self::shard_plan(&vae, s, 1, 0)?, n)),
+            None => None,
+        };
         Ok(Trainer {
             optimizer: Optimizer::new(config.optimizer, n)?,
             grads: vec![T::zero(); n],
@@ -67,7 +78,99 @@ impl<T: Float> Trainer<T> {
             epoch: 0,
             progress: EpochProgress::default(),
             stop: None,
+            group: None,
+            shard_bufs,
         })
+    }
+
+    fn shard_plan(vae: &Vae, shards: usize, procs: usize, rank: usize) -> Result<ShardPlan> {
+        if vae.config().batch_norm && shards > 1 {
+            return Err(Error::config(
+                "shards",
+                shards,
+                "batch normalisation's statistics would be those of each shard, and its running \
+                 averages would need the shards' statistics combined, which is not built yet; \
+                 train sharded without batch normalisation, or with one shard",
+            ));
+        }
+        ShardPlan::new(shards, procs, rank)
+    }
+
+    /// Trains as one member of `group` (data-parallel: each member computes its share of every
+    /// batch's shards, and every member takes the same step). The run must be sharded
+    /// ([`TrainConfig::shards`]) into a multiple of the group's size; the members' settings,
+    /// parameters and data are compared at the start of every epoch, and a disagreement is an
+    /// [`Error::Distributed`] on every member.
+    pub fn set_group(&mut self, group: Box<dyn Collective>) -> Result<()> {
+        let (procs, rank) = (group.size(), group.rank());
+        let shards = match self.config.shards {
+            Some(s) => s,
+            None if procs == 1 => {
+                self.group = Some(group);
+                return Ok(());
+            }
+            None => {
+                return Err(Error::Distributed(format!(
+                    "{procs} processes train together only on a sharded batch; set the shards \
+                     (for example {}) and keep that number on any number of processes",
+                    procs * 4
+                )));
+            }
+        };
+        let plan = Self::shard_plan(&self.vae, shards, procs, rank)?;
+        self.shard_bufs = Some(ShardBuffers::new(plan, self.params.len()));
+        self.group = Some(group);
+        Ok(())
+    }
+
+    /// This process's place in its group (0 alone); only member 0 should write files.
+    pub fn rank(&self) -> usize {
+        self.group.as_ref().map_or(0, |g| g.rank())
+    }
+
+    /// Processes training together (1 alone).
+    pub fn group_size(&self) -> usize {
+        self.group.as_ref().map_or(1, |g| g.size())
+    }
+
+    /// Compares settings, parameters, position and data across the group.
+    fn check_group(&mut self, data: &Dataset) -> Result<()> {
+        let Some(group) = self.group.as_deref_mut() else {
+            return Ok(());
+        };
+        if group.size() == 1 {
+            return Ok(());
+        }
+        let json = |v: serde_json::Result<Vec<u8>>| v.unwrap_or_default();
+        let mut settings = Fingerprint::default();
+        settings
+            .add(&json(serde_json::to_vec(&self.config)))
+            .add(&json(serde_json::to_vec(self.vae.config())));
+        let mut state = Fingerprint::default();
+        state
+            .add(bytemuck::cast_slice(&self.params))
+            .add(&self.step.to_le_bytes())
+            .add(&(self.epoch as u64).to_le_bytes())
+            .add(&(self.progress.batches as u64).to_le_bytes());
+        // The data's shape and 64 rows spread over it: enough to tell different files or
+        // different splits apart without reading a dataset larger than memory.
+        let mut rows = Fingerprint::default();
+        rows.add(&(data.len() as u64).to_le_bytes())
+            .add(&(data.dim() as u64).to_le_bytes());
+        let mut row = vec![0f32; data.dim()];
+        let picks = data.len().min(64);
+        for k in 0..picks {
+            data.gather(&[k * data.len() / picks], &mut row)?;
+            rows.add(bytemuck::cast_slice(&row));
+        }
+        check_agreement(
+            group,
+            &[
+                ("settings", settings.value()),
+                ("parameters or position in the run", state.value()),
+                ("training data", rows.value()),
+            ],
+        )
     }
 
     /// The model.
@@ -167,6 +270,7 @@ impl<T: Float> Trainer<T> {
         progress: &mut (dyn FnMut(usize, f64) + Send),
     ) -> Result<EpochTerms> {
         self.check_data(data, "training data")?;
+        self.check_group(data)?;
         let bs = self.config.batch_size;
         if bs > data.len() {
             return Err(Error::config(
@@ -253,26 +357,67 @@ impl<T: Float> Trainer<T> {
         idx: &[usize],
         steps_per_epoch: usize,
     ) -> Result<StepResult> {
-        let rows = idx.len();
+        if let Some(mut bufs) = self.shard_bufs.take() {
+            let r = self.sharded_step(&mut bufs, data, idx, steps_per_epoch);
+            self.shard_bufs = Some(bufs);
+            return r;
+        }
         let step = self.step + 1;
+        let beta = self.beta_at(step, steps_per_epoch);
+        let mut grads = std::mem::take(&mut self.grads);
+        let r = self.forward_backward(data, idx, step, beta, &mut grads);
+        self.grads = grads;
+        let (elbo, loss, iw_bound) = r?;
+        if !loss.is_finite() {
+            return Err(self.diverged(step, loss));
+        }
+        self.update(step)?;
+        Ok(StepResult {
+            elbo,
+            loss,
+            iw_bound,
+        })
+    }
+
+    fn diverged(&self, step: u64, loss: f64) -> Error {
+        Error::Diverged {
+            epoch: self.epoch + 1,
+            step,
+            loss,
+            hint: "the learning rate is probably too high for this model; \
+                   try a smaller --lr, or --clip to bound the gradient",
+        }
+    }
+
+    /// Gathers the rows `idx`, draws the noise (and masks, and binarisation) of stream
+    /// `stream_index`, and runs the forward pass; when the loss is finite, also the backward
+    /// pass into `grads`, the gradient of the mean loss over these rows.
+    fn forward_backward(
+        &mut self,
+        data: &Dataset,
+        idx: &[usize],
+        stream_index: u64,
+        beta: f64,
+        grads: &mut [T],
+    ) -> Result<(BatchElbo, f64, Option<f64>)> {
+        let rows = idx.len();
         let d = self.vae.input_dim();
         self.ws.set_training(true);
         if self.vae.config().dropout > 0.0 {
             self.ws
-                .draw_dropout_masks(&self.vae, self.config.seed, step);
+                .draw_dropout_masks(&self.vae, self.config.seed, stream_index);
         }
         if self.config.binarize {
-            let mut rng = stream(self.config.seed, Purpose::Binarize, step);
+            let mut rng = stream(self.config.seed, Purpose::Binarize, stream_index);
             data.gather_binarized(idx, &mut self.ws.x[..rows * d], &mut rng)?;
         } else {
             data.gather(idx, &mut self.ws.x[..rows * d])?;
         }
         let zl = rows * self.config.draws_per_point() * self.vae.latent_dim();
         fill_normal(
-            &mut stream(self.config.seed, Purpose::Noise, step),
+            &mut stream(self.config.seed, Purpose::Noise, stream_index),
             &mut self.ws.eps[..zl],
         );
-        let beta = self.beta_at(step, steps_per_epoch);
         let (elbo, loss, iw_bound) = if self.config.iw_samples.is_some() {
             let r = Iwae::new(&self.vae).forward_unchecked(&self.params, &mut self.ws, rows)?;
             (r.elbo, -r.bound, Some(r.bound))
@@ -281,30 +426,25 @@ impl<T: Float> Trainer<T> {
             (b, b.loss(beta), None)
         };
         if !loss.is_finite() {
-            return Err(Error::Diverged {
-                epoch: self.epoch + 1,
-                step,
-                loss,
-                hint: "the learning rate is probably too high for this model; \
-                       try a smaller --lr, or --clip to bound the gradient",
-            });
+            return Ok((elbo, loss, iw_bound));
         }
         if iw_bound.is_some() {
-            Iwae::new(&self.vae).backward_unchecked(
-                &self.params,
-                &mut self.ws,
-                rows,
-                &mut self.grads,
-            )?;
+            Iwae::new(&self.vae).backward_unchecked(&self.params, &mut self.ws, rows, grads)?;
         } else {
             Elbo::new(&self.vae).backward_unchecked(
                 &self.params,
                 &mut self.ws,
                 rows,
                 T::of(beta),
-                &mut self.grads,
+                grads,
             )?;
         }
+        Ok((elbo, loss, iw_bound))
+    }
+
+    /// Weight decay, clipping and the optimizer's step from `self.grads`, then batch
+    /// normalisation's running averages; `step` becomes the steps done.
+    fn update(&mut self, step: u64) -> Result<()> {
         if self.config.weight_decay > 0.0 {
             // d/dp of (weight_decay / 2) |p|^2, added before clipping as PyTorch does; not to
             // batch normalisation's running averages, which no gradient moves.
@@ -322,10 +462,71 @@ impl<T: Float> Trainer<T> {
         self.optimizer.step(&mut self.params, &self.grads)?;
         self.ws.update_running_stats(&self.vae, &mut self.params)?;
         self.step = step;
+        Ok(())
+    }
+
+    /// One step on a sharded batch: this process's shards one by one, each gradient weighted
+    /// by its share of the batch's rows, then the group's fixed-order sum and the same update
+    /// on every member.
+    fn sharded_step(
+        &mut self,
+        bufs: &mut ShardBuffers<T>,
+        data: &Dataset,
+        idx: &[usize],
+        steps_per_epoch: usize,
+    ) -> Result<StepResult> {
+        let (rows, n, step) = (idx.len(), self.params.len(), self.step + 1);
+        let beta = self.beta_at(step, steps_per_epoch);
+        let (plan, padded) = (bufs.plan, bufs.padded);
+        for (k, s) in plan.local().enumerate() {
+            let leaf = &mut bufs.leaves[k * padded..(k + 1) * padded];
+            let stats = &mut bufs.stats[k * SHARD_STATS..(k + 1) * SHARD_STATS];
+            stats.fill(0.0);
+            leaf[n..].fill(T::zero());
+            let mine = &idx[plan.rows(s, rows)];
+            if mine.is_empty() {
+                leaf.fill(T::zero());
+                continue;
+            }
+            let (elbo, loss, bound) =
+                self.forward_backward(data, mine, plan.stream_index(step, s), beta, leaf)?;
+            let m = mine.len() as f64;
+            stats.copy_from_slice(&[
+                m,
+                m * elbo.recon,
+                m * elbo.kl,
+                m * bound.unwrap_or(0.0),
+                m * loss,
+            ]);
+            if loss.is_finite() {
+                let w = T::of(m / rows as f64);
+                for g in &mut leaf[..n] {
+                    *g *= w;
+                }
+            } else {
+                leaf.fill(T::zero());
+            }
+        }
+        let group: &mut dyn Collective = match self.group.as_deref_mut() {
+            Some(g) => g,
+            None => &mut SingleProcess,
+        };
+        bufs.reduce(group, &mut self.grads)?;
+        let mut total = [0f64; SHARD_STATS];
+        for shard in bufs.all_stats.chunks_exact(SHARD_STATS) {
+            for (t, v) in total.iter_mut().zip(shard) {
+                *t += v;
+            }
+        }
+        let [_, recon, kl, bound, loss] = total.map(|v| v / rows as f64);
+        if !loss.is_finite() {
+            return Err(self.diverged(step, loss));
+        }
+        self.update(step)?;
         Ok(StepResult {
-            elbo,
+            elbo: BatchElbo { recon, kl },
             loss,
-            iw_bound,
+            iw_bound: self.config.iw_samples.map(|_| bound),
         })
     }
 

@@ -482,16 +482,11 @@ pub(crate) fn run<T: Float>(
     };
     bar.finish_and_clear();
     let pool = pool(ctx.threads)?;
-    let pictures = pool.run(|| {
-        elbo::pictures::write_gallery(
-            trainer.vae(),
-            trainer.params(),
-            test,
-            out,
-            trainer.config().seed,
-            ctx.threads,
-        )
-    });
+    // The model alone crosses to the pool's threads, not the trainer (whose process group is
+    // not to be shared between threads).
+    let (vae, params, seed) = (trainer.vae(), trainer.params(), trainer.config().seed);
+    let pictures =
+        pool.run(|| elbo::pictures::write_gallery(vae, params, test, out, seed, ctx.threads));
     if let Err(e) = &pictures {
         eprintln!("note: no pictures: {e}");
     }

@@ -1,0 +1,430 @@
+//! Data-parallel training across processes, with results that do not depend on how many.
+//!
+//! Each global batch is cut into a fixed number of shards `S` (a setting of the run, not of the
+//! machine). Each shard's gradient is computed alone, as if it were a batch of its own, and the
+//! `S` gradients are added in one fixed binary tree: adjacent pairs, then adjacent pairs of
+//! those, an odd node carried up unchanged. With `P` processes each one computes `S / P`
+//! adjacent shards and adds them in its own subtree; when `S / P` is a power of two those
+//! subtrees are exactly the tree's nodes one level up, so finishing the tree over the `P`
+//! partial sums gives every floating-point addition the same operands, in the same order, as
+//! one process computing all `S`. That is why a run gives bit-identical parameters on 1, 2, 4
+//! or 8 processes for the same `S`.
+//!
+//! The library knows nothing of MPI: a process group is anything that implements
+//! [`Collective`]. The command line implements it over MPI (`--features mpi`);
+//! [`InProcess`] implements it over threads, for tests and for trying the scheme without MPI.
+
+use std::ops::Range;
+use std::sync::{Arc, Barrier, Mutex};
+
+use crate::error::{Error, Result};
+use crate::kernels::scalar::Float;
+
+/// A group of processes that exchange equal-sized byte blocks: what data-parallel training
+/// needs of MPI, and all of it. Every member must make the same calls in the same order with
+/// the same lengths, as with MPI's collectives.
+pub trait Collective: Send {
+    /// This member's place in the group, from 0.
+    fn rank(&self) -> usize;
+    /// Members in the group.
+    fn size(&self) -> usize;
+    /// `send` is `size()` equal blocks, the j-th for member j. On return `recv` (as long as
+    /// `send`) holds the blocks addressed to this member, in member order (MPI_Alltoall).
+    fn all_to_all(&mut self, send: &[u8], recv: &mut [u8]) -> Result<()>;
+    /// Every member's `send` (of one length on all members), concatenated in member order
+    /// into `recv` (MPI_Allgather).
+    fn all_gather(&mut self, send: &[u8], recv: &mut [u8]) -> Result<()>;
+}
+
+/// A group of one: every exchange is a copy.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct SingleProcess;
+
+impl Collective for SingleProcess {
+    fn rank(&self) -> usize {
+        0
+    }
+    fn size(&self) -> usize {
+        1
+    }
+    fn all_to_all(&mut self, send: &[u8], recv: &mut [u8]) -> Result<()> {
+        copy_block(send, recv)
+    }
+    fn all_gather(&mut self, send: &[u8], recv: &mut [u8]) -> Result<()> {
+        copy_block(send, recv)
+    }
+}
+
+fn copy_block(send: &[u8], recv: &mut [u8]) -> Result<()> {
+    if send.len() != recv.len() {
+        return Err(Error::shape("exchange buffer", send.len(), recv.len()));
+    }
+    recv.copy_from_slice(send);
+    Ok(())
+}
+
+/// Members of a group that live in one process, one per thread: each thread owns one member and
+/// its own [`Trainer`](super::Trainer). Exchanges meet at a barrier, so every member must take
+/// part in every exchange (as with MPI); a member that stops early leaves the others waiting.
+#[derive(Debug)]
+pub struct InProcess {
+    rank: usize,
+    shared: Arc<InProcessShared>,
+}
+
+#[derive(Debug)]
+struct InProcessShared {
+    barrier: Barrier,
+    slots: Mutex<Vec<Vec<u8>>>,
+}
+
+impl InProcess {
+    /// A group of `size` members, to be handed one to each thread.
+    pub fn group(size: usize) -> Result<Vec<InProcess>> {
+        if size == 0 {
+            return Err(Error::config("group size", 0, "must be at least 1"));
+        }
+        let shared = Arc::new(InProcessShared {
+            barrier: Barrier::new(size),
+            slots: Mutex::new(vec![Vec::new(); size]),
+        });
+        Ok((0..size)
+            .map(|rank| InProcess {
+                rank,
+                shared: shared.clone(),
+            })
+            .collect())
+    }
+
+    /// Posts `send`, waits for every member's, lets `read` take what it needs from all of
+    /// them, and waits again so that no member's next post overwrites a slot being read.
+    fn exchange(&mut self, send: &[u8], read: impl FnOnce(&[Vec<u8>])) -> Result<()> {
+        fn lock(s: &InProcessShared) -> Result<std::sync::MutexGuard<'_, Vec<Vec<u8>>>> {
+            s.slots
+                .lock()
+                .map_err(|_| Error::Unsupported("a member of the group panicked".into()))
+        }
+        {
+            let mut slots = lock(&self.shared)?;
+            slots[self.rank].clear();
+            slots[self.rank].extend_from_slice(send);
+        }
+        self.shared.barrier.wait();
+        read(&lock(&self.shared)?);
+        self.shared.barrier.wait();
+        Ok(())
+    }
+}
+
+impl Collective for InProcess {
+    fn rank(&self) -> usize {
+        self.rank
+    }
+    fn size(&self) -> usize {
+        self.shared.slots.lock().map(|s| s.len()).unwrap_or(1)
+    }
+    fn all_to_all(&mut self, send: &[u8], recv: &mut [u8]) -> Result<()> {
+        let p = self.size();
+        if send.len() != recv.len() || !send.len().is_multiple_of(p) {
+            return Err(Error::shape("all-to-all buffers", send.len(), recv.len()));
+        }
+        let (block, me) = (send.len() / p, self.rank);
+        let mut bad = false;
+        self.exchange(send, |slots| {
+            for (i, s) in slots.iter().enumerate() {
+                match s.get(me * block..(me + 1) * block) {
+                    Some(b) => recv[i * block..(i + 1) * block].copy_from_slice(b),
+                    None => bad = true,
+                }
+            }
+        })?;
+        if bad {
+            return Err(Error::Unsupported(
+                "members of the group exchanged blocks of different lengths".into(),
+            ));
+        }
+        Ok(())
+    }
+    fn all_gather(&mut self, send: &[u8], recv: &mut [u8]) -> Result<()> {
+        let p = self.size();
+        let block = send.len();
+        if recv.len() != block * p {
+            return Err(Error::shape("all-gather output", block * p, recv.len()));
+        }
+        let mut bad = false;
+        self.exchange(send, |slots| {
+            for (i, s) in slots.iter().enumerate() {
+                if s.len() == block {
+                    recv[i * block..(i + 1) * block].copy_from_slice(s);
+                } else {
+                    bad = true;
+                }
+            }
+        })?;
+        if bad {
+            return Err(Error::Unsupported(
+                "members of the group exchanged blocks of different lengths".into(),
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// Adds `m = buf.len() / len` vectors of `len` stored one after another, in the fixed pairwise
+/// tree (node `i` absorbs node `i + w` for strides `w` = 1, 2, 4, ...); the sum is left in the
+/// first `len` elements. Every caller that must agree bit for bit adds through this.
+pub fn pairwise_tree_sum<T: Float>(buf: &mut [T], len: usize) {
+    if len == 0 {
+        return;
+    }
+    let m = buf.len() / len;
+    let mut w = 1;
+    while w < m {
+        let mut i = 0;
+        while i + w < m {
+            let (lo, hi) = buf.split_at_mut((i + w) * len);
+            for (a, &b) in lo[i * len..(i + 1) * len].iter_mut().zip(&hi[..len]) {
+                *a += b;
+            }
+            i += 2 * w;
+        }
+        w *= 2;
+    }
+}
+
+/// How a run's global batches are cut and which shards this process computes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ShardPlan {
+    /// Shards per global batch.
+    pub shards: usize,
+    /// Processes in the group.
+    pub procs: usize,
+    /// This process's place.
+    pub rank: usize,
+}
+
+impl ShardPlan {
+    /// Checks that `shards` can be shared by `procs` processes so that the result does not
+    /// depend on `procs`: `shards` a multiple of `procs`, and `shards / procs` a power of two.
+    pub fn new(shards: usize, procs: usize, rank: usize) -> Result<Self> {
+        if shards == 0 {
+            return Err(Error::config("shards", 0, "must be at least 1"));
+        }
+        if procs == 0 || rank >= procs {
+            return Err(Error::config(
+                "process rank",
+                rank,
+                "must be below the group's size",
+            ));
+        }
+        if !shards.is_multiple_of(procs) || !(shards / procs).is_power_of_two() {
+            return Err(Error::config(
+                "shards",
+                shards,
+                "must be the number of processes times a power of two (1, 2, 4, ...), so \
+                 that the sum is the same on any number of processes: 8 serves 1, 2, 4 or 8",
+            ));
+        }
+        Ok(ShardPlan {
+            shards,
+            procs,
+            rank,
+        })
+    }
+
+    /// Shards computed by this process.
+    pub fn local(&self) -> Range<usize> {
+        let l = self.shards / self.procs;
+        self.rank * l..(self.rank + 1) * l
+    }
+
+    /// The rows (positions in a global batch of `rows`) of shard `s`: as even as they can be,
+    /// the same however many processes there are.
+    pub fn rows(&self, s: usize, rows: usize) -> Range<usize> {
+        s * rows / self.shards..(s + 1) * rows / self.shards
+    }
+
+    /// The stream index of shard `s` in step `step` (1-based), for its noise, masks and
+    /// binarisation: `step` itself when there is one shard, so that a one-shard run draws
+    /// what an unsharded one does.
+    pub fn stream_index(&self, step: u64, s: usize) -> u64 {
+        (step - 1)
+            .wrapping_mul(self.shards as u64)
+            .wrapping_add(s as u64 + 1)
+    }
+}
+
+/// A 64-bit FNV-1a fingerprint: small, stable across platforms and versions, enough to tell
+/// whether processes hold the same settings, data and parameters.
+#[derive(Clone, Copy, Debug)]
+pub struct Fingerprint(u64);
+
+impl Default for Fingerprint {
+    fn default() -> Self {
+        Fingerprint(0xcbf2_9ce4_8422_2325)
+    }
+}
+
+impl Fingerprint {
+    /// Mixes in `bytes`.
+    pub fn add(&mut self, bytes: &[u8]) -> &mut Self {
+        for &b in bytes {
+            self.0 ^= b as u64;
+            self.0 = self.0.wrapping_mul(0x0100_0000_01b3);
+        }
+        self
+    }
+    /// The fingerprint so far.
+    pub fn value(&self) -> u64 {
+        self.0
+    }
+}
+
+/// Checks that every member of `group` gave the same `parts` (named fingerprints, the same
+/// names in the same order everywhere), and names the members and parts that differ.
+pub fn check_agreement(group: &mut dyn Collective, parts: &[(&str, u64)]) -> Result<()> {
+    let p = group.size();
+    let local: Vec<u8> = parts.iter().flat_map(|(_, v)| v.to_le_bytes()).collect();
+    let mut all = vec![0u8; local.len() * p];
+    group.all_gather(&local, &mut all)?;
+    let value = |rank: usize, k: usize| {
+        let o = (rank * parts.len() + k) * 8;
+        u64::from_le_bytes(all[o..o + 8].try_into().unwrap_or_default())
+    };
+    let mut differ = Vec::new();
+    for (k, (name, _)) in parts.iter().enumerate() {
+        let ranks: Vec<String> = (1..p)
+            .filter(|&r| value(r, k) != value(0, k))
+            .map(|r| r.to_string())
+            .collect();
+        if !ranks.is_empty() {
+            differ.push(format!("{name} (process {} against 0)", ranks.join(", ")));
+        }
+    }
+    if differ.is_empty() {
+        Ok(())
+    } else {
+        Err(Error::Distributed(format!(
+            "the processes disagree before training: {}; start every process with the same \
+             command, data and checkpoint",
+            differ.join("; ")
+        )))
+    }
+}
+
+/// Buffers of a sharded step, sized once for a model of `n` parameters.
+#[derive(Debug)]
+pub(crate) struct ShardBuffers<T> {
+    pub(crate) plan: ShardPlan,
+    /// The local shards' gradients, each `padded` long, one after another.
+    pub(crate) leaves: Vec<T>,
+    /// `n` rounded up to a multiple of the group's size.
+    pub(crate) padded: usize,
+    /// The group's blocks of this process's slice of the gradient.
+    pub(crate) recv: Vec<T>,
+    /// The summed slices of every process.
+    pub(crate) gathered: Vec<T>,
+    /// Per local shard: rows, then rows x each of recon, kl, bound and loss.
+    pub(crate) stats: Vec<f64>,
+    /// The same for every shard.
+    pub(crate) all_stats: Vec<f64>,
+}
+
+/// Figures a shard reports besides its gradient.
+pub(crate) const SHARD_STATS: usize = 5;
+
+impl<T: Float> ShardBuffers<T> {
+    pub(crate) fn new(plan: ShardPlan, n: usize) -> Self {
+        let p = plan.procs;
+        let padded = n.div_ceil(p) * p;
+        let local = plan.local().len();
+        ShardBuffers {
+            plan,
+            leaves: vec![T::zero(); local * padded],
+            padded,
+            recv: vec![T::zero(); padded],
+            gathered: vec![T::zero(); padded],
+            stats: vec![0.0; local * SHARD_STATS],
+            all_stats: vec![0.0; plan.shards * SHARD_STATS],
+        }
+    }
+
+    /// Adds the local leaves, then the group's partial sums, in the fixed tree; writes the
+    /// total into `out` (n long). Every process ends with the same bits.
+    pub(crate) fn reduce(&mut self, group: &mut dyn Collective, out: &mut [T]) -> Result<()> {
+        let (p, padded) = (self.plan.procs, self.padded);
+        pairwise_tree_sum(&mut self.leaves, padded);
+        group.all_gather(
+            bytemuck::cast_slice(&self.stats),
+            bytemuck::cast_slice_mut(&mut self.all_stats),
+        )?;
+        if p == 1 {
+            out.copy_from_slice(&self.leaves[..out.len()]);
+            return Ok(());
+        }
+        // Each process finishes the tree for one slice of the vector (all-to-all), then the
+        // slices are shared (all-gather): 2 (P - 1) / P of the gradient sent, as a ring
+        // all-reduce, but in a fixed order.
+        let chunk = padded / p;
+        group.all_to_all(
+            bytemuck::cast_slice(&self.leaves[..padded]),
+            bytemuck::cast_slice_mut(&mut self.recv),
+        )?;
+        pairwise_tree_sum(&mut self.recv, chunk);
+        group.all_gather(
+            bytemuck::cast_slice(&self.recv[..chunk]),
+            bytemuck::cast_slice_mut(&mut self.gathered),
+        )?;
+        out.copy_from_slice(&self.gathered[..out.len()]);
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_tree_over_process_subtrees_is_the_tree_over_all_shards() {
+        // Values whose sums round differently in different orders.
+        let len = 5;
+        let leaves: Vec<f32> = (0..8 * len)
+            .map(|i| ((i * 7919) % 1000) as f32 * 1e-3 + if i % 3 == 0 { 1e6 } else { 0.0 })
+            .collect();
+        let mut whole = leaves.clone();
+        pairwise_tree_sum(&mut whole, len);
+        for procs in [1usize, 2, 4, 8] {
+            let l = 8 / procs;
+            let mut partial: Vec<f32> = Vec::new();
+            for r in 0..procs {
+                let mut mine = leaves[r * l * len..(r + 1) * l * len].to_vec();
+                pairwise_tree_sum(&mut mine, len);
+                partial.extend_from_slice(&mine[..len]);
+            }
+            pairwise_tree_sum(&mut partial, len);
+            assert_eq!(partial[..len], whole[..len], "{procs} processes");
+        }
+        // A left-to-right sum is a different order, and here it gives different bits: the
+        // test above could fail.
+        let mut serial = vec![0f32; len];
+        for s in 0..8 {
+            for j in 0..len {
+                serial[j] += leaves[s * len + j];
+            }
+        }
+        assert_ne!(serial, whole[..len]);
+    }
+
+    #[test]
+    fn shard_counts_that_would_change_the_sum_are_refused() {
+        assert!(ShardPlan::new(8, 2, 1).is_ok());
+        assert!(ShardPlan::new(6, 3, 0).is_ok());
+        assert!(ShardPlan::new(8, 3, 0).is_err());
+        assert!(ShardPlan::new(12, 2, 0).is_err()); // 6 a process: not a power of two
+        assert!(ShardPlan::new(0, 1, 0).is_err());
+        assert!(ShardPlan::new(4, 2, 2).is_err());
+        let plan = ShardPlan::new(4, 1, 0).unwrap();
+        assert_eq!(plan.rows(3, 10), 7..10);
+        assert_eq!(ShardPlan::new(1, 1, 0).unwrap().stream_index(9, 0), 9);
+    }
+}
