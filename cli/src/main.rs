@@ -2,6 +2,7 @@
 
 mod args;
 mod commands;
+mod group;
 mod saved_model;
 
 use std::process::ExitCode;

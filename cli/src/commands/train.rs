@@ -72,9 +72,16 @@ pub(crate) struct TrainArgs {
     /// Seed for initialisation, order and noise [default: 0].
     #[arg(long)]
     pub(crate) seed: Option<u64>,
-    /// Threads [default: all cores].
+    /// Threads [default: all cores; under mpirun, this machine's cores shared among its
+    /// processes].
     #[arg(long)]
     pub(crate) threads: Option<usize>,
+    /// Cut each batch into S shards whose gradients are computed alone and added in a fixed
+    /// tree: the run is then bit-identical on any number of processes P (under mpirun, with
+    /// the `mpi` feature) for which S / P is a power of two. Needed when P > 1 [default:
+    /// unsharded].
+    #[arg(long, value_name = "S")]
+    pub(crate) shards: Option<usize>,
     /// Resample binary pixels from grey levels at every step.
     #[arg(long)]
     pub(crate) binarize: bool,
@@ -93,6 +100,7 @@ pub(crate) struct Report<'a> {
     pub(crate) test_examples: usize,
     pub(crate) precision: Precision,
     pub(crate) threads: usize,
+    pub(crate) processes: usize,
     pub(crate) model: &'a VaeConfig,
     pub(crate) training: &'a TrainConfig,
     pub(crate) epochs: &'a [EpochReport],
@@ -112,7 +120,38 @@ pub(crate) struct RunContext<'a> {
 }
 
 pub(crate) fn train(args: TrainArgs) -> std::result::Result<(), Failure> {
-    let threads = default_threads(args.threads);
+    let (membership, member) = match crate::group::join()? {
+        Some((m, c)) => (Some(m), Some(c)),
+        None => (None, None),
+    };
+    let result = train_in(args, member);
+    if let (Some(m), Err(f)) = (&membership, &result)
+        && m.size() > 1
+    {
+        match f {
+            // Every process reached the same verdict and ends by itself.
+            Failure::Error(Error::Distributed(_) | Error::Diverged { .. })
+            | Failure::Reported(_) => {}
+            Failure::Error(e) => {
+                // This process alone: the others would wait for it forever.
+                eprintln!("error: {e}; ending every process of the job");
+                m.abort(1)
+            }
+        }
+    }
+    result
+}
+
+fn train_in(
+    args: TrainArgs,
+    member: Option<Box<dyn elbo::Collective>>,
+) -> std::result::Result<(), Failure> {
+    let threads = match (args.threads, &member) {
+        (None, Some(_)) => {
+            default_threads(None).div_ceil(crate::group::processes_on_this_machine())
+        }
+        (t, _) => default_threads(t),
+    };
     args.data.check_applicable()?;
     if let Some(resume) = &args.resume {
         if let Some(name) = args.model.first_given() {
@@ -154,6 +193,7 @@ pub(crate) fn train(args: TrainArgs) -> std::result::Result<(), Failure> {
             ("seed", args.seed.is_some()),
             ("binarize", args.binarize),
             ("precision", args.precision.is_some()),
+            ("shards", args.shards.is_some()),
         ];
         if let Some((name, _)) = fixed.iter().find(|(_, given)| *given) {
             return Err(Error::config(
@@ -190,11 +230,13 @@ pub(crate) fn train(args: TrainArgs) -> std::result::Result<(), Failure> {
                 &ctx,
                 something_to_do(Trainer::<f32>::resume(&path, &par, args.epochs)?)?
                     .with_overrides(overrides)?,
+                member,
             ),
             Precision::F64 => run(
                 &ctx,
                 something_to_do(Trainer::<f64>::resume(&path, &par, args.epochs)?)?
                     .with_overrides(overrides)?,
+                member,
             ),
         };
     }
@@ -262,7 +304,8 @@ pub(crate) fn train(args: TrainArgs) -> std::result::Result<(), Failure> {
         .weight_decay(args.weight_decay.unwrap_or(0.0))
         .seed(args.seed.unwrap_or(0))
         .binarize(args.binarize)
-        .iw_samples(args.iw_samples);
+        .iw_samples(args.iw_samples)
+        .shards(args.shards);
     let ctx = RunContext {
         data: args.data.absolute()?,
         train_limit: args.train_limit,
@@ -286,10 +329,12 @@ pub(crate) fn train(args: TrainArgs) -> std::result::Result<(), Failure> {
         Precision::F32 => run(
             &ctx,
             Trainer::<f32>::new(vae, config, &elbo::Parallelism::threads(threads)?)?,
+            member,
         ),
         Precision::F64 => run(
             &ctx,
             Trainer::<f64>::new(vae, config, &elbo::Parallelism::threads(threads)?)?,
+            member,
         ),
     }
 }
@@ -312,10 +357,18 @@ fn something_to_do<T: Float>(trainer: Trainer<T>) -> Result<Trainer<T>> {
 pub(crate) fn run<T: Float>(
     ctx: &RunContext<'_>,
     mut trainer: Trainer<T>,
+    member: Option<Box<dyn elbo::Collective>>,
 ) -> std::result::Result<(), Failure> {
     trainer.set_sparse_input(!ctx.dense_input);
+    if let Some(m) = member {
+        trainer.set_group(m)?;
+    }
+    // Under MPI, process 0 alone writes files and prints; the others train in silence.
+    let (root, processes) = (trainer.rank() == 0, trainer.group_size());
     let (train, test, out) = (ctx.train, ctx.test, &ctx.out);
-    std::fs::create_dir_all(out).map_err(|e| Error::io("creating", out, e))?;
+    if root {
+        std::fs::create_dir_all(out).map_err(|e| Error::io("creating", out, e))?;
+    }
     let report_path = out.join("report.json");
     let model_path = out.join("model.safetensors");
     // A resumed run keeps the report of the epochs before it.
@@ -332,7 +385,11 @@ pub(crate) fn run<T: Float>(
         Vec::new()
     };
     let write_report = |epochs: &[EpochReport], trainer: &Trainer<T>| -> Result<()> {
+        if !root {
+            return Ok(());
+        }
         let report = Report {
+            processes,
             data: &ctx.data,
             train_examples: train.len(),
             test_examples: test.len(),
@@ -348,26 +405,37 @@ pub(crate) fn run<T: Float>(
     // Written before training so that an unwritable folder fails now, not after an epoch.
     write_report(&epochs, &trainer)?;
     let v = trainer.vae();
-    eprintln!(
-        "elbo: {} train / {} test examples of width {}; model {}-{:?}-{}, {} parameters, {} likelihood; {} thread(s), {:?}{}",
-        train.len(),
-        test.len(),
-        train.dim(),
-        v.input_dim(),
-        v.config().encoder_hidden,
-        v.latent_dim(),
-        v.num_params(),
-        v.config().likelihood,
-        ctx.threads,
-        ctx.precision,
-        if trainer.epochs_done() > 0 {
-            format!("; resuming after epoch {}", trainer.epochs_done())
-        } else {
-            String::new()
-        }
-    );
+    let procs = if processes > 1 {
+        format!("{processes} processes x ")
+    } else {
+        String::new()
+    };
+    let shards = trainer
+        .config()
+        .shards
+        .map_or(String::new(), |s| format!(", {s} shards a batch"));
+    if root {
+        eprintln!(
+            "elbo: {} train / {} test examples of width {}; model {}-{:?}-{}, {} parameters, {} likelihood; {procs}{} thread(s){shards}, {:?}{}",
+            train.len(),
+            test.len(),
+            train.dim(),
+            v.input_dim(),
+            v.config().encoder_hidden,
+            v.latent_dim(),
+            v.num_params(),
+            v.config().likelihood,
+            ctx.threads,
+            ctx.precision,
+            if trainer.epochs_done() > 0 {
+                format!("; resuming after epoch {}", trainer.epochs_done())
+            } else {
+                String::new()
+            }
+        );
+    }
     let total_epochs = trainer.config().epochs;
-    let bar = if ctx.json {
+    let bar = if ctx.json || !root {
         ProgressBar::hidden()
     } else {
         ProgressBar::new(train.len() as u64)
@@ -414,6 +482,9 @@ pub(crate) fn run<T: Float>(
         ));
     }
     let on_epoch = |r: &EpochReport, t: &Trainer<T>| -> Result<()> {
+        if !root {
+            return Ok(());
+        }
         bar.finish_and_clear();
         if ctx.json {
             println!("{}", serde_json::to_string(r).expect("serialises"));
@@ -431,8 +502,10 @@ pub(crate) fn run<T: Float>(
         Ok(())
     };
     // Ctrl-C: finish the step under way, write a checkpoint, exit; a second Ctrl-C exits now.
+    // Not under MPI with others: each process would see its own Ctrl-C at its own step, and
+    // the rest would wait for it; mpirun ends them all, and the last epoch's checkpoint stays.
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-    {
+    if processes == 1 {
         let stop = stop.clone();
         let _ = ctrlc::set_handler(move || {
             if stop.swap(true, std::sync::atomic::Ordering::SeqCst) {
@@ -464,6 +537,10 @@ pub(crate) fn run<T: Float>(
             // Returned, not exited: the trainer and its threads are dropped on the way out.
             return Err(Failure::Reported(130));
         }
+        Err(Error::Diverged { .. } | Error::Distributed(_)) if !root => {
+            // Process 0 says it, once.
+            return Err(Failure::Reported(1));
+        }
         Err(e @ Error::Diverged { .. }) => {
             bar.finish_and_clear();
             let kept = match trainer.epochs_done() {
@@ -481,6 +558,9 @@ pub(crate) fn run<T: Float>(
         other => other?,
     };
     bar.finish_and_clear();
+    if !root {
+        return Ok(());
+    }
     let pool = pool(ctx.threads)?;
     // The model alone crosses to the pool's threads, not the trainer (whose process group is
     // not to be shared between threads).

@@ -1,0 +1,148 @@
+//! The processes a training run shares its batches with: MPI's, when the command line is built
+//! with `--features mpi` and started by `mpirun`; otherwise none. The library's side of it
+//! (shards, the fixed-order sum, the agreement checks) is `elbo::train::distributed`.
+
+use elbo::{Collective, Error, Result};
+
+/// Environment variables that MPI launchers set in the processes they start (Open MPI, PMIx,
+/// MPICH and Slurm's PMI).
+const LAUNCHER_VARS: [&str; 3] = ["OMPI_COMM_WORLD_SIZE", "PMIX_RANK", "PMI_SIZE"];
+
+/// Whether this process was started by an MPI launcher.
+fn launched_by_mpi() -> bool {
+    LAUNCHER_VARS.iter().any(|v| std::env::var_os(v).is_some())
+}
+
+/// Processes of this job on this machine, as the launcher says: each one's share of the
+/// cores when no thread count is given.
+pub(crate) fn processes_on_this_machine() -> usize {
+    ["OMPI_COMM_WORLD_LOCAL_SIZE", "MPI_LOCALNRANKS"]
+        .iter()
+        .find_map(|v| std::env::var(v).ok()?.parse().ok())
+        .unwrap_or(1usize)
+        .max(1)
+}
+
+/// This process's membership of its job, held for the whole command: MPI is finalised when it
+/// is dropped, so it must outlive every trainer that uses the member.
+pub(crate) struct Membership {
+    #[cfg(feature = "mpi")]
+    universe: mpi::environment::Universe,
+    size: usize,
+}
+
+impl Membership {
+    /// Processes in the job.
+    pub(crate) fn size(&self) -> usize {
+        self.size
+    }
+
+    /// Ends every process of the job at once: for a failure on this process alone, which
+    /// would otherwise leave the others waiting for it in an exchange.
+    pub(crate) fn abort(&self, code: i32) -> ! {
+        #[cfg(feature = "mpi")]
+        {
+            use mpi::traits::Communicator;
+            self.universe.world().abort(code)
+        }
+        #[cfg(not(feature = "mpi"))]
+        std::process::exit(code)
+    }
+}
+
+/// Joins the MPI job this process was started in, if any.
+pub(crate) fn join() -> Result<Option<(Membership, Box<dyn Collective>)>> {
+    if !launched_by_mpi() {
+        return Ok(None);
+    }
+    join_mpi()
+}
+
+#[cfg(not(feature = "mpi"))]
+fn join_mpi() -> Result<Option<(Membership, Box<dyn Collective>)>> {
+    let size: usize = std::env::var("OMPI_COMM_WORLD_SIZE")
+        .or_else(|_| std::env::var("PMI_SIZE"))
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(1);
+    if size > 1 {
+        return Err(Error::Unsupported(format!(
+            "started by mpirun as one of {size} processes, but this elbo was built without \
+             MPI: build it with `cargo build --release -p elbo-cli --features mpi`"
+        )));
+    }
+    Ok(None)
+}
+
+#[cfg(feature = "mpi")]
+fn join_mpi() -> Result<Option<(Membership, Box<dyn Collective>)>> {
+    use mpi::Threading;
+    use mpi::traits::Communicator;
+    let (universe, threading) = mpi::initialize_with_threading(Threading::Serialized)
+        .ok_or_else(|| Error::Distributed("MPI was already initialised".into()))?;
+    if !matches!(threading, Threading::Serialized | Threading::Multiple) {
+        return Err(Error::Distributed(format!(
+            "this MPI library offers threads {threading:?}; elbo calls MPI from its training \
+             thread and needs MPI_THREAD_SERIALIZED"
+        )));
+    }
+    let world = universe.world();
+    let (rank, size) = (world.rank() as usize, world.size() as usize);
+    let member = MpiMember { world, rank, size };
+    Ok(Some((Membership { universe, size }, Box::new(member))))
+}
+
+/// This process in MPI's world communicator.
+#[cfg(feature = "mpi")]
+struct MpiMember {
+    world: mpi::topology::SimpleCommunicator,
+    rank: usize,
+    size: usize,
+}
+
+// SAFETY: MPI calls through an `MpiMember` may come from whichever thread runs the training
+// loop, not only the one that initialised MPI. That is allowed at MPI_THREAD_SERIALIZED or
+// above, which `join_mpi` (the only constructor) checks, provided no two calls run at once:
+// every method that calls MPI takes `&mut self`, and the type is not `Sync`, so only one
+// thread at a time can reach them. The communicator is MPI_COMM_WORLD, which is never freed.
+#[cfg(feature = "mpi")]
+unsafe impl Send for MpiMember {}
+
+#[cfg(feature = "mpi")]
+impl Collective for MpiMember {
+    fn rank(&self) -> usize {
+        self.rank
+    }
+    fn size(&self) -> usize {
+        self.size
+    }
+    fn all_to_all(&mut self, send: &[u8], recv: &mut [u8]) -> Result<()> {
+        use mpi::traits::CommunicatorCollectives;
+        if send.len() != recv.len()
+            || !send.len().is_multiple_of(self.size)
+            || send.len() / self.size > i32::MAX as usize
+        {
+            return Err(Error::Distributed(format!(
+                "all-to-all of {} bytes into {} on {} processes",
+                send.len(),
+                recv.len(),
+                self.size
+            )));
+        }
+        self.world.all_to_all_into(send, recv);
+        Ok(())
+    }
+    fn all_gather(&mut self, send: &[u8], recv: &mut [u8]) -> Result<()> {
+        use mpi::traits::CommunicatorCollectives;
+        if recv.len() != send.len() * self.size || send.len() > i32::MAX as usize {
+            return Err(Error::Distributed(format!(
+                "all-gather of {} bytes into {} on {} processes",
+                send.len(),
+                recv.len(),
+                self.size
+            )));
+        }
+        self.world.all_gather_into(send, recv);
+        Ok(())
+    }
+}
