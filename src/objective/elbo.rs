@@ -393,19 +393,23 @@ impl<'a> Elbo<'a> {
         grads: &mut [T],
     ) -> Result<()> {
         ws.check_backward(self.vae, params, rows, grads)?;
-        self.backward_unchecked(params, ws, rows, beta, grads)
+        self.backward_unchecked(params, ws, rows, rows, beta, grads)
     }
 
     /// [`backward`](Self::backward) once its sizes are checked.
+    /// The loss is the sum over these `rows` divided by `mean_over`: `rows` itself for a
+    /// batch, the whole batch's rows for one shard of it (so that the shards' gradients add up
+    /// to the batch's without a pass to weight them).
     pub(crate) fn backward_unchecked<T: Float>(
         &self,
         params: &[T],
         ws: &mut Workspace<T>,
         rows: usize,
+        mean_over: usize,
         beta: T,
         grads: &mut [T],
     ) -> Result<()> {
-        let scale = T::one() / T::of((rows * ws.samples) as f64);
+        let scale = T::one() / T::of((mean_over * ws.samples) as f64);
         self.backward_decoder(params, ws, rows, scale, false, grads)?;
         let zd = self.vae.latent_dim();
         let reparam = self.reparam(ws);
@@ -414,7 +418,7 @@ impl<'a> Elbo<'a> {
         reparam.backward(&ws.stats, &ws.eps, &ws.dz, dstats, rows)?;
         self.vae
             .kl
-            .backward(&ws.stats, beta / T::of(rows as f64), dstats, rows)?;
+            .backward(&ws.stats, beta / T::of(mean_over as f64), dstats, rows)?;
         self.backward_encoder(params, ws, rows, grads)
     }
 

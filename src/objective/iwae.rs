@@ -155,7 +155,7 @@ impl<'a> Iwae<'a> {
         grads: &mut [T],
     ) -> Result<()> {
         ws.check_backward(self.vae, params, rows, grads)?;
-        self.backward_unchecked(params, ws, rows, grads)
+        self.backward_unchecked(params, ws, rows, rows, grads)
     }
 
     /// [`backward`](Self::backward) once its sizes are checked.
@@ -164,10 +164,12 @@ impl<'a> Iwae<'a> {
         params: &[T],
         ws: &mut Workspace<T>,
         rows: usize,
+        mean_over: usize,
         grads: &mut [T],
     ) -> Result<()> {
+        // The bound summed over these rows, over `mean_over` (see Elbo's).
         let elbo = Elbo::new(self.vae);
-        let inv_b = T::one() / T::of(rows as f64);
+        let inv_b = T::one() / T::of(mean_over as f64);
         elbo.backward_decoder(params, ws, rows, inv_b, true, grads)?;
         let (zd, k) = (self.vae.latent_dim(), ws.samples());
         for r in 0..rows * k {

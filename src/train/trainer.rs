@@ -365,7 +365,7 @@ impl<T: Float> Trainer<T> {
         let step = self.step + 1;
         let beta = self.beta_at(step, steps_per_epoch);
         let mut grads = std::mem::take(&mut self.grads);
-        let r = self.forward_backward(data, idx, step, beta, &mut grads);
+        let r = self.forward_backward(data, (idx, idx.len()), step, beta, &mut grads);
         self.grads = grads;
         let (elbo, loss, iw_bound) = r?;
         if !loss.is_finite() {
@@ -391,11 +391,11 @@ impl<T: Float> Trainer<T> {
 
     /// Gathers the rows `idx`, draws the noise (and masks, and binarisation) of stream
     /// `stream_index`, and runs the forward pass; when the loss is finite, also the backward
-    /// pass into `grads`, the gradient of the mean loss over these rows.
+    /// pass into `grads`: the gradient of the loss summed over these rows, over `mean_over`.
     fn forward_backward(
         &mut self,
         data: &Dataset,
-        idx: &[usize],
+        (idx, mean_over): (&[usize], usize),
         stream_index: u64,
         beta: f64,
         grads: &mut [T],
@@ -429,12 +429,19 @@ impl<T: Float> Trainer<T> {
             return Ok((elbo, loss, iw_bound));
         }
         if iw_bound.is_some() {
-            Iwae::new(&self.vae).backward_unchecked(&self.params, &mut self.ws, rows, grads)?;
+            Iwae::new(&self.vae).backward_unchecked(
+                &self.params,
+                &mut self.ws,
+                rows,
+                mean_over,
+                grads,
+            )?;
         } else {
             Elbo::new(&self.vae).backward_unchecked(
                 &self.params,
                 &mut self.ws,
                 rows,
+                mean_over,
                 T::of(beta),
                 grads,
             )?;
@@ -488,8 +495,9 @@ impl<T: Float> Trainer<T> {
                 leaf.fill(T::zero());
                 continue;
             }
+            let key = plan.stream_index(step, s);
             let (elbo, loss, bound) =
-                self.forward_backward(data, mine, plan.stream_index(step, s), beta, leaf)?;
+                self.forward_backward(data, (mine, rows), key, beta, &mut leaf[..n])?;
             let m = mine.len() as f64;
             stats.copy_from_slice(&[
                 m,
@@ -498,12 +506,7 @@ impl<T: Float> Trainer<T> {
                 m * bound.unwrap_or(0.0),
                 m * loss,
             ]);
-            if loss.is_finite() {
-                let w = T::of(m / rows as f64);
-                for g in &mut leaf[..n] {
-                    *g *= w;
-                }
-            } else {
+            if !loss.is_finite() {
                 leaf.fill(T::zero());
             }
         }
