@@ -20,12 +20,16 @@ pub(crate) fn evaluate_into<T: Float>(
 ) -> Result<Evaluation> {
     let elbo = Elbo::new(vae);
     let (d, zd, l) = (vae.input_dim(), vae.latent_dim(), ws.samples());
-    let indices: Vec<usize> = (0..data.len()).collect();
     let mut sum = BatchElbo::default();
     let (mut s_mu, mut s_mu2, mut s_kl) = (vec![0.0; zd], vec![0.0; zd], vec![0.0; zd]);
-    for (bi, idx) in indices.chunks(ws.max_rows()).enumerate() {
+    // One batch of indices at a time: nothing a test row, however many rows there are.
+    let batch = ws.max_rows();
+    let mut idx = Vec::with_capacity(batch);
+    for (bi, start) in (0..data.len()).step_by(batch).enumerate() {
+        idx.clear();
+        idx.extend(start..(start + batch).min(data.len()));
         let rows = idx.len();
-        data.gather_unchecked(idx, &mut ws.x[..rows * d]);
+        data.gather_unchecked(&idx, &mut ws.x[..rows * d]);
         fill_normal(
             &mut stream(seed, Purpose::Eval, bi as u64),
             &mut ws.eps[..rows * l * zd],

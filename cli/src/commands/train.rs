@@ -204,7 +204,9 @@ fn train_in(
             .into());
         }
         let train_limit = stored_limit;
-        let (train, test) = load_data(&data, train_limit)?;
+        let (mut train, test) = load_data(&data, train_limit)?;
+        // Training never reads labels; a file of millions of cells would keep a byte each.
+        train.labels = None;
         let ctx = RunContext {
             data: data.absolute()?,
             train_limit,
@@ -257,7 +259,9 @@ fn train_in(
         )
         .into());
     }
-    let (train, test) = load_data(&args.data, args.train_limit)?;
+    let (mut train, test) = load_data(&args.data, args.train_limit)?;
+    // Training never reads labels; a file of millions of cells would keep a byte each.
+    train.labels = None;
     let vae = Vae::new(
         args.model
             .config(train.dim(), args.data.data.unwrap_or(DataKind::Shapes))?,
