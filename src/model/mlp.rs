@@ -168,6 +168,36 @@ impl Mlp {
         Ok(())
     }
 
+    /// Every batch normalisation's [`write_shard_stats`](BatchNorm::write_shard_stats) for the
+    /// last training pass on `buf`.
+    pub fn write_shard_stats<T: Float>(
+        &self,
+        out: &mut [T],
+        buf: &MlpBuffers<T>,
+        weight: f64,
+    ) -> Result<()> {
+        for (l, stats) in self.layers.iter().zip(&buf.stats) {
+            if let Some(norm) = &l.norm {
+                norm.write_shard_stats(out, stats, weight)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Every batch normalisation's [`update_running_from`](BatchNorm::update_running_from).
+    pub fn update_running_from<T: Float>(
+        &self,
+        params: &mut [T],
+        combined: &mut [T],
+    ) -> Result<()> {
+        for l in &self.layers {
+            if let Some(norm) = &l.norm {
+                norm.update_running_from(params, combined)?;
+            }
+        }
+        Ok(())
+    }
+
     /// Width of the output (0 for an empty stack).
     pub fn out_width(&self) -> Option<usize> {
         self.layers.last().map(|l| l.dense.n_out)

@@ -215,28 +215,80 @@ impl BatchNorm {
         if stats.rows == 0 || stats.mean.len() != self.width {
             return Ok(());
         }
-        let m = BATCH_NORM_MOMENTUM;
-        let n = stats.rows as f64;
-        let unbias = if stats.rows > 1 { n / (n - 1.0) } else { 1.0 };
-        for (r, &b) in self
-            .running_mean
-            .get_mut(params)?
-            .iter_mut()
-            .zip(&stats.mean)
-        {
-            *r = T::of((1.0 - m) * r.as_f64() + m * b);
+        let var = stats
+            .inv_std
+            .iter()
+            .map(|&inv| unbiased_var(inv, stats.rows));
+        self.blend(params, stats.mean.iter().copied(), var)
+    }
+
+    /// For a batch cut into shards: writes `weight` times this shard's mean and unbiased
+    /// variance into `out` where the running averages sit (in a gradient, whose entries there
+    /// are otherwise zero). Summed over the shards with weights that add up to 1, they are the
+    /// batch's statistics for [`update_running_from`](Self::update_running_from).
+    pub fn write_shard_stats<T: Float>(
+        &self,
+        out: &mut [T],
+        stats: &BatchStats,
+        weight: f64,
+    ) -> Result<()> {
+        if stats.rows == 0 || stats.mean.len() != self.width {
+            return Ok(());
         }
-        for (r, &inv) in self
+        for (o, &b) in self.running_mean.get_mut(out)?.iter_mut().zip(&stats.mean) {
+            *o = T::of(weight * b);
+        }
+        for (o, &inv) in self
             .running_var
-            .get_mut(params)?
+            .get_mut(out)?
             .iter_mut()
             .zip(&stats.inv_std)
         {
-            let var = (1.0 / (inv * inv) - BATCH_NORM_EPS).max(0.0) * unbias;
-            *r = T::of((1.0 - m) * r.as_f64() + m * var);
+            *o = T::of(weight * unbiased_var(inv, stats.rows));
         }
         Ok(())
     }
+
+    /// Moves the running averages towards the statistics that `combined` holds where they sit
+    /// (see [`write_shard_stats`](Self::write_shard_stats)), then zeroes them there.
+    pub fn update_running_from<T: Float>(
+        &self,
+        params: &mut [T],
+        combined: &mut [T],
+    ) -> Result<()> {
+        let (mean, var) = (
+            self.running_mean.get(combined)?,
+            self.running_var.get(combined)?,
+        );
+        let as_f64 = |v: &T| v.as_f64();
+        self.blend(params, mean.iter().map(as_f64), var.iter().map(as_f64))?;
+        self.running_mean.get_mut(combined)?.fill(T::zero());
+        self.running_var.get_mut(combined)?.fill(T::zero());
+        Ok(())
+    }
+
+    fn blend<T: Float>(
+        &self,
+        params: &mut [T],
+        mean: impl Iterator<Item = f64>,
+        var: impl Iterator<Item = f64>,
+    ) -> Result<()> {
+        let m = BATCH_NORM_MOMENTUM;
+        for (r, b) in self.running_mean.get_mut(params)?.iter_mut().zip(mean) {
+            *r = T::of((1.0 - m) * r.as_f64() + m * b);
+        }
+        for (r, v) in self.running_var.get_mut(params)?.iter_mut().zip(var) {
+            *r = T::of((1.0 - m) * r.as_f64() + m * v);
+        }
+        Ok(())
+    }
+}
+
+/// The unbiased variance (times n/(n - 1)) of a batch of `rows` from its 1/sqrt(var + eps).
+fn unbiased_var(inv_std: f64, rows: usize) -> f64 {
+    let n = rows as f64;
+    let unbias = if rows > 1 { n / (n - 1.0) } else { 1.0 };
+    (1.0 / (inv_std * inv_std) - BATCH_NORM_EPS).max(0.0) * unbias
 }
 
 /// Dropout with rate p: while training, each value is kept with probability 1 - p and scaled

@@ -142,6 +142,21 @@ impl<T: Float> Workspace<T> {
         vae.decoder.update_running_stats(params, &self.dec)
     }
 
+    /// For one shard of a batch: writes `weight` times the last training pass's batch
+    /// normalisation statistics where the running averages sit in `grads` (see
+    /// [`crate::model::BatchNorm::write_shard_stats`]).
+    pub fn write_shard_stats(&self, vae: &Vae, grads: &mut [T], weight: f64) -> Result<()> {
+        vae.encoder.write_shard_stats(grads, &self.enc, weight)?;
+        vae.decoder.write_shard_stats(grads, &self.dec, weight)
+    }
+
+    /// After a sharded step: moves the running averages towards the statistics the shards
+    /// left, summed, in `grads`, and zeroes them there.
+    pub fn update_running_from(vae: &Vae, params: &mut [T], grads: &mut [T]) -> Result<()> {
+        vae.encoder.update_running_from(params, grads)?;
+        vae.decoder.update_running_from(params, grads)
+    }
+
     /// Allows (the default) or forbids sparse first-layer products for inputs that are mostly
     /// zeros ([`crate::model::SPARSE_INPUT_DENSITY`]). Results agree to rounding either way.
     pub fn set_sparse_input(&mut self, allow: bool) {

@@ -63,7 +63,7 @@ impl<T: Float> Trainer<T> {
         let n = vae.num_params();
         let ws = Workspace::new(&vae, config.batch_size, config.draws_per_point(), threads)?;
         let shard_bufs = match config.shards {
-            Some(s) => Some(ShardBuffers::new(Self::shard_plan(&vae, s, 1, 0)?, n)),
+            Some(s) => Some(ShardBuffers::new(Self::shard_plan(s, 1, 0)?, n)),
             None => None,
         };
         Ok(Trainer {
@@ -83,16 +83,7 @@ impl<T: Float> Trainer<T> {
         })
     }
 
-    fn shard_plan(vae: &Vae, shards: usize, procs: usize, rank: usize) -> Result<ShardPlan> {
-        if vae.config().batch_norm && shards > 1 {
-            return Err(Error::config(
-                "shards",
-                shards,
-                "batch normalisation's statistics would be those of each shard, and its running \
-                 averages would need the shards' statistics combined, which is not built yet; \
-                 train sharded without batch normalisation, or with one shard",
-            ));
-        }
+    fn shard_plan(shards: usize, procs: usize, rank: usize) -> Result<ShardPlan> {
         ShardPlan::new(shards, procs, rank)
     }
 
@@ -117,7 +108,7 @@ impl<T: Float> Trainer<T> {
                 )));
             }
         };
-        let plan = Self::shard_plan(&self.vae, shards, procs, rank)?;
+        let plan = Self::shard_plan(shards, procs, rank)?;
         self.shard_bufs = Some(ShardBuffers::new(plan, self.params.len()));
         self.group = Some(group);
         Ok(())
@@ -371,7 +362,7 @@ impl<T: Float> Trainer<T> {
         if !loss.is_finite() {
             return Err(self.diverged(step, loss));
         }
-        self.update(step)?;
+        self.update(step, false)?;
         Ok(StepResult {
             elbo,
             loss,
@@ -450,8 +441,13 @@ impl<T: Float> Trainer<T> {
     }
 
     /// Weight decay, clipping and the optimizer's step from `self.grads`, then batch
-    /// normalisation's running averages; `step` becomes the steps done.
-    fn update(&mut self, step: u64) -> Result<()> {
+    /// normalisation's running averages (from the last pass, or when `sharded` from the
+    /// shards' statistics summed into the gradient); `step` becomes the steps done.
+    fn update(&mut self, step: u64, sharded: bool) -> Result<()> {
+        if sharded {
+            // Read (and cleared) before anything else touches the gradient.
+            Workspace::update_running_from(&self.vae, &mut self.params, &mut self.grads)?;
+        }
         if self.config.weight_decay > 0.0 {
             // d/dp of (weight_decay / 2) |p|^2, added before clipping as PyTorch does; not to
             // batch normalisation's running averages, which no gradient moves.
@@ -467,7 +463,9 @@ impl<T: Float> Trainer<T> {
             clip_grad_norm(&mut self.grads, c);
         }
         self.optimizer.step(&mut self.params, &self.grads)?;
-        self.ws.update_running_stats(&self.vae, &mut self.params)?;
+        if !sharded {
+            self.ws.update_running_stats(&self.vae, &mut self.params)?;
+        }
         self.step = step;
         Ok(())
     }
@@ -506,7 +504,12 @@ impl<T: Float> Trainer<T> {
                 m * bound.unwrap_or(0.0),
                 m * loss,
             ]);
-            if !loss.is_finite() {
+            if loss.is_finite() {
+                // Batch normalisation's statistics travel in the gradient's frozen entries,
+                // weighted like the gradient, so the tree sums them too.
+                self.ws
+                    .write_shard_stats(&self.vae, leaf, m / rows as f64)?;
+            } else {
                 leaf.fill(T::zero());
             }
         }
@@ -525,7 +528,7 @@ impl<T: Float> Trainer<T> {
         if !loss.is_finite() {
             return Err(self.diverged(step, loss));
         }
-        self.update(step)?;
+        self.update(step, true)?;
         Ok(StepResult {
             elbo: BatchElbo { recon, kl },
             loss,
