@@ -2,7 +2,7 @@
 """Runs the MNIST reference VAE in elbo, JAX and PyTorch (and candle, with --candle) side by
 side on this machine, each pinned to the same cores, and writes the table into BENCHMARKS.md.
 
-    python3 benches/frameworks/run.py [--epochs 10] [--threads 2,1] [--rounds 3] [--candle]
+    python3 benches/frameworks/run.py [--epochs 10] [--threads 2,1] [--rounds 5] [--candle] [--skip-dense]
 
 Timed in interleaved rounds: each round runs every implementation once, in turn (elbo, then the
 others), so that a slow minute of this machine slows all of them alike; each framework's speed
@@ -71,12 +71,12 @@ def elbo(args, threads, dense_input=False):
              "test_loss": e["test"]["neg_elbo"]} for e in rep["epochs"]], rss
 
 
-def python_impl(script):
+def python_impl(script, *flags):
     def go(args, threads):
         env = dict(os.environ)
         env["XLA_FLAGS"] = f"--xla_cpu_multi_thread_eigen={'true' if threads > 1 else 'false'} intra_op_parallelism_threads={threads}"
         env["OMP_NUM_THREADS"] = str(threads)
-        cmd = [PY, os.path.join(HERE, script), "--data-dir", args.data_dir, "--epochs", str(args.epochs)]
+        cmd = [PY, os.path.join(HERE, script), "--data-dir", args.data_dir, "--epochs", str(args.epochs), *flags]
         if script.startswith("pytorch"):
             cmd += ["--threads", str(threads)]
         out, rss = peak_rss_mib(cmd, threads, env)
@@ -98,13 +98,19 @@ def main():
     p.add_argument("--data-dir", default=os.path.join(ROOT, "..", "shared", "data", "mnist"))
     p.add_argument("--candle", action="store_true", help="also build and run the candle version")
     p.add_argument("--output", default=os.path.join(ROOT, "BENCHMARKS.md"))
-    p.add_argument("--rounds", type=int, default=3, help="interleaved rounds per thread count")
+    p.add_argument("--rounds", type=int, default=5, help="interleaved rounds per thread count")
+    p.add_argument("--skip-dense", action="store_true", help="leave out elbo --dense-input")
     args = p.parse_args()
     args.data_dir = os.path.abspath(args.data_dir)
     ensure_venv()
     subprocess.run(["cargo", "build", "--release", "--quiet"], check=True, cwd=ROOT)
-    impls = [("elbo", elbo), ("elbo --dense-input", lambda a, t: elbo(a, t, dense_input=True)),
-             ("JAX (jit + optax)", python_impl("jax_vae.py")), ("PyTorch", python_impl("pytorch_vae.py"))]
+    impls = [("elbo", elbo)]
+    if not args.skip_dense:
+        impls.append(("elbo --dense-input", lambda a, t: elbo(a, t, dense_input=True)))
+    impls += [("JAX (jit + optax)", python_impl("jax_vae.py")),
+              ("JAX (data on device, gather in the step, donated)", python_impl("jax_vae.py", "--on-device")),
+              ("PyTorch", python_impl("pytorch_vae.py")),
+              ("PyTorch (torch.compile)", python_impl("pytorch_vae.py", "--compile"))]
     if args.candle:
         subprocess.run(["cargo", "build", "--release", "--quiet", "-p", "elbo-cli", "--features", "candle-bench", "--bin", "candle_vae"], check=True, cwd=ROOT)
         impls.append(("candle", candle))
@@ -128,7 +134,8 @@ def main():
                             "median": statistics.median(x["median"] for x in runs),
                             "eval": statistics.median(x["eval"] for x in runs),
                             "rss": max(x["rss"] for x in runs), "epochs": runs[-1]["epochs"],
-                            "ratios": ratios, "eval_ratios": eval_ratios})
+                            "ratios": ratios, "eval_ratios": eval_ratios,
+                            "per_round": [x["median"] for x in runs]})
     write(args, results)
 
 
@@ -137,7 +144,7 @@ def write(args, results):
     lines = [f"Measured {datetime.date.today()} on {cpu} ({os.cpu_count()} cores), each run pinned with taskset to as many",
              f"cores as threads, in {args.rounds} interleaved rounds (every implementation once per round, in turn) of"
              f" `python3 benches/frameworks/run.py --epochs {args.epochs} --threads {args.threads} --rounds {args.rounds}"
-             f"{' --candle' if args.candle else ''}`. Speed-ups are medians of the per-round ratios (spread: their"
+             f"{' --candle' if args.candle else ''}{' --skip-dense' if args.skip_dense else ''}`. Speed-ups are medians of the per-round ratios (spread: their"
              " lowest and highest); seconds are medians over rounds of each run's median epoch.", "",
              "| implementation | threads | median s/epoch | images/s | elbo's speed-up (per round) | median (spread) | test-set evaluation (s) | elbo's speed-up | peak RSS (MiB) | test loss after each epoch (last round) |",
              "|---|---|---|---|---|---|---|---|---|---|"]
@@ -147,6 +154,16 @@ def write(args, results):
         lines.append(f"| {r['impl']} | {r['threads']} | {r['median']:.3f} | {60000 / r['median']:.0f} | "
                      f"{', '.join(f'{x:.2f}' for x in rr)} | {statistics.median(rr):.2f}x ({min(rr):.2f}-{max(rr):.2f}) | "
                      f"{r['eval']:.3f} | {statistics.median(r['eval_ratios']):.2f}x | {r['rss']:.0f} | {losses} |")
+    lines += ["", "Rounds slow for everyone (every implementation at least 15% slower than its own median"
+              " over the rounds):", ""]
+    for threads in sorted({r["threads"] for r in results}, reverse=True):
+        rs = [r for r in results if r["threads"] == threads]
+        slow = []
+        for k in range(len(rs[0]["per_round"])):
+            rel = [r["per_round"][k] / statistics.median(r["per_round"]) for r in rs]
+            if min(rel) >= 1.15:
+                slow.append(f"round {k + 1} ({min(rel):.2f}-{max(rel):.2f}x their medians)")
+        lines.append(f"- {threads} thread(s): " + (", ".join(slow) if slow else "none"))
     lines += ["", "Train loss after each epoch (mean -ELBO over the epoch's batches):", ""]
     for r in results:
         lines.append(f"- {r['impl']}, {r['threads']} thread(s): " + " ".join(f"{e['train_loss']:.2f}" for e in r["epochs"]))
