@@ -179,6 +179,14 @@ pub struct AdamStep<T> {
 }
 
 /// Adam's update over equal-length slices; the plain loop is also the reference.
+///
+/// Moments below the smallest normal number are set to zero. A weight whose gradient is
+/// almost always zero (an MNIST border pixel's) has a first moment that decays by beta1 a step
+/// into the subnormal range and stays there for about 150 steps; on x86 each subnormal operand
+/// costs a microcode assist of 100-odd cycles. Measured (1 thread, MNIST): Adam was 22% of an
+/// epoch's time, and epochs slowed from 2.6 s to 3.5 s as more moments went subnormal. XLA's
+/// CPU backend flushes every subnormal to zero; this flushes only the two moments, whose
+/// subnormal values move a parameter by less than 1e-38 / eps.
 #[inline(always)]
 pub fn adam_body<T: crate::kernels::scalar::Float>(
     p: &mut [T],
@@ -189,10 +197,12 @@ pub fn adam_body<T: crate::kernels::scalar::Float>(
 ) {
     let n = p.len().min(g.len()).min(m.len()).min(v.len());
     let (c1, c2) = (T::one() - c.beta1, T::one() - c.beta2);
+    let normal = T::min_positive_value();
+    let flush = |x: T| if x.abs() < normal { T::zero() } else { x };
     for i in 0..n {
         let gi = g[i];
-        let mi = c.beta1 * m[i] + c1 * gi;
-        let vi = c.beta2 * v[i] + c2 * gi * gi;
+        let mi = flush(c.beta1 * m[i] + c1 * gi);
+        let vi = flush(c.beta2 * v[i] + c2 * gi * gi);
         m[i] = mi;
         v[i] = vi;
         p[i] -= c.step_size * mi / (vi.sqrt() * c.inv_sqrt_bc2 + c.eps);
