@@ -26,17 +26,23 @@ fn images() -> (Dataset, Dataset) {
     data.split_at(260)
 }
 
-fn count_vae(dim: usize) -> Vae {
+/// A small scVI-like model: log1p input, dropout, a count likelihood.
+fn counts_model(dim: usize, likelihood: &str, batch_norm: bool) -> Vae {
     Vae::new(
         VaeConfig::mnist()
             .input_dim(dim)
             .hidden(&[24])
             .latent_dim(3)
-            .likelihood("zinb".parse().unwrap())
+            .likelihood(likelihood.parse().unwrap())
             .log1p_input(true)
+            .batch_norm(batch_norm)
             .dropout(0.1),
     )
     .unwrap()
+}
+
+fn count_vae(dim: usize) -> Vae {
+    counts_model(dim, "zinb", false)
 }
 
 fn image_vae(dim: usize) -> Vae {
@@ -385,17 +391,7 @@ fn a_sharded_gradient_is_the_row_weighted_sum_of_the_shards_gradients() {
 }
 
 fn batch_norm_vae(dim: usize) -> Vae {
-    Vae::new(
-        VaeConfig::mnist()
-            .input_dim(dim)
-            .hidden(&[24])
-            .latent_dim(3)
-            .likelihood("nb".parse().unwrap())
-            .log1p_input(true)
-            .batch_norm(true)
-            .dropout(0.1),
-    )
-    .unwrap()
+    counts_model(dim, "nb", true)
 }
 
 /// Batch normalisation under shards: each shard normalises by its own statistics, and the

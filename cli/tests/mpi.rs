@@ -19,6 +19,22 @@ fn mpirun(procs: usize) -> Command {
     c
 }
 
+/// `mpirun -n procs elbo train` on 500 `cells`, one thread a process; the rest is the test's.
+fn small_cells_job(procs: usize) -> Command {
+    let mut c = mpirun(procs);
+    c.args([
+        ELBO,
+        "train",
+        "--data",
+        "cells",
+        "--cells",
+        "500",
+        "--threads",
+        "1",
+    ]);
+    c
+}
+
 /// Waits for `child` for at most `secs`, killing it (and failing the test) past that.
 fn wait(mut child: Child, secs: u64, what: &str) -> Output {
     let start = Instant::now();
@@ -160,19 +176,8 @@ fn processes_that_disagree_are_refused_before_training() {
         "nothing was trained or saved"
     );
     // And two processes need shards.
-    let mut c = mpirun(2);
-    c.args([
-        ELBO,
-        "train",
-        "--data",
-        "cells",
-        "--cells",
-        "500",
-        "--threads",
-        "1",
-    ])
-    .arg("--out")
-    .arg(&out);
+    let mut c = small_cells_job(2);
+    c.arg("--out").arg(&out);
     let o = run(c, 300, "no shards");
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(!o.status.success() && err.contains("shards"), "{err}");
@@ -181,18 +186,8 @@ fn processes_that_disagree_are_refused_before_training() {
 #[test]
 fn a_diverging_run_stops_every_process() {
     let dir = tempfile::tempdir().unwrap();
-    let mut c = mpirun(2);
+    let mut c = small_cells_job(2);
     c.args([
-        ELBO,
-        "train",
-        "--data",
-        "cells",
-        "--cells",
-        "500",
-        "--threads",
-        "1",
-    ])
-    .args([
         "--shards",
         "2",
         "--optimizer",
