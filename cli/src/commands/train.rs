@@ -541,8 +541,10 @@ pub(crate) fn run<T: Float>(
             // Returned, not exited: the trainer and its threads are dropped on the way out.
             return Err(Failure::Reported(130));
         }
-        Err(Error::Diverged { .. } | Error::Distributed(_)) if !root => {
-            // Process 0 says it, once.
+        Err(e @ (Error::Diverged { .. } | Error::Distributed(_))) if !root => {
+            // Every process says it: mpirun ends the job when the first one exits, which may
+            // be before process 0 has printed anything.
+            eprintln!("error (process {}): {e}", trainer.rank());
             return Err(Failure::Reported(1));
         }
         Err(e @ Error::Diverged { .. }) => {
