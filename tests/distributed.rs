@@ -86,6 +86,13 @@ fn in_group<R: Send + 'static>(
     out.into_iter().map(|(_, r)| r).collect()
 }
 
+/// A one-thread trainer that is member `m` of a group: what every process of a group runs.
+fn member_trainer(vae: Vae, config: TrainConfig, m: InProcess) -> Trainer<f32> {
+    let mut t = Trainer::<f32>::new(vae, config, &Parallelism::threads(1).unwrap()).unwrap();
+    t.set_group(Box::new(m)).unwrap();
+    t
+}
+
 fn train_in_group(
     members: usize,
     vae: fn(usize) -> Vae,
@@ -94,13 +101,7 @@ fn train_in_group(
 ) -> Vec<(Bits, u64)> {
     in_group(members, move |m| {
         let (train, test) = data();
-        let mut t = Trainer::<f32>::new(
-            vae(train.dim()),
-            config.clone(),
-            &Parallelism::threads(1).unwrap(),
-        )
-        .unwrap();
-        t.set_group(Box::new(m)).unwrap();
+        let mut t = member_trainer(vae(train.dim()), config.clone(), m);
         let reports = t.fit(&train, FitOptions::new().test(&test)).unwrap();
         (
             bits(&t),
@@ -199,13 +200,7 @@ fn a_sharded_run_resumes_bit_identically_on_a_different_number_of_members() {
     let c = config.clone().epochs(1);
     in_group(2, move |m| {
         let (train, _) = cells();
-        let mut t = Trainer::<f32>::new(
-            count_vae(train.dim()),
-            c.clone(),
-            &Parallelism::threads(1).unwrap(),
-        )
-        .unwrap();
-        t.set_group(Box::new(m)).unwrap();
+        let mut t = member_trainer(count_vae(train.dim()), c.clone(), m);
         t.fit(&train, FitOptions::new()).unwrap();
         if t.rank() == 0 {
             t.save_checkpoint(&p, &[]).unwrap();
@@ -236,13 +231,7 @@ fn members_that_disagree_are_refused_before_training() {
             .batch_size(32)
             .shards(Some(2))
             .seed(seed);
-        let mut t = Trainer::<f32>::new(
-            image_vae(train.dim()),
-            config,
-            &Parallelism::threads(1).unwrap(),
-        )
-        .unwrap();
-        t.set_group(Box::new(m)).unwrap();
+        let mut t = member_trainer(image_vae(train.dim()), config, m);
         let before = bits(&t);
         let r = t.fit(&train, FitOptions::new());
         (r.map(|_| ()), before == bits(&t))
@@ -261,13 +250,7 @@ fn members_that_disagree_are_refused_before_training() {
             .epochs(1)
             .batch_size(32)
             .shards(Some(2));
-        let mut t = Trainer::<f32>::new(
-            image_vae(data.dim()),
-            config,
-            &Parallelism::threads(1).unwrap(),
-        )
-        .unwrap();
-        t.set_group(Box::new(m)).unwrap();
+        let mut t = member_trainer(image_vae(data.dim()), config, m);
         t.fit(&data, FitOptions::new()).map(|_| ())
     });
     for r in outcomes {
@@ -323,13 +306,7 @@ fn a_member_that_diverges_stops_every_member() {
             .batch_size(32)
             .shards(Some(2))
             .optimizer(elbo::OptimizerConfig::sgd(1e30, 0.0));
-        let mut t = Trainer::<f32>::new(
-            image_vae(train.dim()),
-            config,
-            &Parallelism::threads(1).unwrap(),
-        )
-        .unwrap();
-        t.set_group(Box::new(m)).unwrap();
+        let mut t = member_trainer(image_vae(train.dim()), config, m);
         t.fit(&train, FitOptions::new()).map(|_| ())
     });
     let steps: Vec<u64> = outcomes

@@ -118,30 +118,13 @@ impl Collective for MpiMember {
     }
     fn all_to_all(&mut self, send: &[u8], recv: &mut [u8]) -> Result<()> {
         use mpi::traits::CommunicatorCollectives;
-        if send.len() != recv.len()
-            || !send.len().is_multiple_of(self.size)
-            || send.len() / self.size > i32::MAX as usize
-        {
-            return Err(Error::Distributed(format!(
-                "all-to-all of {} bytes into {} on {} processes",
-                send.len(),
-                recv.len(),
-                self.size
-            )));
-        }
+        elbo::train::distributed::all_to_all_block(send.len(), recv.len(), self.size)?;
         self.world.all_to_all_into(send, recv);
         Ok(())
     }
     fn all_gather(&mut self, send: &[u8], recv: &mut [u8]) -> Result<()> {
         use mpi::traits::CommunicatorCollectives;
-        if recv.len() != send.len() * self.size || send.len() > i32::MAX as usize {
-            return Err(Error::Distributed(format!(
-                "all-gather of {} bytes into {} on {} processes",
-                send.len(),
-                recv.len(),
-                self.size
-            )));
-        }
+        elbo::train::distributed::check_all_gather(send.len(), recv.len(), self.size)?;
         self.world.all_gather_into(send, recv);
         Ok(())
     }

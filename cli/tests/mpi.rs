@@ -19,19 +19,20 @@ fn mpirun(procs: usize) -> Command {
     c
 }
 
-/// `mpirun -n procs elbo train` on 500 `cells`, one thread a process; the rest is the test's.
-fn small_cells_job(procs: usize) -> Command {
+/// `mpirun -n procs elbo train` on `cells` cells, one thread a process; the rest is the
+/// test's.
+fn cells_job(procs: usize, cells: usize) -> Command {
     let mut c = mpirun(procs);
     c.args([
         ELBO,
         "train",
         "--data",
         "cells",
-        "--cells",
-        "500",
         "--threads",
         "1",
-    ]);
+        "--cells",
+    ])
+    .arg(cells.to_string());
     c
 }
 
@@ -176,7 +177,7 @@ fn processes_that_disagree_are_refused_before_training() {
         "nothing was trained or saved"
     );
     // And two processes need shards.
-    let mut c = small_cells_job(2);
+    let mut c = cells_job(2, 500);
     c.arg("--out").arg(&out);
     let o = run(c, 300, "no shards");
     let err = String::from_utf8_lossy(&o.stderr);
@@ -186,7 +187,7 @@ fn processes_that_disagree_are_refused_before_training() {
 #[test]
 fn a_diverging_run_stops_every_process() {
     let dir = tempfile::tempdir().unwrap();
-    let mut c = small_cells_job(2);
+    let mut c = cells_job(2, 500);
     c.args([
         "--shards",
         "2",
@@ -240,22 +241,12 @@ fn a_process_that_dies_ends_the_job_and_the_last_checkpoint_resumes() {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("run");
     let model = out.join("model.safetensors");
-    let mut c = mpirun(2);
-    c.args([
-        ELBO,
-        "train",
-        "--data",
-        "cells",
-        "--cells",
-        "20000",
-        "--threads",
-        "1",
-    ])
-    .args(["--shards", "2", "--epochs", "200"])
-    .arg("--out")
-    .arg(&out)
-    .stdout(Stdio::piped())
-    .stderr(Stdio::piped());
+    let mut c = cells_job(2, 20000);
+    c.args(["--shards", "2", "--epochs", "200"])
+        .arg("--out")
+        .arg(&out)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
     let child = c.spawn().expect("mpirun is installed");
     let start = Instant::now();
     while !model.is_file() {

@@ -160,10 +160,8 @@ impl Mlp {
         params: &mut [T],
         buf: &MlpBuffers<T>,
     ) -> Result<()> {
-        for (l, stats) in self.layers.iter().zip(&buf.stats) {
-            if let Some(norm) = &l.norm {
-                norm.update_running(params, stats)?;
-            }
+        for (norm, stats) in self.norms_with(&buf.stats) {
+            norm.update_running(params, stats)?;
         }
         Ok(())
     }
@@ -176,10 +174,8 @@ impl Mlp {
         buf: &MlpBuffers<T>,
         weight: f64,
     ) -> Result<()> {
-        for (l, stats) in self.layers.iter().zip(&buf.stats) {
-            if let Some(norm) = &l.norm {
-                norm.write_shard_stats(out, stats, weight)?;
-            }
+        for (norm, stats) in self.norms_with(&buf.stats) {
+            norm.write_shard_stats(out, stats, weight)?;
         }
         Ok(())
     }
@@ -190,12 +186,26 @@ impl Mlp {
         params: &mut [T],
         combined: &mut [T],
     ) -> Result<()> {
-        for l in &self.layers {
-            if let Some(norm) = &l.norm {
-                norm.update_running_from(params, combined)?;
-            }
+        for norm in self.norms() {
+            norm.update_running_from(params, combined)?;
         }
         Ok(())
+    }
+
+    /// The batch normalisations, in layer order.
+    fn norms(&self) -> impl Iterator<Item = &BatchNorm> {
+        self.layers.iter().filter_map(|l| l.norm.as_ref())
+    }
+
+    /// The batch normalisations, each with its layer's entry of `per_layer`.
+    fn norms_with<'a, S>(
+        &'a self,
+        per_layer: &'a [S],
+    ) -> impl Iterator<Item = (&'a BatchNorm, &'a S)> {
+        self.layers
+            .iter()
+            .zip(per_layer)
+            .filter_map(|(l, s)| l.norm.as_ref().map(|n| (n, s)))
     }
 
     /// Width of the output (0 for an empty stack).

@@ -36,6 +36,30 @@ pub trait Collective: Send {
     fn all_gather(&mut self, send: &[u8], recv: &mut [u8]) -> Result<()>;
 }
 
+/// Checks the lengths of an all-to-all of `send` bytes into `recv` on `size` members, as every
+/// [`Collective`] must, and returns the block each member sends each other. Blocks are at most
+/// `i32::MAX` bytes: MPI counts are C ints.
+pub fn all_to_all_block(send: usize, recv: usize, size: usize) -> Result<usize> {
+    let fits = size > 0 && send == recv && send.is_multiple_of(size);
+    if !fits || send / size > i32::MAX as usize {
+        return Err(Error::Distributed(format!(
+            "an all-to-all of {send} bytes into {recv} on {size} members"
+        )));
+    }
+    Ok(send / size)
+}
+
+/// Checks the lengths of an all-gather of `send` bytes from each of `size` members into `recv`,
+/// as every [`Collective`] must.
+pub fn check_all_gather(send: usize, recv: usize, size: usize) -> Result<()> {
+    if Some(recv) != send.checked_mul(size) || send > i32::MAX as usize {
+        return Err(Error::Distributed(format!(
+            "an all-gather of {send} bytes from each of {size} members into {recv}"
+        )));
+    }
+    Ok(())
+}
+
 /// A group of one: every exchange is a copy.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct SingleProcess;
@@ -124,11 +148,8 @@ impl Collective for InProcess {
         self.shared.slots.lock().map(|s| s.len()).unwrap_or(1)
     }
     fn all_to_all(&mut self, send: &[u8], recv: &mut [u8]) -> Result<()> {
-        let p = self.size();
-        if send.len() != recv.len() || !send.len().is_multiple_of(p) {
-            return Err(Error::shape("all-to-all buffers", send.len(), recv.len()));
-        }
-        let (block, me) = (send.len() / p, self.rank);
+        let block = all_to_all_block(send.len(), recv.len(), self.size())?;
+        let me = self.rank;
         let mut bad = false;
         self.exchange(send, |slots| {
             for (i, s) in slots.iter().enumerate() {
@@ -146,11 +167,8 @@ impl Collective for InProcess {
         Ok(())
     }
     fn all_gather(&mut self, send: &[u8], recv: &mut [u8]) -> Result<()> {
-        let p = self.size();
+        check_all_gather(send.len(), recv.len(), self.size())?;
         let block = send.len();
-        if recv.len() != block * p {
-            return Err(Error::shape("all-gather output", block * p, recv.len()));
-        }
         let mut bad = false;
         self.exchange(send, |slots| {
             for (i, s) in slots.iter().enumerate() {
@@ -384,6 +402,23 @@ impl<T: Float> ShardBuffers<T> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn exchange_lengths_are_checked_for_every_group() {
+        assert_eq!(all_to_all_block(12, 12, 3).unwrap(), 4);
+        assert!(all_to_all_block(12, 8, 3).is_err());
+        assert!(all_to_all_block(10, 10, 3).is_err());
+        assert!(all_to_all_block(4, 4, 0).is_err());
+        assert!(check_all_gather(4, 12, 3).is_ok());
+        assert!(check_all_gather(4, 8, 3).is_err());
+        assert!(check_all_gather(usize::MAX, 0, 2).is_err());
+        let mut g = InProcess::group(1).unwrap().pop().unwrap();
+        assert!(matches!(
+            g.all_to_all(&[0; 4], &mut [0; 3]),
+            Err(Error::Distributed(_))
+        ));
+        assert!(g.all_gather(&[0; 4], &mut [0; 5]).is_err());
+    }
 
     #[test]
     fn the_tree_over_process_subtrees_is_the_tree_over_all_shards() {
