@@ -36,6 +36,12 @@ impl ThreadPool {
                     std::io::Error::other(e),
                 )
             })?;
+        // gemm keeps one packing buffer per thread (its `L2_SLAB`, the size of the L2 cache),
+        // made the first time that thread packs a product's left side in place. Which thread
+        // first does so depends on the schedule, so without this the buffers would appear
+        // during a later epoch, and the heap would grow (by 2 MiB here) after the first.
+        // Making them now keeps the rule that memory is allocated before training starts.
+        pool.broadcast(|_| gemm_common::gemm::L2_SLAB.with(|_| ()));
         Ok(ThreadPool {
             pool: Some(pool),
             handles,
