@@ -278,6 +278,43 @@ proptest! {
 
 proptest! {
     #![proptest_config(ProptestConfig {
+        cases: 12,
+        failure_persistence: Some(Box::new(FileFailurePersistence::Direct("proptest-regressions/kernels.txt"))),
+        // Pinned: a test must not pass or fail by the draw.
+        rng_seed: RngSeed::Fixed(1592590341),
+        ..ProptestConfig::default()
+    })]
+
+    /// Wide enough and dense enough, `X W` takes `W` in several passes over chunks of rows,
+    /// storing and reloading the running sums: still bit-identical to the plain loop, in f32
+    /// and f64, on 1 and 2 threads.
+    #[test]
+    fn sparse_matmul_in_several_passes_is_bit_identical_to_the_plain_loop(
+        m in 60usize..150, k in 200usize..420, n in 1usize..90,
+        density in 0.2f64..1.0, seed in any::<u64>()
+    ) {
+        let x64 = sparse_matrix(m, k, density, seed);
+        let w64 = sparse_matrix(k, n, 1.0, seed ^ 1);
+        let mut xs = SparseRows::<f64>::with_capacity(m, k);
+        xs.fill_from_dense(&x64, m, k);
+        prop_assert!(super::sparse::passes(&xs) > 1, "the case must take several passes");
+        let mut want = vec![0.0f64; m * n];
+        sparse_matmul_reference(m, n, k, &x64, &w64, &mut want);
+        let x32: Vec<f32> = x64.iter().map(|&v| v as f32).collect();
+        let w32: Vec<f32> = w64.iter().map(|&v| v as f32).collect();
+        let mut xs32 = SparseRows::<f32>::with_capacity(m, k);
+        xs32.fill_from_dense(&x32, m, k);
+        let mut want32 = vec![0.0f32; m * n];
+        sparse_matmul_reference(m, n, k, &x32, &w32, &mut want32);
+        for run in RUNS {
+            prop_assert_eq!(&sparse_product(&xs, &w64, n, run), &want);
+            prop_assert_eq!(&sparse_product(&xs32, &w32, n, run), &want32);
+        }
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig {
         failure_persistence: Some(Box::new(FileFailurePersistence::Direct("proptest-regressions/kernels.txt"))),
         // Pinned: a test must not pass or fail by the draw.
         rng_seed: RngSeed::Fixed(1592590340),
