@@ -30,6 +30,11 @@ fn step_products(b: usize, h: usize, z: usize) -> Vec<(usize, usize, usize, Op, 
     ]
 }
 
+/// The matrix products of evaluating one batch of b: the forward half of [`step_products`].
+fn eval_products(b: usize, h: usize, z: usize) -> Vec<(usize, usize, usize, Op, Op)> {
+    step_products(b, h, z).into_iter().take(4).collect()
+}
+
 fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(f64::total_cmp);
     v[v.len() / 2]
@@ -50,8 +55,7 @@ struct Products {
 }
 
 impl Products {
-    fn new(b: usize, h: usize, z: usize, threads: usize) -> Self {
-        let prods = step_products(b, h, z);
+    fn new(prods: Vec<(usize, usize, usize, Op, Op)>, threads: usize) -> Self {
         let bufs = prods
             .iter()
             .map(|&(m, k, n, _, _)| (vec![0.5; m * k], vec![0.25; k * n], vec![0.0; m * n]))
@@ -140,6 +144,51 @@ impl Steps {
     }
 }
 
+/// Test-set evaluation against its roofline, on 1 and 2 threads: the table's rows.
+fn evaluation(root: &Path, train: &elbo::Dataset) -> Vec<String> {
+    let test = mnist::load(root.join("../shared/data/mnist"), mnist::Split::Test)
+        .expect("MNIST in ../shared/data/mnist");
+    let (b, h, z) = (128, 400, 20);
+    let mut rows = vec![
+        "| threads | evaluation (ms) | forward products alone (ms) | share of roofline | images/s |"
+            .to_string(),
+        "|---|---|---|---|---|".to_string(),
+    ];
+    for threads in [1usize, 2] {
+        let mut trainer = Trainer::<f32>::new(
+            Vae::new(VaeConfig::mnist()).unwrap(),
+            TrainConfig::default().batch_size(b).epochs(3),
+            &elbo::Parallelism::threads(threads).unwrap(),
+        )
+        .unwrap();
+        trainer.fit(train, elbo::FitOptions::new()).unwrap();
+        let batches = test.len().div_ceil(b);
+        let mut gemm = Products::new(eval_products(b, h, z), threads);
+        let (mut te, mut tg, mut share) = (vec![], vec![], vec![]);
+        trainer.evaluate(&test).unwrap();
+        for _ in 0..ROUNDS {
+            let s = Instant::now();
+            trainer.evaluate(&test).unwrap();
+            let e = s.elapsed().as_secs_f64();
+            let g = gemm.time() * batches as f64;
+            te.push(e);
+            tg.push(g);
+            share.push(g / e);
+        }
+        let (e, g) = (median(te), median(tg));
+        let row = format!(
+            "| {threads} | {:.1} | {:.1} | {:.0}% | {:.0} |",
+            e * 1e3,
+            g * 1e3,
+            100.0 * median(share),
+            test.len() as f64 / e
+        );
+        println!("{row}");
+        rows.push(row);
+    }
+    rows
+}
+
 fn main() {
     // `cargo bench` passes --bench; nothing else is accepted.
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
@@ -161,7 +210,7 @@ fn main() {
         for threads in [1usize, 2] {
             let mut dense = Steps::new(&data, b, h, threads, false);
             let mut sparse = Steps::new(&data, b, h, threads, true);
-            let mut gemm = Products::new(b, h, 20, threads);
+            let mut gemm = Products::new(step_products(b, h, 20), threads);
             let (mut td, mut ts, mut tg) = (vec![], vec![], vec![]);
             let (mut share, mut share_sparse) = (vec![], vec![]);
             for _ in 0..ROUNDS {
@@ -188,6 +237,11 @@ fn main() {
             rows.push(row);
         }
     }
+    let eval_rows = if std::env::var("ONLY").is_ok_and(|o| o != "eval") {
+        Vec::new()
+    } else {
+        evaluation(root, &data)
+    };
     let block = format!(
         "Measured with `cargo bench --bench scaling` (f32, MNIST, latent 20, Adam). Each configuration runs {ROUNDS} \
          rounds of: an epoch of 20 000 images (or 20 batches) with dense input, the same with sparse input, and the \
@@ -196,9 +250,18 @@ fn main() {
          round's ratio. GFLOP/s counts the step's matrix products (2 m n k each), so \"share of roofline\" is the \
          share of the dense-input step that is matrix products. The sparse-input \
          step (the default; MNIST batches are about 19% nonzero) skips the zero terms of the two products that touch \
-         the images, so it does less arithmetic than the roofline counts and its last column can pass 100%.\n\n{}",
-        rows.join("\n")
+         the images, so it does less arithmetic than the roofline counts and its last column can pass 100%.\n\n{}\n\n\
+         Evaluation, as a training run evaluates its test set after each epoch (`Trainer::evaluate`: the ELBO \
+         of the 10 000 MNIST test images, one z each, in batches of 128, sparse input), beside its roofline: \
+         the forward products of the same batches alone, with dense input. Model: a 3-epoch MNIST model, so \
+         that the layers' activations are those of a trained one. Medians of {ROUNDS} interleaved rounds.\n\n{}",
+        rows.join("\n"),
+        eval_rows.join("\n")
     );
+    if std::env::var_os("ONLY").is_some() {
+        // A partial run prints its rows and leaves the table alone.
+        return;
+    }
     let path = root.join("BENCHMARKS.md");
     let text = std::fs::read_to_string(&path).unwrap_or_default();
     let (begin, end) = ("<!-- scaling:begin -->", "<!-- scaling:end -->");
