@@ -187,6 +187,12 @@ pub struct AdamStep<T> {
 /// epoch's time, and epochs slowed from 2.6 s to 3.5 s as more moments went subnormal. XLA's
 /// CPU backend flushes every subnormal to zero; this flushes only the two moments, whose
 /// subnormal values move a parameter by less than 1e-38 / eps.
+///
+/// The step is `step_size * (m / (sqrt(v) / sqrt(1 - beta2^t) + eps))`, the ratio first: with
+/// `step_size * m` first, a first moment decaying through 1e-38..1e-35 gives a subnormal
+/// product for about 65 steps, and the assists came back (1 thread, MNIST, Adam's time in
+/// epoch 2: 384 and 415 ms against 215 and 222 ms with the ratio first; the ratio is at least
+/// `m` over a denominator near `eps`, far from the subnormal range).
 #[inline(always)]
 pub fn adam_body<T: crate::kernels::scalar::Float>(
     p: &mut [T],
@@ -205,7 +211,7 @@ pub fn adam_body<T: crate::kernels::scalar::Float>(
         let vi = flush(c.beta2 * v[i] + c2 * gi * gi);
         m[i] = mi;
         v[i] = vi;
-        p[i] -= c.step_size * mi / (vi.sqrt() * c.inv_sqrt_bc2 + c.eps);
+        p[i] -= c.step_size * (mi / (vi.sqrt() * c.inv_sqrt_bc2 + c.eps));
     }
 }
 
