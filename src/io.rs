@@ -16,6 +16,12 @@ use crate::error::{Error, Result};
 /// # Ok::<(), elbo::Error>(())
 /// ```
 pub fn write_atomic(path: impl AsRef<Path>, bytes: &[u8]) -> Result<()> {
+    write_atomic_parts(path, &[bytes])
+}
+
+/// Writes `parts`, one after another, to `path` atomically: a file too large to assemble in
+/// memory a second time is written from its pieces.
+pub fn write_atomic_parts(path: impl AsRef<Path>, parts: &[&[u8]]) -> Result<()> {
     let path = path.as_ref();
     let dir = match path.parent() {
         Some(p) if !p.as_os_str().is_empty() => p,
@@ -29,7 +35,9 @@ pub fn write_atomic(path: impl AsRef<Path>, bytes: &[u8]) -> Result<()> {
     let mut tmp = builder
         .tempfile_in(dir)
         .map_err(|e| Error::io("creating a file in", dir, e))?;
-    tmp.write_all(bytes)
+    parts
+        .iter()
+        .try_for_each(|p| tmp.write_all(p))
         .and_then(|_| tmp.as_file().sync_all())
         .map_err(|e| Error::io("writing", path, e))?;
     tmp.persist(path)

@@ -14,7 +14,12 @@ use crate::model::{CustomLikelihood, LikelihoodChoice, LikelihoodInfo, Vae, VaeC
 /// Metadata key holding the [`VaeConfig`] as JSON.
 pub const CONFIG_KEY: &str = "elbo.vae_config";
 
-fn to_bytes<T: Float>(values: &[T]) -> Vec<u8> {
+/// `values` as little-endian bytes: on a little-endian machine their own memory, not a copy,
+/// so that saving a checkpoint does not hold a second copy of the parameters and state.
+fn le_bytes<T: Float>(values: &[T]) -> std::borrow::Cow<'_, [u8]> {
+    if cfg!(target_endian = "little") {
+        return std::borrow::Cow::Borrowed(bytemuck::cast_slice(values));
+    }
     let mut out = Vec::with_capacity(std::mem::size_of_val(values));
     for v in values {
         if std::mem::size_of::<T>() == 4 {
@@ -23,7 +28,7 @@ fn to_bytes<T: Float>(values: &[T]) -> Vec<u8> {
             out.extend_from_slice(&v.as_f64().to_le_bytes());
         }
     }
-    out
+    std::borrow::Cow::Owned(out)
 }
 
 /// Name of the tensor holding the optimizer's state (Adam: first then second moments).
@@ -72,19 +77,19 @@ pub fn save_with_state<T: Float>(
     } else {
         Dtype::F64
     };
-    let bytes: Vec<(String, Vec<u8>, Vec<usize>)> = vae
+    let bytes: Vec<(String, std::borrow::Cow<'_, [u8]>, Vec<usize>)> = vae
         .layout()
         .tensors()
         .iter()
         .map(|t| {
             (
                 t.name.clone(),
-                to_bytes(&params[t.range()]),
+                le_bytes(&params[t.range()]),
                 t.shape.clone(),
             )
         })
         .chain(
-            optimizer_state.map(|st| (OPTIMIZER_STATE.to_string(), to_bytes(st), vec![st.len()])),
+            optimizer_state.map(|st| (OPTIMIZER_STATE.to_string(), le_bytes(st), vec![st.len()])),
         )
         .collect();
     let views = bytes
@@ -109,14 +114,17 @@ pub fn save_with_state<T: Float>(
     }
     let data = safetensors::serialize(views, Some(meta))
         .map_err(|e| Error::malformed(path, e.to_string()))?;
-    crate::io::write_atomic(path, &with_sorted_header(data, path)?)
+    let (header, data_at) = sorted_header(&data, path)?;
+    crate::io::write_atomic_parts(path, &[&header, &data[data_at..]])
 }
 
-/// The same safetensors file with its JSON header's keys in sorted order. `safetensors` writes
-/// the metadata from a `HashMap`, whose order changes from run to run; sorted, two identical
-/// runs write identical bytes. The data section is untouched (its offsets are relative to it),
-/// and the header is padded with spaces to a multiple of 8 bytes, as the format allows.
-fn with_sorted_header(file: Vec<u8>, path: &Path) -> Result<Vec<u8>> {
+/// The header of the safetensors file `file` with its JSON keys in sorted order, and where the
+/// file's data section starts: the file to write is that header, then the data section as it
+/// is. `safetensors` writes the metadata from a `HashMap`, whose order changes from run to run;
+/// sorted, two identical runs write identical bytes. The data section is untouched (its offsets
+/// are relative to it), and the header is padded with spaces to a multiple of 8 bytes, as the
+/// format allows.
+fn sorted_header(file: &[u8], path: &Path) -> Result<(Vec<u8>, usize)> {
     let bad = |r: &str| Error::malformed(path, format!("writing the header: {r}"));
     let len = file
         .get(..8)
@@ -128,11 +136,10 @@ fn with_sorted_header(file: Vec<u8>, path: &Path) -> Result<Vec<u8>> {
         serde_json::from_slice(header).map_err(|e| bad(&e.to_string()))?;
     let mut sorted = serde_json::to_vec(&value).map_err(|e| bad(&e.to_string()))?;
     sorted.resize(sorted.len().next_multiple_of(8), b' ');
-    let mut out = Vec::with_capacity(8 + sorted.len() + file.len() - 8 - len);
+    let mut out = Vec::with_capacity(8 + sorted.len());
     out.extend_from_slice(&(sorted.len() as u64).to_le_bytes());
     out.extend_from_slice(&sorted);
-    out.extend_from_slice(&file[8 + len..]);
-    Ok(out)
+    Ok((out, 8 + len))
 }
 
 /// A loaded model file.
