@@ -221,19 +221,7 @@ fn rows_body<T: Float>(x: &SparseRows<T>, w: &[T], n: usize, r0: usize, out: &mu
         let out = &mut out[c0 * n..(c0 + chunk.rows) * n];
         for k0 in (0..k).step_by(k_block) {
             chunk.next_block(k0, (k0 + k_block).min(k));
-            let mut j0 = 0;
-            while j0 + BLOCK <= n {
-                chunk.sweep::<BLOCK>(w, n, j0, out);
-                j0 += BLOCK;
-            }
-            while j0 + SMALL_BLOCK <= n {
-                chunk.sweep::<SMALL_BLOCK>(w, n, j0, out);
-                j0 += SMALL_BLOCK;
-            }
-            while j0 < n {
-                chunk.sweep::<1>(w, n, j0, out);
-                j0 += 1;
-            }
+            by_column_blocks(&chunk, w, n, out);
         }
     }
 }
@@ -243,35 +231,50 @@ fn rows_body<T: Float>(x: &SparseRows<T>, w: &[T], n: usize, r0: usize, out: &mu
 #[inline(always)]
 fn one_pass<T: Float>(x: &SparseRows<T>, w: &[T], n: usize, r0: usize, out: &mut [T]) {
     for (c, out) in out.chunks_mut(ONE_PASS_ROWS * n).enumerate() {
-        let first_row = r0 + c * ONE_PASS_ROWS;
-        let mut j0 = 0;
-        while j0 + BLOCK <= n {
-            whole_rows::<T, BLOCK>(x, w, n, first_row, j0, out);
-            j0 += BLOCK;
-        }
-        while j0 + SMALL_BLOCK <= n {
-            whole_rows::<T, SMALL_BLOCK>(x, w, n, first_row, j0, out);
-            j0 += SMALL_BLOCK;
-        }
-        while j0 < n {
-            whole_rows::<T, 1>(x, w, n, first_row, j0, out);
-            j0 += 1;
-        }
+        let rows = WholeRows {
+            x,
+            first_row: r0 + c * ONE_PASS_ROWS,
+        };
+        by_column_blocks(&rows, w, n, out);
     }
 }
 
-/// Columns `j0..j0 + B` of output rows `first_row..`, each over all its nonzeros.
+/// Some output rows, each over some of its nonzeros, column block by column block.
+trait Sweep<T> {
+    /// Columns `j0..j0 + B` of every row in `out`.
+    fn sweep<const B: usize>(&self, w: &[T], n: usize, j0: usize, out: &mut [T]);
+}
+
+/// `rows`'s sweeps over all `n` columns: [`BLOCK`] at a time, then [`SMALL_BLOCK`], then one.
 #[inline(always)]
-fn whole_rows<T: Float, const B: usize>(
-    x: &SparseRows<T>,
-    w: &[T],
-    n: usize,
+fn by_column_blocks<T, S: Sweep<T>>(rows: &S, w: &[T], n: usize, out: &mut [T]) {
+    let mut j0 = 0;
+    while j0 + BLOCK <= n {
+        rows.sweep::<BLOCK>(w, n, j0, out);
+        j0 += BLOCK;
+    }
+    while j0 + SMALL_BLOCK <= n {
+        rows.sweep::<SMALL_BLOCK>(w, n, j0, out);
+        j0 += SMALL_BLOCK;
+    }
+    while j0 < n {
+        rows.sweep::<1>(w, n, j0, out);
+        j0 += 1;
+    }
+}
+
+/// Output rows from `first_row`, each over all its nonzeros.
+struct WholeRows<'a, T> {
+    x: &'a SparseRows<T>,
     first_row: usize,
-    j0: usize,
-    out: &mut [T],
-) {
-    for (i, row) in out.chunks_exact_mut(n).enumerate() {
-        row_block::<T, B, true>(x.row(first_row + i), w, n, j0, row);
+}
+
+impl<T: Float> Sweep<T> for WholeRows<'_, T> {
+    #[inline(always)]
+    fn sweep<const B: usize>(&self, w: &[T], n: usize, j0: usize, out: &mut [T]) {
+        for (i, row) in out.chunks_exact_mut(n).enumerate() {
+            row_block::<T, B, true>(self.x.row(self.first_row + i), w, n, j0, row);
+        }
     }
 }
 
@@ -320,7 +323,9 @@ impl<T: Float> Chunk<'_, T> {
             };
         }
     }
+}
 
+impl<T: Float> Sweep<T> for Chunk<'_, T> {
     /// Columns `j0..j0 + B` of every row of the chunk, over the current block's nonzeros.
     #[inline(always)]
     fn sweep<const B: usize>(&self, w: &[T], n: usize, j0: usize, out: &mut [T]) {
