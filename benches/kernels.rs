@@ -142,6 +142,7 @@ fn adam(c: &mut Criterion) {
         beta1: 0.9,
         beta2: 0.999,
         eps: 1e-8,
+        weight_decay: 0.0,
     };
     let mut g = c.benchmark_group("adam_652824");
     // Bytes moved: read p, g, m, v and write p, m, v.

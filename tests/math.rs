@@ -178,6 +178,45 @@ fn sgd_momentum_matches_its_formula() {
     }
 }
 
+/// Weight decay formed inside the optimizer's pass gives the same bits as adding
+/// `weight_decay * p` into the gradient first (what the trainer does when it must clip or
+/// exempt entries), for Adam and SGD, in f32 over many steps and more than one task's chunk; a
+/// bad decay is refused and changes nothing.
+#[test]
+fn weight_decay_in_the_step_equals_adding_it_to_the_gradient() {
+    let n = 70_001;
+    for cfg in [OptimizerConfig::adam(1e-3), OptimizerConfig::sgd(0.05, 0.9)] {
+        let (mut a, mut b) = (
+            Optimizer::<f32>::new(cfg, n).unwrap(),
+            Optimizer::<f32>::new(cfg, n).unwrap(),
+        );
+        let mut p: Vec<f32> = (0..n)
+            .map(|i| ((i * 7919 % 1000) as f32 - 500.0) / 300.0)
+            .collect();
+        let mut q = p.clone();
+        for t in 0..5 {
+            let g: Vec<f32> = (0..n)
+                .map(|i| ((i * 31 + t * 17) % 97) as f32 / 97.0 - 0.5)
+                .collect();
+            a.step_with_weight_decay(&mut p, &g, 1e-2).unwrap();
+            let decayed: Vec<f32> = g.iter().zip(&q).map(|(&g, &q)| g + 1e-2f32 * q).collect();
+            b.step(&mut q, &decayed).unwrap();
+            assert!(
+                p.iter().zip(&q).all(|(x, y)| x.to_bits() == y.to_bits()),
+                "{cfg:?} step {t}"
+            );
+        }
+        let before = p.clone();
+        for bad in [-1e-3, f64::NAN, f64::INFINITY] {
+            assert!(
+                a.step_with_weight_decay(&mut p, &vec![0.0; n], bad)
+                    .is_err()
+            );
+        }
+        assert_eq!(p, before);
+    }
+}
+
 /// Both optimizers minimise a convex quadratic.
 #[test]
 fn optimizers_minimise_a_quadratic() {

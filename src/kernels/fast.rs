@@ -176,6 +176,9 @@ pub struct AdamStep<T> {
     pub beta2: T,
     /// Added to the denominator.
     pub eps: T,
+    /// Coupled L2 weight decay lambda: the gradient taken is g + lambda p, formed on the fly
+    /// (0 for none), as if added to the gradient buffer first, bit for bit.
+    pub weight_decay: T,
 }
 
 /// Adam's update over equal-length slices; the plain loop is also the reference.
@@ -206,7 +209,7 @@ pub fn adam_body<T: crate::kernels::scalar::Float>(
     let normal = T::min_positive_value();
     let flush = |x: T| if x.abs() < normal { T::zero() } else { x };
     for i in 0..n {
-        let gi = g[i];
+        let gi = g[i] + c.weight_decay * p[i];
         let mi = flush(c.beta1 * m[i] + c1 * gi);
         let vi = flush(c.beta2 * v[i] + c2 * gi * gi);
         m[i] = mi;
@@ -376,6 +379,69 @@ fn ln_1p_nonnegative(r: f32) -> f32 {
     if r <= 1.0 { small } else { big }
 }
 
+#[inline(always)]
+fn ln_1p_row_body(x: &[f32], out: &mut [f32]) {
+    let mut xs = x.chunks_exact(LANES);
+    let mut os = out.chunks_exact_mut(LANES);
+    for (xc, oc) in (&mut xs).zip(&mut os) {
+        let xc: &[f32; LANES] = xc.try_into().expect("an exact chunk");
+        let oc: &mut [f32; LANES] = oc.try_into().expect("an exact chunk");
+        let mut inside = true;
+        for l in 0..LANES {
+            oc[l] = ln_1p_nonnegative(xc[l]);
+            // Not negative, not infinite, not NaN: what the fast formula is written for.
+            inside &= xc[l] >= 0.0 && xc[l] <= f32::MAX;
+        }
+        if !inside {
+            for l in 0..LANES {
+                oc[l] = xc[l].ln_1p();
+            }
+        }
+    }
+    for (o, &v) in os.into_remainder().iter_mut().zip(xs.remainder()) {
+        *o = v.ln_1p();
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx512dq,avx2,fma")]
+unsafe fn ln_1p_row_avx512(x: &[f32], out: &mut [f32]) {
+    ln_1p_row_body(x, out)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn ln_1p_row_avx2(x: &[f32], out: &mut [f32]) {
+    ln_1p_row_body(x, out)
+}
+
+/// out_j = ln(1 + x_j) for the first min(len) entries, vectorised in f32: count data's log1p
+/// input transform. Chunks of 16 non-negative finite values take the fast formula (zeros stay
+/// exactly zero, which the sparse first layer relies on); a chunk holding anything else, and
+/// the last few entries, take libm's `ln_1p`. Within 2.5e-7 relative of libm (tested).
+pub fn ln_1p_row(x: &[f32], out: &mut [f32]) {
+    let n = x.len().min(out.len());
+    let (x, out) = (&x[..n], &mut out[..n]);
+    #[cfg(target_arch = "x86_64")]
+    {
+        match instruction_set() {
+            // SAFETY: the CPU has the features each function is compiled for.
+            "avx512" => return unsafe { ln_1p_row_avx512(x, out) },
+            "avx2" => return unsafe { ln_1p_row_avx2(x, out) },
+            _ => {}
+        }
+    }
+    ln_1p_row_body(x, out)
+}
+
+/// The plain loop [`ln_1p_row`] is held to: libm's `ln_1p` entry by entry.
+#[cfg_attr(not(any(test, feature = "internals")), allow(dead_code))]
+pub fn ln_1p_row_reference(x: &[f32], out: &mut [f32]) {
+    for (o, &v) in out.iter_mut().zip(x) {
+        *o = v.ln_1p();
+    }
+}
+
 /// ln theta is clamped to [-LN_THETA_LIMIT, LN_THETA_LIMIT] (theta from 1.4e-11 to 7.2e10),
 /// with zero gradient outside, so that a runaway dispersion cannot overflow. The count
 /// likelihoods' exact path clamps to the same limit.
@@ -464,53 +530,32 @@ fn count_zero_element(
     (lae - softplus, k * dmu, k * dth, w - sig(h), rho)
 }
 
-/// One chunk of at most LANES genes; fixed-size arrays and const flags leave the compiler a
-/// straight, branch-free loop to vectorise.
+/// One full chunk of LANES genes, read and written in place: fixed-size arrays and const flags
+/// leave the compiler a straight, branch-free loop to vectorise, with no copies.
 #[inline(always)]
 #[allow(clippy::too_many_arguments)]
-fn count_zero_chunk<const NB: bool, const ZI: bool>(
-    x: &[f32],
-    a: &[f32],
-    lt: &[f32],
-    hs: &[f32],
+fn count_zero_lanes<const NB: bool, const ZI: bool>(
+    x: &[f32; LANES],
+    a: &[f32; LANES],
+    lt: &[f32; LANES],
+    hs: &[f32; LANES],
     lse: f32,
     library: f32,
-    rho: &mut [f32],
-    dmu: &mut [f32],
-    dth: &mut [f32],
-    dh: &mut [f32],
+    out: [&mut [f32; LANES]; 4],
     acc: &mut [f32; LANES],
 ) {
-    let n = x.len().min(LANES);
-    let mut buf = [[0.0f32; LANES]; 5];
-    let mut xin = [1.0f32; LANES];
-    let (mut ain, mut ltin, mut hin) = ([0.0f32; LANES], [0.0f32; LANES], [0.0f32; LANES]);
-    xin[..n].copy_from_slice(&x[..n]);
-    ain[..n].copy_from_slice(&a[..n]);
-    if NB {
-        ltin[..n].copy_from_slice(&lt[..n]);
-    }
-    if ZI {
-        hin[..n].copy_from_slice(&hs[..n]);
-    }
+    let [rho, dmu, dth, dh] = out;
     for l in 0..LANES {
-        let (lp, m, t, h, r) = count_zero_element(ain[l], lse, library, ltin[l], NB, hin[l], ZI);
-        buf[0][l] = r;
-        buf[1][l] = m;
-        buf[2][l] = t;
-        buf[3][l] = h;
-        buf[4][l] = if xin[l] == 0.0 { lp } else { 0.0 };
-    }
-    rho[..n].copy_from_slice(&buf[0][..n]);
-    dmu[..n].copy_from_slice(&buf[1][..n]);
-    if NB {
-        dth[..n].copy_from_slice(&buf[2][..n]);
-    }
-    if ZI {
-        dh[..n].copy_from_slice(&buf[3][..n]);
-    }
-    for l in 0..LANES {
-        acc[l] += buf[4][l];
+        let (lp, m, t, h, r) = count_zero_element(a[l], lse, library, lt[l], NB, hs[l], ZI);
+        rho[l] = r;
+        dmu[l] = m;
+        if NB {
+            dth[l] = t;
+        }
+        if ZI {
+            dh[l] = h;
+        }
+        acc[l] += if x[l] == 0.0 { lp } else { 0.0 };
     }
 }
 
@@ -520,33 +565,84 @@ fn count_zero_row_typed<const NB: bool, const ZI: bool>(
     o: &mut CountZeroOut<'_>,
 ) -> f32 {
     let n = i.x.len();
-    let empty = [0.0f32; 0];
     let mut acc = [0.0f32; LANES];
-    let mut g = 0;
-    while g < n {
-        let e = (g + LANES).min(n);
-        count_zero_chunk::<NB, ZI>(
-            &i.x[g..e],
-            &i.logits[g..e],
-            if NB {
-                &i.ln_theta.unwrap_or(&empty)[g..e]
-            } else {
-                &empty
-            },
-            if ZI {
-                &i.h.unwrap_or(&empty)[g..e]
-            } else {
-                &empty
-            },
+    let full = n - n % LANES;
+    // Inputs a flag leaves out are read as zeros, outputs it leaves out go to a scratch chunk.
+    let zeros = [0.0f32; LANES];
+    let (mut spare_t, mut spare_h) = ([0.0f32; LANES], [0.0f32; LANES]);
+    let chunk =
+        |v: &[f32], g: usize| -> [f32; LANES] { v[g..g + LANES].try_into().expect("a full chunk") };
+    for g in (0..full).step_by(LANES) {
+        let lt = if NB {
+            chunk(i.ln_theta.unwrap_or(&[]), g)
+        } else {
+            zeros
+        };
+        let hs = if ZI {
+            chunk(i.h.unwrap_or(&[]), g)
+        } else {
+            zeros
+        };
+        let rho: &mut [f32; LANES] = (&mut o.rho[g..g + LANES]).try_into().expect("a full chunk");
+        let dmu: &mut [f32; LANES] = (&mut o.d_ln_mu[g..g + LANES])
+            .try_into()
+            .expect("a full chunk");
+        let dth: &mut [f32; LANES] = if NB {
+            (&mut o.d_ln_theta[g..g + LANES])
+                .try_into()
+                .expect("a full chunk")
+        } else {
+            &mut spare_t
+        };
+        let dh: &mut [f32; LANES] = if ZI {
+            (&mut o.d_h[g..g + LANES]).try_into().expect("a full chunk")
+        } else {
+            &mut spare_h
+        };
+        count_zero_lanes::<NB, ZI>(
+            &chunk(i.x, g),
+            &chunk(i.logits, g),
+            &lt,
+            &hs,
             i.logsumexp,
             i.library,
-            &mut o.rho[g..e],
-            &mut o.d_ln_mu[g..e],
-            if NB { &mut o.d_ln_theta[g..e] } else { &mut [] },
-            if ZI { &mut o.d_h[g..e] } else { &mut [] },
+            [rho, dmu, dth, dh],
             &mut acc,
         );
-        g = e;
+    }
+    if full < n {
+        // The tail, padded: counts of 1 add nothing to the sum, and only n - full outputs are
+        // kept.
+        let m = n - full;
+        let pad = |v: Option<&[f32]>, fill: f32| {
+            let mut c = [fill; LANES];
+            if let Some(v) = v {
+                c[..m].copy_from_slice(&v[full..n]);
+            }
+            c
+        };
+        let mut outs = [[0.0f32; LANES]; 4];
+        {
+            let [r, d, t, h] = &mut outs;
+            count_zero_lanes::<NB, ZI>(
+                &pad(Some(i.x), 1.0),
+                &pad(Some(i.logits), 0.0),
+                &pad(i.ln_theta.filter(|_| NB), 0.0),
+                &pad(i.h.filter(|_| ZI), 0.0),
+                i.logsumexp,
+                i.library,
+                [r, d, t, h],
+                &mut acc,
+            );
+        }
+        o.rho[full..n].copy_from_slice(&outs[0][..m]);
+        o.d_ln_mu[full..n].copy_from_slice(&outs[1][..m]);
+        if NB {
+            o.d_ln_theta[full..n].copy_from_slice(&outs[2][..m]);
+        }
+        if ZI {
+            o.d_h[full..n].copy_from_slice(&outs[3][..m]);
+        }
     }
     sum_lanes(acc)
 }

@@ -85,6 +85,10 @@ pub(crate) mod sealed {
             out: [&mut [Self]; 4],
         ) -> Option<f64>;
 
+        /// out_j = ln(1 + x_j): f32 vectorised ([`super::super::fast::ln_1p_row`]), f64 libm's
+        /// `ln_1p`, skipping zeros.
+        fn ln_1p_row(x: &[Self], out: &mut [Self]);
+
         /// Picks the member for `Self` of a pair of values whose types form a [`Family`]: how
         /// code generic over the scalar reaches an f32 or an f64 version of something it holds
         /// both of.
@@ -110,6 +114,10 @@ pub(crate) mod sealed {
         #[inline]
         fn adam(p: &mut [Self], g: &[Self], m: &mut [Self], v: &mut [Self], c: AdamStep<Self>) {
             super::super::fast::adam_f32(p, g, m, v, c)
+        }
+        #[inline]
+        fn ln_1p_row(x: &[Self], out: &mut [Self]) {
+            super::super::fast::ln_1p_row(x, out)
         }
         #[inline]
         fn pick<W: Family>(for_f32: W::Of<f32>, _: W::Of<f64>) -> W::Of<f32> {
@@ -171,6 +179,13 @@ pub(crate) mod sealed {
         #[inline]
         fn adam(p: &mut [Self], g: &[Self], m: &mut [Self], v: &mut [Self], c: AdamStep<Self>) {
             super::super::fast::adam_body(p, g, m, v, c)
+        }
+        #[inline]
+        fn ln_1p_row(x: &[Self], out: &mut [Self]) {
+            for (o, &v) in out.iter_mut().zip(x) {
+                // Count data are mostly zeros, whose log1p needs no call.
+                *o = if v == 0.0 { v } else { v.ln_1p() };
+            }
         }
         #[inline]
         fn pick<W: Family>(_: W::Of<f32>, for_f64: W::Of<f64>) -> W::Of<f64> {
@@ -250,4 +265,21 @@ pub fn sigmoid<T: Float>(a: T) -> T {
         let e = a.exp();
         e / (T::one() + e)
     }
+}
+
+/// sum_j v_j in f64, over eight running sums in a fixed order (lane l takes j = l mod 8;
+/// the lanes are then added pairwise, and the tail last): the same bits whatever the caller,
+/// without the one-add-at-a-time dependency chain of a plain fold, which is four times slower.
+/// Exact, in any order, for integers below 2^53 (counts).
+#[inline]
+pub fn sum_f64<T: Float>(v: &[T]) -> f64 {
+    let mut acc = [0.0f64; 8];
+    let mut chunks = v.chunks_exact(8);
+    for c in &mut chunks {
+        for l in 0..8 {
+            acc[l] += c[l].as_f64();
+        }
+    }
+    let tail: f64 = chunks.remainder().iter().map(|x| x.as_f64()).sum();
+    ((acc[0] + acc[4]) + (acc[1] + acc[5])) + ((acc[2] + acc[6]) + (acc[3] + acc[7])) + tail
 }

@@ -31,11 +31,20 @@ static LN_FACTORIAL: std::sync::LazyLock<[f64; 256]> = std::sync::LazyLock::new(
 /// ln x! for a count x >= 0: a table below 256, lgamma(x + 1) above.
 #[inline]
 pub fn ln_factorial(x: f64) -> f64 {
-    if (0.0..256.0).contains(&x) && x.fract() == 0.0 {
-        LN_FACTORIAL[x as usize]
-    } else {
-        lgamma(x + 1.0)
+    match whole_below(x, 256.0) {
+        Some(i) => LN_FACTORIAL[i],
+        None => lgamma(x + 1.0),
     }
+}
+
+/// `x` as an index when it is a whole number in [0, limit), else `None` (NaN included). A
+/// cast and a compare: `fract` is a call to libm's `trunc`, and this sits in the count
+/// likelihoods' per-count loop.
+#[inline]
+fn whole_below(x: f64, limit: f64) -> Option<usize> {
+    // `as` saturates (NaN -> 0), so the round trip fails for anything not whole and >= 0.
+    let i = x as usize;
+    (x < limit && i as f64 == x).then_some(i)
 }
 
 /// ln sqrt(2 pi).
@@ -103,6 +112,12 @@ pub fn digamma(y: f64) -> f64 {
 /// the series sum_{k>=2} (-1)^k u^k / (k (k - 1)) below 0.01.
 #[inline]
 fn one_plus_u_log1p_minus_u(u: f64) -> f64 {
+    one_plus_u_log1p_minus_u_given(u, u.ln_1p())
+}
+
+/// [`one_plus_u_log1p_minus_u`] given ln(1 + u), which the caller has anyway.
+#[inline]
+fn one_plus_u_log1p_minus_u_given(u: f64, ln_1p_u: f64) -> f64 {
     if u < 0.01 {
         // The first omitted term, u^10/90, is below 1e-22.
         let u2 = u * u;
@@ -113,7 +128,7 @@ fn one_plus_u_log1p_minus_u(u: f64) -> f64 {
                         + u * (1.0 / 30.0
                             + u * (-1.0 / 42.0 + u * (1.0 / 56.0 + u * (-1.0 / 72.0))))))))
     } else {
-        (1.0 + u) * u.ln_1p() - u
+        (1.0 + u) * ln_1p_u - u
     }
 }
 
@@ -132,7 +147,7 @@ pub fn log_rising_over_power(theta: f64, x: f64) -> f64 {
     if x == 0.0 {
         return 0.0;
     }
-    if theta < SHIFT && x <= SMALL_COUNT && x.fract() == 0.0 {
+    if theta < SHIFT && whole_below(x, SMALL_COUNT + 1.0).is_some() {
         // A factor is at most 1 + 31/theta; with theta down to the model's clamp (1.4e-11),
         // 31 of them could leave f64's range, so the product is logged and restarted past
         // 1e250.
@@ -166,7 +181,7 @@ pub fn digamma_difference_remainder(theta: f64, x: f64) -> f64 {
     if x == 0.0 {
         return 0.0;
     }
-    if theta < SHIFT && x <= SMALL_COUNT && x.fract() == 0.0 {
+    if theta < SHIFT && whole_below(x, SMALL_COUNT + 1.0).is_some() {
         // psi(theta + x) - psi(theta) = sum_{i<x} 1/(theta + i), exactly, for a count x.
         let sum: f64 = (0..x as usize).map(|i| 1.0 / (theta + i as f64)).sum();
         return sum - (x / theta).ln_1p();
@@ -176,6 +191,46 @@ pub fn digamma_difference_remainder(theta: f64, x: f64) -> f64 {
     } else {
         digamma(theta + x) - digamma(theta) - (x / theta).ln_1p()
     }
+}
+
+/// [`log_rising_over_power`] and the whole digamma difference psi(theta + x) - psi(theta)
+/// (= ln(1 + x/theta) + [`digamma_difference_remainder`]) at once, for theta > 0 and x >= 0:
+/// the negative binomial needs both at every nonzero count, and together they share their
+/// work. At theta >= SHIFT both use one ln(1 + x/theta), which separately is taken three times;
+/// for a small count one loop over the factors theta + i gives the product's logarithm and
+/// the digamma difference's exact sum, sum_{i<x} 1/(theta + i), with no logarithm for the
+/// latter. Elsewhere it is the two functions themselves.
+pub fn nb_count_differences(theta: f64, x: f64) -> (f64, f64) {
+    if x == 0.0 {
+        return (0.0, 0.0);
+    }
+    if theta < SHIFT
+        && let Some(count) = whole_below(x, SMALL_COUNT + 1.0)
+    {
+        // As in log_rising_over_power: the product is logged and restarted past 1e250.
+        let inv = 1.0 / theta;
+        let (mut p, mut logged, mut psi) = (1.0f64, 0.0f64, inv);
+        for i in 1..count {
+            p *= 1.0 + i as f64 * inv;
+            if p > 1e250 {
+                logged += p.ln();
+                p = 1.0;
+            }
+            psi += 1.0 / (theta + i as f64);
+        }
+        return (logged + p.ln(), psi);
+    }
+    if theta >= SHIFT {
+        let u = x / theta;
+        let l = u.ln_1p();
+        let rising = theta * one_plus_u_log1p_minus_u_given(u, l) - 0.5 * l
+            + (stirling_correction(theta + x) - stirling_correction(theta));
+        return (rising, l + (digamma_tail(theta + x) - digamma_tail(theta)));
+    }
+    (
+        log_rising_over_power(theta, x),
+        (x / theta).ln_1p() + digamma_difference_remainder(theta, x),
+    )
 }
 
 /// ln(1 + x) for x >= 0 by Goldberg's trick: with u = 1 + x rounded, ln(u) x / (u - 1) is

@@ -18,16 +18,17 @@
 //! The row layouts, for D genes:
 //! - decoder output `a`: [logits (D) | zero-inflation logits h (D), ZINB only | ln theta (D),
 //!   per-cell dispersion only];
-//! - cache: [d log p / d ln mu (D) | rho = softmax(a) (D) | d log p / d h (D), ZINB only |
-//!   d log p / d ln theta (D), NB and ZINB]; `log_prob` fills it, the gradient methods read it,
-//!   so that the backward pass computes no transcendental function.
+//! - cache: [d log p / d a_g for the logits (D) | rho = softmax(a) (D) | d log p / d h (D),
+//!   ZINB only | d log p / d ln theta (D), NB and ZINB]; `log_prob` fills it, the gradient
+//!   methods read it, so that the backward pass computes no transcendental function and only
+//!   scales what it reads. The first block holds d log p / d ln mu_g while the row is
+//!   computed, and the softmax's chain rule ([`SoftmaxLibrary::backward_in_place`]) turns it
+//!   into d log p / d a_g before `log_prob` returns, while the row is still in cache.
 
 use serde::{Deserialize, Serialize};
 
-use crate::kernels::scalar::Float;
-use crate::kernels::special::{
-    digamma_difference_remainder, ln_1p_fast, ln_factorial, log_rising_over_power,
-};
+use crate::kernels::scalar::{Float, sum_f64};
+use crate::kernels::special::{ln_1p_fast, ln_factorial, nb_count_differences};
 
 /// ln theta is clamped to [-LOG_THETA_LIMIT, LOG_THETA_LIMIT] (theta from 1.4e-11 to 7.2e10),
 /// with zero gradient outside, so that a runaway dispersion parameter cannot overflow.
@@ -127,11 +128,21 @@ impl SoftmaxLibrary {
     /// rho = softmax(a): the chain rule through ln mu_g = ln l + a_g - logsumexp(a), since
     /// d ln mu_g / d a_k = [g = k] - rho_k (l is data, not a function of a).
     pub fn backward<T: Float>(rho: &[T], d_ln_mu: &[T], scale: f64, da: &mut [T]) {
-        let total: f64 = d_ln_mu.iter().map(|v| v.as_f64()).sum();
+        da.copy_from_slice(d_ln_mu);
+        Self::backward_in_place(rho, da);
+        let scale = T::of(scale);
+        for d in da.iter_mut() {
+            *d = scale * *d;
+        }
+    }
+
+    /// [`backward`](Self::backward) with scale 1, in place: `g` holds d/d ln mu_g on entry and
+    /// d/d a_g on return, g_k - rho_k sum_g g_g.
+    pub fn backward_in_place<T: Float>(rho: &[T], g: &mut [T]) {
         // In T, so that the f32 loop vectorises.
-        let (scale, total) = (T::of(scale), T::of(total));
-        for ((d, &r), &gk) in da.iter_mut().zip(rho).zip(d_ln_mu) {
-            *d = scale * (gk - r * total);
+        let total = T::of(sum_f64(g));
+        for (gk, &r) in g.iter_mut().zip(rho) {
+            *gk -= r * total;
         }
     }
 }
@@ -221,13 +232,13 @@ fn negative_binomial_with(x: f64, ln_mu: f64, mu: f64, ln_theta: f64, theta: f64
             d_h: 0.0,
         };
     }
-    let log_p =
-        log_rising_over_power(theta, x) - ln_factorial(x) + x * ln_mu - (theta + x) * log1p_mu;
+    // R(theta, x), and psi(x + theta) - psi(theta) as ln(1 + x/theta) + its remainder.
+    let (rising, digamma_difference) = nb_count_differences(theta, x);
+    let log_p = rising - ln_factorial(x) + x * ln_mu - (theta + x) * log1p_mu;
     let d_ln_mu = frac_theta * (x - mu);
     // (mu - x)/(theta + mu) = frac_mu - x/(theta + mu)
     let x_over = x / theta * frac_theta;
-    let d_theta =
-        (x / theta).ln_1p() + digamma_difference_remainder(theta, x) - log1p_mu + frac_mu - x_over;
+    let d_theta = digamma_difference - log1p_mu + frac_mu - x_over;
     CountTerms {
         log_p,
         d_ln_mu,
@@ -321,7 +332,7 @@ impl CacheLayout {
 /// One cell's log p(x | a), filling `cache` as the module documentation lays it out.
 pub fn log_prob<T: Float>(model: CountModel, own: &[T], x: &[T], a: &[T], cache: &mut [T]) -> T {
     let d = x.len();
-    let library: f64 = x.iter().map(|v| v.as_f64()).sum();
+    let library = sum_f64(x);
     let logits = &a[..d];
     // The decoder's blocks: h after the logits (ZINB), ln theta last (per-cell dispersion).
     let theta_out = if model.zero_inflated() { 2 * d } else { d };
@@ -341,12 +352,18 @@ pub fn log_prob<T: Float>(model: CountModel, own: &[T], x: &[T], a: &[T], cache:
         }
     };
     // The exact terms of gene g, in f64, written into the cache; returns log p.
+    // With `rho_known`, the f32 pass has put rho_g in the cache: mu is then taken from it (to
+    // f32's precision, the precision of everything the pass returns) rather than from another
+    // exponential.
     let exact = |g: usize, cache: &mut [T], rho_known: bool| -> f64 {
         let xg = x[g].as_f64();
-        let rho = (logits[g].as_f64() - mean.logsumexp).exp();
-        if !rho_known {
+        let rho = if rho_known {
+            cache[at.rho + g].as_f64()
+        } else {
+            let rho = (logits[g].as_f64() - mean.logsumexp).exp();
             cache[at.rho + g] = T::of(rho);
-        }
+            rho
+        };
         let ln_mu = logits[g].as_f64() - mean.logsumexp + ln_library;
         let mu = library * rho;
         let mut t = match model.dispersion() {
@@ -400,11 +417,7 @@ pub fn log_prob<T: Float>(model: CountModel, own: &[T], x: &[T], a: &[T], cache:
     match zero_sum {
         Some(sum) => {
             total += sum;
-            for (g, &xg) in x.iter().enumerate() {
-                if xg != T::zero() {
-                    total += exact(g, cache, true);
-                }
-            }
+            for_each_nonzero(x, |g| total += exact(g, cache, true));
         }
         None => {
             for g in 0..d {
@@ -412,20 +425,38 @@ pub fn log_prob<T: Float>(model: CountModel, own: &[T], x: &[T], a: &[T], cache:
             }
         }
     }
+    let (d_ln_mu, rest) = cache.split_at_mut(d);
+    SoftmaxLibrary::backward_in_place(&rest[..d], d_ln_mu);
     T::of(total)
+}
+
+/// Calls `f(g)` for each g with `x[g] != 0`, in order. A 16-bit mask per chunk of 16, walked by
+/// its set bits: count rows are about 95% zeros in no pattern, and a branch per gene is
+/// mispredicted at every nonzero.
+#[inline]
+fn for_each_nonzero<T: Float>(x: &[T], mut f: impl FnMut(usize)) {
+    for (c, chunk) in x.chunks(16).enumerate() {
+        let mut mask = chunk
+            .iter()
+            .enumerate()
+            .fold(0u32, |m, (l, &v)| m | (u32::from(v != T::zero()) << l));
+        while mask != 0 {
+            f(16 * c + mask.trailing_zeros() as usize);
+            mask &= mask - 1;
+        }
+    }
 }
 
 /// Writes `da = scale d(-log p)/da` from the cache `log_prob` filled.
 pub fn grad_output<T: Float>(model: CountModel, x: &[T], cache: &[T], scale: T, da: &mut [T]) {
     let d = x.len();
     let at = CacheLayout::of(model, d);
-    SoftmaxLibrary::backward(
-        &cache[at.rho..at.rho + d],
-        &cache[..d],
-        -scale.as_f64(),
-        &mut da[..d],
-    );
     let s = -scale;
+    // The cache holds d log p / d a for the logits already (log_prob applied the softmax's
+    // chain rule).
+    for (o, &c) in da[..d].iter_mut().zip(&cache[..d]) {
+        *o = s * c;
+    }
     if model.zero_inflated() {
         for (o, &c) in da[d..2 * d].iter_mut().zip(&cache[at.h..at.h + d]) {
             *o = s * c;

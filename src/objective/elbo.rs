@@ -197,10 +197,7 @@ fn encoder_input<'w, T: Float>(vae: &Vae, x: &'w [T], x_in: &'w mut [T], rows: u
         return x;
     }
     let n = rows * vae.input_dim();
-    for (o, &v) in x_in[..n].iter_mut().zip(&x[..n]) {
-        // Count data are mostly zeros, whose log1p needs no call.
-        *o = if v == T::zero() { v } else { v.ln_1p() };
-    }
+    T::ln_1p_row(&x[..n], &mut x_in[..n]);
     &x_in[..n]
 }
 

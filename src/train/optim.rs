@@ -183,6 +183,36 @@ impl<T: Float> Optimizer<T> {
     /// # Ok::<(), elbo::Error>(())
     /// ```
     pub fn step(&mut self, params: &mut [T], grads: &[T]) -> Result<()> {
+        self.step_with_weight_decay(params, grads, 0.0)
+    }
+
+    /// [`step`](Self::step) on the gradient `grads + weight_decay * params` (coupled L2 weight
+    /// decay, as PyTorch's optimizers take it), formed on the fly: the same bits as adding
+    /// it into `grads` first, without a pass over the gradient to do so. `weight_decay` must be
+    /// finite and non-negative, else [`Error::Config`] and nothing changes.
+    ///
+    /// ```
+    /// use elbo::train::{Optimizer, OptimizerConfig};
+    /// let mut sgd = Optimizer::<f64>::new(OptimizerConfig::sgd(0.5, 0.0), 1)?;
+    /// let mut p = vec![2.0];
+    /// sgd.step_with_weight_decay(&mut p, &[1.0], 0.25)?;   // p - lr (g + 0.25 p)
+    /// assert_eq!(p, [1.25]);
+    /// # Ok::<(), elbo::Error>(())
+    /// ```
+    pub fn step_with_weight_decay(
+        &mut self,
+        params: &mut [T],
+        grads: &[T],
+        weight_decay: f64,
+    ) -> Result<()> {
+        if !(weight_decay.is_finite() && weight_decay >= 0.0) {
+            return Err(Error::config(
+                "weight decay",
+                weight_decay,
+                "must be finite and at least 0",
+            ));
+        }
+        let wd = T::of(weight_decay);
         for (what, len) in [("parameters", params.len()), ("gradients", grads.len())] {
             if len != self.n {
                 return Err(Error::shape(what, self.n, len));
@@ -203,6 +233,7 @@ impl<T: Float> Optimizer<T> {
                     beta1: T::of(beta1),
                     beta2: T::of(beta2),
                     eps: T::of(eps),
+                    weight_decay: wd,
                 };
                 let (m, v) = self.state.split_at_mut(self.n);
                 let (m, v) = (Disjoint::new(m), Disjoint::new(v));
@@ -223,7 +254,8 @@ impl<T: Float> Optimizer<T> {
                     // SAFETY: each piece of `params` is one task's; the state follows it.
                     let u = unsafe { state.piece(at, end) };
                     for i in 0..p.len() {
-                        u[i] = if first { g[i] } else { mu * u[i] + g[i] };
+                        let gi = g[i] + wd * p[i];
+                        u[i] = if first { gi } else { mu * u[i] + gi };
                         p[i] -= lr * u[i];
                     }
                 });

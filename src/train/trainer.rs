@@ -448,6 +448,20 @@ impl<T: Float> Trainer<T> {
             // Read (and cleared) before anything else touches the gradient.
             Workspace::update_running_from(&self.vae, &mut self.params, &mut self.grads)?;
         }
+        let wd = self.config.weight_decay;
+        if wd > 0.0 && self.config.clip_norm.is_none() && self.vae.frozen_ranges().next().is_none()
+        {
+            // Nothing to clip and no entry to exempt: the optimizer adds the decay as it reads
+            // the gradient, with the same bits as the pass below and without its memory traffic
+            // (a tenth of a count model's step on 1 thread).
+            self.optimizer
+                .step_with_weight_decay(&mut self.params, &self.grads, wd)?;
+            if !sharded {
+                self.ws.update_running_stats(&self.vae, &mut self.params)?;
+            }
+            self.step = step;
+            return Ok(());
+        }
         if self.config.weight_decay > 0.0 {
             // d/dp of (weight_decay / 2) |p|^2, added before clipping as PyTorch does; not to
             // batch normalisation's running averages, which no gradient moves.
