@@ -475,11 +475,24 @@ pub fn grad_output<T: Float>(model: CountModel, x: &[T], cache: &[T], scale: T, 
 
 /// Adds `scale d(-log p)/d(ln theta_g)` into `dparams` for the gene-wise dispersion.
 pub fn grad_params<T: Float>(model: CountModel, x: &[T], cache: &[T], scale: T, dparams: &mut [T]) {
+    grad_params_genes(model, x.len(), cache, scale, 0, dparams);
+}
+
+/// [`grad_params`] for genes `first..first + dparams.len()` of a row of `d` genes: what a task
+/// of the parallel backward pass adds for its block of genes.
+pub fn grad_params_genes<T: Float>(
+    model: CountModel,
+    d: usize,
+    cache: &[T],
+    scale: T,
+    first: usize,
+    dparams: &mut [T],
+) {
     if model.dispersion() != Some(Dispersion::Gene) {
         return;
     }
-    let at = CacheLayout::of(model, x.len());
-    for (p, &c) in dparams.iter_mut().zip(&cache[at.theta..at.theta + x.len()]) {
+    let (at, n) = (CacheLayout::of(model, d).theta + first, dparams.len());
+    for (p, &c) in dparams.iter_mut().zip(&cache[at..at + n]) {
         *p -= scale * c;
     }
 }

@@ -597,6 +597,19 @@ impl LikelihoodHead {
         if let Some(t) = self.params {
             let (own, dp) = (t.of(params), t.of_mut(grads));
             dp.fill(T::zero());
+            if let LikelihoodChoice::Builtin(l) = &self.choice
+                && let Some(m) = l.count_model()
+            {
+                // Blocks of genes in parallel, each summing over the rows in order: the same
+                // sums as the serial loop below, whatever the thread count.
+                par::for_each_piece(dp, 256, |g0, piece| {
+                    for r in 0..dec_rows {
+                        let cr = &cache[r * cw..(r + 1) * cw];
+                        counts::grad_params_genes(m, d, cr, weight(r), g0, piece);
+                    }
+                });
+                return Ok(());
+            }
             // Serial over rows, in order: the sum does not depend on the thread count.
             for r in 0..dec_rows {
                 let xr = &x[(r / samples) * d..(r / samples + 1) * d];

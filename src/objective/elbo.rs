@@ -13,6 +13,7 @@
 //! gradient at (mu, logvar), then through the encoder.
 
 use crate::error::{Error, Result};
+use crate::kernels::par;
 use crate::kernels::scalar::Float;
 use crate::model::{MlpBuffers, Reparameterize, Vae};
 
@@ -196,8 +197,11 @@ fn encoder_input<'w, T: Float>(vae: &Vae, x: &'w [T], x_in: &'w mut [T], rows: u
     if !vae.config().log1p_input {
         return x;
     }
-    let n = rows * vae.input_dim();
-    T::ln_1p_row(&x[..n], &mut x_in[..n]);
+    let (d, n) = (vae.input_dim(), rows * vae.input_dim());
+    // Row by row in parallel: each row's values depend on that row alone.
+    par::for_each_row(&mut x_in[..n], d, |r, out| {
+        T::ln_1p_row(&x[r * d..(r + 1) * d], out)
+    });
     &x_in[..n]
 }
 
