@@ -466,3 +466,62 @@ fn the_f32_count_path_matches_the_exact_f64_path() {
         }
     }
 }
+
+/// The model's head computes f32 rows in blocks that share the dispersion's per-gene terms;
+/// every row must come out as it does alone (cache and log p, bit for bit), whatever block it
+/// falls in: 21 decoder rows (2 samples of 10 cells and a half block), 300 genes (two gene
+/// chunks, a tail that is no multiple of 16), an empty cell among them.
+#[test]
+fn blocks_of_rows_give_each_row_its_own_values() {
+    let (cells, samples, dim) = (11usize, 2usize, 300usize);
+    let dec = cells * samples - 1;
+    let mut rng = ChaCha8Rng::seed_from_u64(17);
+    for lik in ALL {
+        let mut layout = Layout::new();
+        let w = lik.outputs_per_dim() * dim;
+        let own = (lik.num_params(dim) > 0).then(|| layout.push("likelihood.log_theta", &[dim]));
+        let head = LikelihoodHead {
+            choice: LikelihoodChoice::Builtin(lik),
+            params: own,
+            dim,
+        };
+        let params: Vec<f32> = (0..layout.len())
+            .map(|_| rng.random_range(-4.0..6.0))
+            .collect();
+        let mut x: Vec<f32> = counts(&mut rng, cells * dim, 0.95, 40)
+            .iter()
+            .map(|&v| v as f32)
+            .collect();
+        x[3 * dim..4 * dim].fill(0.0);
+        let a: Vec<f32> = (0..dec * w).map(|_| rng.random_range(-6.0..3.0)).collect();
+        let cw = head.cache_width();
+        let (mut lp, mut cache) = (vec![0.0f32; dec], vec![0.0f32; dec * cw]);
+        head.forward(&params, &x, &a, samples, &mut lp, &mut cache, dec)
+            .unwrap();
+        let own_params = own.map_or(&[][..], |t| t.get(&params).unwrap());
+        for r in 0..dec {
+            let xr = &x[(r / samples) * dim..(r / samples + 1) * dim];
+            let mut c = vec![0.0f32; cw];
+            let alone = DecoderLikelihood::<f32>::log_prob(
+                &lik,
+                own_params,
+                xr,
+                &a[r * w..(r + 1) * w],
+                &mut c,
+            );
+            assert_eq!(
+                alone.to_bits(),
+                lp[r].to_bits(),
+                "{lik} row {r}: {alone} alone, {} in a block",
+                lp[r]
+            );
+            let same = c
+                .iter()
+                .zip(&cache[r * cw..(r + 1) * cw])
+                .all(|(p, q)| p.to_bits() == q.to_bits());
+            assert!(same, "{lik} row {r}: the cache differs in a block");
+        }
+        assert_eq!(lp[6], 0.0, "{lik}: the empty cell");
+        assert!(lp.iter().all(|v| v.is_finite()));
+    }
+}

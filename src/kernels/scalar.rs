@@ -70,21 +70,6 @@ pub(crate) mod sealed {
         /// plain loop in f64.
         fn logsumexp(a: &[Self]) -> f64;
 
-        /// The count likelihoods' zero-count terms of one row, vectorised
-        /// ([`super::super::fast::count_zero_row`]): f32 runs the kernel and returns the sum of
-        /// log p(0) over the zero counts; f64 returns `None`, and the caller computes every
-        /// gene exactly.
-        #[allow(clippy::too_many_arguments)]
-        fn count_zero_row(
-            x: &[Self],
-            logits: &[Self],
-            logsumexp: f64,
-            library: f64,
-            ln_theta: Option<&[Self]>,
-            h: Option<&[Self]>,
-            out: [&mut [Self]; 4],
-        ) -> Option<f64>;
-
         /// out_j = ln(1 + x_j): f32 vectorised ([`super::super::fast::ln_1p_row`]), f64 libm's
         /// `ln_1p`, skipping zeros.
         fn ln_1p_row(x: &[Self], out: &mut [Self]);
@@ -126,34 +111,6 @@ pub(crate) mod sealed {
         #[inline]
         fn logsumexp(a: &[Self]) -> f64 {
             super::super::fast::logsumexp_f32(a) as f64
-        }
-        #[inline]
-        fn count_zero_row(
-            x: &[Self],
-            logits: &[Self],
-            logsumexp: f64,
-            library: f64,
-            ln_theta: Option<&[Self]>,
-            h: Option<&[Self]>,
-            out: [&mut [Self]; 4],
-        ) -> Option<f64> {
-            use super::super::fast::{CountZeroOut, CountZeroRow, count_zero_row};
-            let [rho, d_ln_mu, d_ln_theta, d_h] = out;
-            let input = CountZeroRow {
-                x,
-                logits,
-                logsumexp: logsumexp as f32,
-                library: library as f32,
-                ln_theta,
-                h,
-            };
-            let mut o = CountZeroOut {
-                rho,
-                d_ln_mu,
-                d_ln_theta,
-                d_h,
-            };
-            Some(count_zero_row(&input, &mut o) as f64)
         }
     }
 
@@ -198,18 +155,6 @@ pub(crate) mod sealed {
                 return max;
             }
             max + a.iter().map(|v| (v - max).exp()).sum::<f64>().ln()
-        }
-        #[inline]
-        fn count_zero_row(
-            _: &[Self],
-            _: &[Self],
-            _: f64,
-            _: f64,
-            _: Option<&[Self]>,
-            _: Option<&[Self]>,
-            _: [&mut [Self]; 4],
-        ) -> Option<f64> {
-            None
         }
     }
 }

@@ -331,103 +331,316 @@ impl CacheLayout {
 
 /// One cell's log p(x | a), filling `cache` as the module documentation lays it out.
 pub fn log_prob<T: Float>(model: CountModel, own: &[T], x: &[T], a: &[T], cache: &mut [T]) -> T {
+    let mut logp = [T::zero()];
+    log_prob_rows(model, own, |_| x, a, cache, &mut logp);
+    logp[0]
+}
+
+/// Rows of a block the f32 path takes together: the per-gene dispersion terms are computed
+/// once per block and gene chunk rather than once per row.
+pub const ROW_BLOCK: usize = 8;
+
+/// Genes per chunk of the f32 path: the dispersion's terms for a chunk sit on the stack.
+const GENE_CHUNK: usize = 256;
+
+/// [`log_prob`] for `logp.len()` rows at once: row i's counts are `x_of(i)`, its decoder
+/// outputs and cache the i-th rows of `a` and `cache`. The same values as row by row.
+///
+/// f32: each row's softmax numerators in one vectorised pass, then gene chunk by gene chunk
+/// the zero-count terms of every gene vectorised and the nonzero counts (about 5%) exactly;
+/// with a dispersion per gene, its terms are computed once per chunk for up to [`ROW_BLOCK`]
+/// rows. f64: every gene exactly (what the checks hold the f32 path to).
+pub fn log_prob_rows<'x, T: Float>(
+    model: CountModel,
+    own: &[T],
+    x_of: impl Fn(usize) -> &'x [T],
+    a: &[T],
+    cache: &mut [T],
+    logp: &mut [T],
+) {
+    let rows = logp.len();
+    if rows == 0 {
+        return;
+    }
+    let d = x_of(0).len();
+    let (w, cw) = (model.outputs_per_dim() * d, model.cache_per_dim() * d);
+    if let (Some(own), Some(a)) = (f32s(own), f32s(a)) {
+        let (cache, logp) = (
+            f32s_mut(cache).expect("T is f32"),
+            f32s_mut(logp).expect("T is f32"),
+        );
+        for b0 in (0..rows).step_by(ROW_BLOCK) {
+            let b1 = (b0 + ROW_BLOCK).min(rows);
+            let xs: [&[f32]; ROW_BLOCK] =
+                std::array::from_fn(|i| f32s(x_of((b0 + i).min(b1 - 1))).expect("T is f32"));
+            log_prob_block_f32(
+                model,
+                own,
+                &xs[..b1 - b0],
+                &a[b0 * w..b1 * w],
+                &mut cache[b0 * cw..b1 * cw],
+                &mut logp[b0..b1],
+            );
+        }
+        return;
+    }
+    for (i, lp) in logp.iter_mut().enumerate() {
+        let c = &mut cache[i * cw..(i + 1) * cw];
+        *lp = T::of(log_prob_exact(
+            model,
+            own,
+            x_of(i),
+            &a[i * w..(i + 1) * w],
+            c,
+        ));
+    }
+}
+
+/// `v` as f32 when T is f32: the fast path's kernels are written for f32 alone.
+fn f32s<T: Float>(v: &[T]) -> Option<&[f32]> {
+    (T::NAME == <f32 as Float>::NAME).then(|| bytemuck::cast_slice(v))
+}
+
+fn f32s_mut<T: Float>(v: &mut [T]) -> Option<&mut [f32]> {
+    (T::NAME == <f32 as Float>::NAME).then(|| bytemuck::cast_slice_mut(v))
+}
+
+/// The exact terms of gene g in f64, written into the cache row; returns log p. `dispersion`
+/// is (ln theta clamped, theta, whether ln theta lay inside the clamp); `h` the zero-inflation
+/// logit.
+#[inline]
+#[allow(clippy::too_many_arguments)]
+fn exact_gene<T: Float>(
+    model: CountModel,
+    at: &CacheLayout,
+    g: usize,
+    xg: f64,
+    ln_mu: f64,
+    mu: f64,
+    dispersion: (f64, f64, bool),
+    h: f64,
+    cache: &mut [T],
+) -> f64 {
+    let mut t = match model.dispersion() {
+        None => poisson(xg, ln_mu),
+        Some(_) => {
+            let (ln_theta, theta, inside) = dispersion;
+            let mut t = negative_binomial_with(xg, ln_mu, mu, ln_theta, theta);
+            if !inside {
+                t.d_ln_theta = 0.0;
+            }
+            t
+        }
+    };
+    if model.zero_inflated() {
+        t = zero_inflate(xg, t, h);
+        cache[at.h + g] = T::of(t.d_h);
+    }
+    cache[g] = T::of(t.d_ln_mu);
+    if model.dispersion().is_some() {
+        cache[at.theta + g] = T::of(t.d_ln_theta);
+    }
+    t.log_p
+}
+
+/// Where ln theta comes from in a decoder row `a` of `d` genes: the parameters (per gene) or
+/// the decoder (per gene and cell).
+fn ln_theta_source<'s, T>(
+    model: CountModel,
+    own: &'s [T],
+    a: &'s [T],
+    d: usize,
+) -> Option<&'s [T]> {
+    let theta_out = if model.zero_inflated() { 2 * d } else { d };
+    match model.dispersion() {
+        Some(Dispersion::Gene) => Some(&own[..d]),
+        Some(Dispersion::GeneCell) => Some(&a[theta_out..theta_out + d]),
+        None => None,
+    }
+}
+
+/// One row, every gene exactly in f64.
+fn log_prob_exact<T: Float>(
+    model: CountModel,
+    own: &[T],
+    x: &[T],
+    a: &[T],
+    cache: &mut [T],
+) -> f64 {
     let d = x.len();
     let library = sum_f64(x);
     let logits = &a[..d];
-    // The decoder's blocks: h after the logits (ZINB), ln theta last (per-cell dispersion).
-    let theta_out = if model.zero_inflated() { 2 * d } else { d };
     let at = CacheLayout::of(model, d);
     if library <= 0.0 {
         // An empty cell: mu = 0, all mass at zero (the zero-inflation included), log p = 0.
         cache.fill(T::zero());
-        return T::zero();
+        return 0.0;
     }
     let mean = SoftmaxLibrary::forward(logits, library);
     let ln_library = library.ln();
-    let ln_theta_of = |g: usize| -> (f64, bool) {
-        match model.dispersion() {
-            Some(Dispersion::Gene) => clamp_ln_theta(own[g].as_f64()),
-            Some(Dispersion::GeneCell) => clamp_ln_theta(a[theta_out + g].as_f64()),
-            None => (0.0, false),
-        }
-    };
-    // The exact terms of gene g, in f64, written into the cache; returns log p.
-    // With `rho_known`, the f32 pass has put rho_g in the cache: mu is then taken from it (to
-    // f32's precision, the precision of everything the pass returns) rather than from another
-    // exponential.
-    let exact = |g: usize, cache: &mut [T], rho_known: bool| -> f64 {
-        let xg = x[g].as_f64();
-        let rho = if rho_known {
-            cache[at.rho + g].as_f64()
-        } else {
-            let rho = (logits[g].as_f64() - mean.logsumexp).exp();
-            cache[at.rho + g] = T::of(rho);
-            rho
-        };
-        let ln_mu = logits[g].as_f64() - mean.logsumexp + ln_library;
-        let mu = library * rho;
-        let mut t = match model.dispersion() {
-            None => poisson(xg, ln_mu),
-            Some(_) => {
-                let (ln_theta, inside) = ln_theta_of(g);
-                let mut t = negative_binomial_with(xg, ln_mu, mu, ln_theta, ln_theta.exp());
-                if !inside {
-                    t.d_ln_theta = 0.0;
-                }
-                t
-            }
-        };
-        if model.zero_inflated() {
-            t = zero_inflate(xg, t, a[d + g].as_f64());
-            cache[at.h + g] = T::of(t.d_h);
-        }
-        cache[g] = T::of(t.d_ln_mu);
-        if model.dispersion().is_some() {
-            cache[at.theta + g] = T::of(t.d_ln_theta);
-        }
-        t.log_p
-    };
-    // f32: every gene's zero-count terms in one vectorised pass, then the nonzero counts
-    // (about 5%) exactly. f64: every gene exactly (what the checks hold the f32 path to).
-    let ln_theta_in: Option<&[T]> = match model.dispersion() {
-        Some(Dispersion::Gene) => Some(&own[..d]),
-        Some(Dispersion::GeneCell) => Some(&a[theta_out..theta_out + d]),
-        None => None,
-    };
-    let h_in: Option<&[T]> = model.zero_inflated().then(|| &a[d..2 * d]);
-    let zero_sum = {
-        let (d_ln_mu, rest) = cache.split_at_mut(d);
-        let (rho, rest) = rest.split_at_mut(d);
-        let (d_h, d_ln_theta) = if model.zero_inflated() {
-            rest.split_at_mut(d)
-        } else {
-            rest.split_at_mut(0)
-        };
-        T::count_zero_row(
-            x,
-            logits,
-            mean.logsumexp,
-            library,
-            ln_theta_in,
-            h_in,
-            [&mut rho[..], &mut d_ln_mu[..], d_ln_theta, d_h],
-        )
-    };
+    let ln_theta = ln_theta_source(model, own, a, d);
     let mut total = 0.0;
-    match zero_sum {
-        Some(sum) => {
-            total += sum;
-            for_each_nonzero(x, |g| total += exact(g, cache, true));
-        }
-        None => {
-            for g in 0..d {
-                total += exact(g, cache, false);
-            }
-        }
+    for g in 0..d {
+        let rho = (logits[g].as_f64() - mean.logsumexp).exp();
+        cache[at.rho + g] = T::of(rho);
+        let ln_mu = logits[g].as_f64() - mean.logsumexp + ln_library;
+        let (lt, inside) = ln_theta.map_or((0.0, false), |l| clamp_ln_theta(l[g].as_f64()));
+        let h = if model.zero_inflated() {
+            a[d + g].as_f64()
+        } else {
+            0.0
+        };
+        let c = cache as &mut [T];
+        total += exact_gene(
+            model,
+            &at,
+            g,
+            x[g].as_f64(),
+            ln_mu,
+            library * rho,
+            (lt, lt.exp(), inside),
+            h,
+            c,
+        );
     }
     let (d_ln_mu, rest) = cache.split_at_mut(d);
     SoftmaxLibrary::backward_in_place(&rest[..d], d_ln_mu);
-    T::of(total)
+    total
+}
+
+/// Per row of a block: what the gene chunks need.
+#[derive(Clone, Copy, Default)]
+struct RowTerms {
+    library: f64,
+    ln_library: f64,
+    /// logsumexp of the logits, in f64.
+    lse: f64,
+    /// 1 / sum_g e^(a_g - max a).
+    inv_sum: f32,
+    /// An empty cell (library 0): all its terms are 0.
+    empty: bool,
+    /// log p so far.
+    total: f64,
+}
+
+/// Genes g0..g1 of a cache block, or the empty block a model does not have.
+fn genes(v: &mut [f32], g0: usize, g1: usize) -> &mut [f32] {
+    if v.is_empty() { v } else { &mut v[g0..g1] }
+}
+
+/// Up to [`ROW_BLOCK`] rows in f32 (see [`log_prob_rows`]).
+fn log_prob_block_f32(
+    model: CountModel,
+    own: &[f32],
+    xs: &[&[f32]],
+    a: &[f32],
+    cache: &mut [f32],
+    logp: &mut [f32],
+) {
+    use crate::kernels::fast::{
+        CountZeroOut, CountZeroRow, ThetaTerms, count_zero_row, dispersion_terms_f32,
+        logsumexp_store_f32,
+    };
+    let d = xs[0].len();
+    let (w, cw) = (model.outputs_per_dim() * d, model.cache_per_dim() * d);
+    let at = CacheLayout::of(model, d);
+    let mut terms = [RowTerms::default(); ROW_BLOCK];
+    for (i, t) in terms[..xs.len()].iter_mut().enumerate() {
+        let library = sum_f64(xs[i]);
+        let c = &mut cache[i * cw..(i + 1) * cw];
+        if library <= 0.0 {
+            // An empty cell: mu = 0, all mass at zero (the zero-inflation included), log p 0.
+            c.fill(0.0);
+            t.empty = true;
+            continue;
+        }
+        let (max, sum) = logsumexp_store_f32(&a[i * w..i * w + d], &mut c[at.rho..at.rho + d]);
+        *t = RowTerms {
+            library,
+            ln_library: library.ln(),
+            lse: max as f64 + (sum as f64).ln(),
+            inv_sum: 1.0 / sum,
+            empty: false,
+            total: 0.0,
+        };
+    }
+    let per_gene = model.dispersion() == Some(Dispersion::Gene);
+    let (mut theta, mut inv_theta, mut theta_d) = (
+        [0.0f32; GENE_CHUNK],
+        [0.0f32; GENE_CHUNK],
+        [0.0f32; GENE_CHUNK],
+    );
+    for g0 in (0..d).step_by(GENE_CHUNK) {
+        let g1 = (g0 + GENE_CHUNK).min(d);
+        let n = g1 - g0;
+        if per_gene {
+            dispersion_terms_f32(&own[g0..g1], &mut theta, &mut inv_theta, &mut theta_d);
+        }
+        for (i, t) in terms[..xs.len()].iter_mut().enumerate() {
+            if t.empty {
+                continue;
+            }
+            let ar = &a[i * w..(i + 1) * w];
+            let ln_theta = ln_theta_source(model, own, ar, d);
+            if model.dispersion() == Some(Dispersion::GeneCell) {
+                let l = &ln_theta.expect("a dispersion")[g0..g1];
+                dispersion_terms_f32(l, &mut theta, &mut inv_theta, &mut theta_d);
+            }
+            let c = &mut cache[i * cw..(i + 1) * cw];
+            let x = &xs[i][g0..g1];
+            let zero_sum = {
+                let (d_ln_mu, rest) = c.split_at_mut(d);
+                let (rho, rest) = rest.split_at_mut(d);
+                let (d_h, d_ln_theta) =
+                    rest.split_at_mut(if model.zero_inflated() { d } else { 0 });
+                let theta_terms = model.dispersion().map(|_| ThetaTerms {
+                    theta: &theta[..n],
+                    inv_theta: &inv_theta[..n],
+                    theta_d: &theta_d[..n],
+                });
+                let input = CountZeroRow {
+                    x,
+                    inv_sum: t.inv_sum,
+                    library: t.library as f32,
+                    theta: theta_terms,
+                    h: model.zero_inflated().then(|| &ar[d + g0..d + g1]),
+                };
+                let mut out = CountZeroOut {
+                    rho: &mut rho[g0..g1],
+                    d_ln_mu: &mut d_ln_mu[g0..g1],
+                    d_ln_theta: genes(d_ln_theta, g0, g1),
+                    d_h: genes(d_h, g0, g1),
+                };
+                count_zero_row(&input, &mut out)
+            };
+            t.total += zero_sum as f64;
+            // The nonzero counts exactly, with mu from the rho just written (to f32's
+            // precision, the precision of everything this path returns) and theta from the
+            // chunk's terms (to f32's precision as well): no exponential per count.
+            for_each_nonzero(x, |j| {
+                let g = g0 + j;
+                let ln_mu = ar[g] as f64 - t.lse + t.ln_library;
+                let mu = t.library * c[at.rho + g] as f64;
+                let dispersion = ln_theta.map_or((0.0, 0.0, false), |l| {
+                    let (lt, inside) = clamp_ln_theta(l[g] as f64);
+                    (lt, theta[j] as f64, inside)
+                });
+                let h = if model.zero_inflated() {
+                    ar[d + g] as f64
+                } else {
+                    0.0
+                };
+                t.total += exact_gene(model, &at, g, x[j] as f64, ln_mu, mu, dispersion, h, c);
+            });
+        }
+    }
+    for (i, (t, lp)) in terms.iter().zip(logp.iter_mut()).enumerate() {
+        if !t.empty {
+            let (d_ln_mu, rest) = cache[i * cw..(i + 1) * cw].split_at_mut(d);
+            SoftmaxLibrary::backward_in_place(&rest[..d], d_ln_mu);
+        }
+        *lp = t.total as f32;
+    }
 }
 
 /// Calls `f(g)` for each g with `x[g] != 0`, in order. A 16-bit mask per chunk of 16, walked by

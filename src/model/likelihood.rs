@@ -519,8 +519,30 @@ impl LikelihoodHead {
         self.check(params, x, a, samples, dec_rows)?;
         holds("log-likelihood per row", logp, dec_rows, 1)?;
         holds("likelihood cache", cache, dec_rows, cw)?;
-        let lik = self.choice.as_dyn::<T>();
         let own = self.own_params(params);
+        if let LikelihoodChoice::Builtin(l) = &self.choice
+            && let Some(m) = l.count_model()
+        {
+            // Blocks of rows in parallel, each computed together (the dispersion's per-gene
+            // terms once per block): each row's values are the same however rows are grouped.
+            let rb = counts::ROW_BLOCK;
+            let (cache, logp) = (
+                par::Disjoint::new(&mut cache[..dec_rows * cw]),
+                par::Disjoint::new(&mut logp[..dec_rows]),
+            );
+            par::for_each_task(dec_rows.div_ceil(rb), |blk| {
+                let (r0, r1) = (blk * rb, ((blk + 1) * rb).min(dec_rows));
+                // SAFETY: block blk alone takes rows r0..r1 of the cache and of logp.
+                let (c, lp) = unsafe { (cache.piece(r0 * cw, r1 * cw), logp.piece(r0, r1)) };
+                let x_of = |i: usize| {
+                    let xr = (r0 + i) / samples;
+                    &x[xr * d..(xr + 1) * d]
+                };
+                counts::log_prob_rows(m, own, x_of, &a[r0 * w..r1 * w], c, lp);
+            });
+            return Ok(());
+        }
+        let lik = self.choice.as_dyn::<T>();
         par::for_each_row_with_scalar(
             &mut cache[..dec_rows * cw],
             cw,
