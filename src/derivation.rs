@@ -246,6 +246,9 @@
 //!
 //! whose entries sum to zero, as they must: adding a constant to every logit changes nothing
 //! ([`crate::model::counts::SoftmaxLibrary::backward`], `softmax_library_backward_is_shift_invariant`).
+//! The forward pass applies it in place at the end of each row, while the row is still in
+//! cache ([`crate::model::counts::SoftmaxLibrary::backward_in_place`]); the backward pass then
+//! only scales what it reads.
 //!
 //! **Poisson.** $\log p(x) = x \ln \mu - \mu - \ln x!$, and $\partial \log p / \partial \ln \mu = x - \mu$.
 //!
