@@ -189,7 +189,7 @@ impl<T: Float> Optimizer<T> {
     /// [`step`](Self::step) on the gradient `grads + weight_decay * params` (coupled L2 weight
     /// decay, as PyTorch's optimizers take it), formed on the fly: the same bits as adding
     /// it into `grads` first, without a pass over the gradient to do so. `weight_decay` must be
-    /// finite and non-negative, else [`Error::Config`] and nothing changes.
+    /// finite and non-negative, else [`Error::InvalidConfig`] and nothing changes.
     ///
     /// ```
     /// use elbo::train::{Optimizer, OptimizerConfig};
