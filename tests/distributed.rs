@@ -416,3 +416,47 @@ fn batch_normalisation_trains_sharded_with_the_same_bits_on_any_number_of_member
         "test -ELBO sharded {e_sharded} against unsharded {e_plain}"
     );
 }
+
+/// With more than one member and an elementwise update, each member moves only its slice of
+/// the parameters and of the optimizer's state, and the members share them: the parameters
+/// after every step, the state when the epoch ends. So after an epoch the whole state (Adam's
+/// moments, weight decay included) is the one process's, bit for bit, on every member; and
+/// in the middle of an epoch a checkpoint, which would hold a stale state, is refused.
+#[test]
+fn members_share_the_optimizer_state_by_the_end_of_each_epoch() {
+    let config = TrainConfig::default()
+        .epochs(1)
+        .batch_size(36)
+        .shards(Some(4))
+        .weight_decay(1e-3)
+        .seed(5);
+    let state = |members: usize| {
+        let c = config.clone();
+        in_group(members, move |m| {
+            let (train, _) = cells();
+            let mut t = member_trainer(count_vae(train.dim()), c.clone(), m);
+            t.fit(&train, FitOptions::new()).unwrap();
+            let s: Vec<u32> = t.optimizer().state().iter().map(|v| v.to_bits()).collect();
+            (bits(&t), s)
+        })
+    };
+    let one = state(1);
+    for (rank, got) in state(2).iter().enumerate() {
+        assert!(got.0 == one[0].0, "member {rank} of 2: parameters differ");
+        assert!(
+            got.1 == one[0].1,
+            "member {rank} of 2: optimizer state differs"
+        );
+    }
+    let c = config.clone();
+    let refused = in_group(2, move |m| {
+        let (train, _) = cells();
+        let mut t = member_trainer(count_vae(train.dim()), c.clone(), m);
+        t.step(&train, &(0..36).collect::<Vec<_>>()).unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        t.save_checkpoint(dir.path().join("mid.safetensors"), &[])
+    });
+    for r in refused {
+        assert!(matches!(r, Err(elbo::Error::Distributed(_))), "{r:?}");
+    }
+}

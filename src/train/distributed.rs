@@ -393,6 +393,53 @@ impl<T: Float> ShardBuffers<T> {
         out.copy_from_slice(&self.gathered[..out.len()]);
         Ok(())
     }
+
+    /// [`reduce`](Self::reduce) up to the all-to-all: this process ends with the total for its
+    /// slice of the vector alone, in `self.recv[..len]`, and the slice's range is returned
+    /// (clamped to the model's `n` parameters; it may be empty). For a group of more than one.
+    pub(crate) fn reduce_slice(
+        &mut self,
+        group: &mut dyn Collective,
+        n: usize,
+    ) -> Result<Range<usize>> {
+        let (p, padded) = (self.plan.procs, self.padded);
+        pairwise_tree_sum(&mut self.leaves, padded);
+        group.all_gather(
+            bytemuck::cast_slice(&self.stats),
+            bytemuck::cast_slice_mut(&mut self.all_stats),
+        )?;
+        let chunk = padded / p;
+        group.all_to_all(
+            bytemuck::cast_slice(&self.leaves[..padded]),
+            bytemuck::cast_slice_mut(&mut self.recv),
+        )?;
+        pairwise_tree_sum(&mut self.recv, chunk);
+        Ok(self.slice(n))
+    }
+
+    /// This process's slice of an `n`-long vector: its all-to-all block, clamped to `n`.
+    pub(crate) fn slice(&self, n: usize) -> Range<usize> {
+        let chunk = self.padded / self.plan.procs;
+        let start = (self.plan.rank * chunk).min(n);
+        start..((self.plan.rank + 1) * chunk).min(n)
+    }
+
+    /// Every member's slice of `v` (`n` long), as each member has it, copied to every member:
+    /// after it, all hold the same `v`. `self.recv` is the buffer sent.
+    pub(crate) fn share_slices(&mut self, group: &mut dyn Collective, v: &mut [T]) -> Result<()> {
+        let n = v.len();
+        let chunk = self.padded / self.plan.procs;
+        let mine = self.slice(n);
+        let len = mine.len();
+        self.recv[..len].copy_from_slice(&v[mine]);
+        self.recv[len..chunk].fill(T::zero());
+        group.all_gather(
+            bytemuck::cast_slice(&self.recv[..chunk]),
+            bytemuck::cast_slice_mut(&mut self.gathered),
+        )?;
+        v.copy_from_slice(&self.gathered[..n]);
+        Ok(())
+    }
 }
 
 #[cfg(test)]

@@ -212,12 +212,58 @@ impl<T: Float> Optimizer<T> {
                 "must be finite and at least 0",
             ));
         }
-        let wd = T::of(weight_decay);
         for (what, len) in [("parameters", params.len()), ("gradients", grads.len())] {
             if len != self.n {
                 return Err(Error::shape(what, self.n, len));
             }
         }
+        self.update_range(params, grads, 0, T::of(weight_decay));
+        Ok(())
+    }
+
+    /// One step for the parameters `offset..offset + params.len()` alone, as
+    /// [`step_with_weight_decay`](Self::step_with_weight_decay) would move them (it is
+    /// elementwise): a member of a data-parallel group updates its slice of the parameters and
+    /// shares the result. The state outside the slice is left as it was, and the step counts.
+    pub(crate) fn step_slice(
+        &mut self,
+        params: &mut [T],
+        grads: &[T],
+        offset: usize,
+        weight_decay: f64,
+    ) -> Result<()> {
+        if !(weight_decay.is_finite() && weight_decay >= 0.0) {
+            return Err(Error::config(
+                "weight decay",
+                weight_decay,
+                "must be finite and at least 0",
+            ));
+        }
+        if grads.len() != params.len() {
+            return Err(Error::shape("gradients", params.len(), grads.len()));
+        }
+        if offset
+            .checked_add(params.len())
+            .is_none_or(|end| end > self.n)
+        {
+            return Err(Error::shape(
+                "parameter slice",
+                format!("at most {} from {offset}", self.n.saturating_sub(offset)),
+                params.len(),
+            ));
+        }
+        self.update_range(params, grads, offset, T::of(weight_decay));
+        Ok(())
+    }
+
+    /// The state buffer, for a group's members to share their slices of it.
+    pub(crate) fn state_mut(&mut self) -> &mut [T] {
+        &mut self.state
+    }
+
+    /// The step on entries `offset..offset + params.len()`, lengths checked by the caller.
+    fn update_range(&mut self, params: &mut [T], grads: &[T], offset: usize, wd: T) {
+        let (n, len) = (self.n, params.len());
         self.steps += 1;
         let t = self.steps as i32;
         match self.config {
@@ -235,8 +281,11 @@ impl<T: Float> Optimizer<T> {
                     eps: T::of(eps),
                     weight_decay: wd,
                 };
-                let (m, v) = self.state.split_at_mut(self.n);
-                let (m, v) = (Disjoint::new(m), Disjoint::new(v));
+                let (m, v) = self.state.split_at_mut(n);
+                let (m, v) = (
+                    Disjoint::new(&mut m[offset..offset + len]),
+                    Disjoint::new(&mut v[offset..offset + len]),
+                );
                 par::for_each_piece(params, CHUNK, |at, p| {
                     let end = at + p.len();
                     // SAFETY: each piece of `params` is one task's; m and v follow it.
@@ -247,7 +296,7 @@ impl<T: Float> Optimizer<T> {
             OptimizerConfig::Sgd { lr, momentum } => {
                 let (lr, mu) = (T::of(lr), T::of(momentum));
                 let first = t == 1;
-                let state = Disjoint::new(&mut self.state[..]);
+                let state = Disjoint::new(&mut self.state[offset..offset + len]);
                 par::for_each_piece(params, CHUNK, |at, p| {
                     let end = at + p.len();
                     let g = &grads[at..end];
@@ -261,7 +310,6 @@ impl<T: Float> Optimizer<T> {
                 });
             }
         }
-        Ok(())
     }
 }
 

@@ -20,6 +20,14 @@ impl<T: Float> Trainer<T> {
         extra: &[(&str, String)],
     ) -> Result<()> {
         let path = path.as_ref();
+        if self.state_spread {
+            return Err(Error::Distributed(
+                "the optimizer's state is spread over the group's members until the epoch ends \
+                 (each updates its own slice); write the checkpoint after train_epoch or at an \
+                 epoch's end in fit"
+                    .into(),
+            ));
+        }
         let mut meta = vec![
             (
                 KEY_TRAINING,

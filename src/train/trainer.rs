@@ -38,6 +38,9 @@ pub struct Trainer<T: Float> {
     pub(super) group: Option<Box<dyn Collective>>,
     /// A sharded step's buffers, when the run is sharded.
     pub(super) shard_bufs: Option<ShardBuffers<T>>,
+    /// Each member of a group has updated only its slice of the optimizer's state since the
+    /// members last shared theirs (see [`Trainer::sharded_step`]); true until the epoch ends.
+    pub(super) state_spread: bool,
 }
 
 impl<T: Float> Trainer<T> {
@@ -80,6 +83,7 @@ impl<T: Float> Trainer<T> {
             stop: None,
             group: None,
             shard_bufs,
+            state_spread: false,
         })
     }
 
@@ -176,11 +180,14 @@ impl<T: Float> Trainer<T> {
     pub fn params(&self) -> &[T] {
         &self.params
     }
-    /// The gradient of the last step.
+    /// The gradient of the last step. In a group of several members whose update is
+    /// elementwise (no clipping, no batch normalisation), each member sums and applies only its
+    /// own slice of it, and only that slice here is the last step's.
     pub fn grads(&self) -> &[T] {
         &self.grads
     }
-    /// The optimizer.
+    /// The optimizer. In such a group its state is whole at the end of each epoch; within an
+    /// epoch each member has moved only its own slice of it.
     pub fn optimizer(&self) -> &Optimizer<T> {
         &self.optimizer
     }
@@ -305,6 +312,7 @@ impl<T: Float> Trainer<T> {
             }
             Ok(())
         })?;
+        self.share_optimizer_state()?;
         let p = std::mem::take(&mut self.progress);
         self.epoch += 1;
         let n = p.seen as f64;
@@ -531,7 +539,21 @@ impl<T: Float> Trainer<T> {
             Some(g) => g,
             None => &mut SingleProcess,
         };
-        bufs.reduce(group, &mut self.grads)?;
+        // A group of more than one whose update is elementwise (no clipping, which needs the
+        // whole gradient's norm; no batch-normalisation averages riding in the gradient): each
+        // member updates its own slice of the parameters and of the optimizer's state, and the
+        // members share the new parameters. The same bits as every member updating the whole
+        // vector, with a member's share of the optimizer's work and memory traffic.
+        let n = self.params.len();
+        let spread = group.size() > 1
+            && self.config.clip_norm.is_none()
+            && self.vae.frozen_ranges().next().is_none();
+        let mine = if spread {
+            Some(bufs.reduce_slice(group, n)?)
+        } else {
+            bufs.reduce(group, &mut self.grads)?;
+            None
+        };
         let mut total = [0f64; SHARD_STATS];
         for shard in bufs.all_stats.chunks_exact(SHARD_STATS) {
             for (t, v) in total.iter_mut().zip(shard) {
@@ -542,12 +564,50 @@ impl<T: Float> Trainer<T> {
         if !loss.is_finite() {
             return Err(self.diverged(step, loss));
         }
-        self.update(step, true)?;
+        match mine {
+            Some(range) => {
+                let len = range.len();
+                self.grads[range.clone()].copy_from_slice(&bufs.recv[..len]);
+                self.optimizer.step_slice(
+                    &mut self.params[range.clone()],
+                    &bufs.recv[..len],
+                    range.start,
+                    self.config.weight_decay,
+                )?;
+                self.state_spread = true;
+                let group: &mut dyn Collective = match self.group.as_deref_mut() {
+                    Some(g) => g,
+                    None => &mut SingleProcess,
+                };
+                bufs.share_slices(group, &mut self.params)?;
+                self.step = step;
+            }
+            None => self.update(step, true)?,
+        }
         Ok(StepResult {
             elbo: BatchElbo { recon, kl },
             loss,
             iw_bound: self.config.iw_samples.map(|_| bound),
         })
+    }
+
+    /// Gives every member of the group the whole optimizer state, when each has updated only
+    /// its slice of it (a collective: every member calls it at the same point, the end of an
+    /// epoch).
+    fn share_optimizer_state(&mut self) -> Result<()> {
+        if !self.state_spread {
+            return Ok(());
+        }
+        let (Some(group), Some(bufs)) = (self.group.as_deref_mut(), self.shard_bufs.as_mut())
+        else {
+            return Ok(());
+        };
+        let n = self.params.len();
+        for block in self.optimizer.state_mut().chunks_exact_mut(n) {
+            bufs.share_slices(group, block)?;
+        }
+        self.state_spread = false;
+        Ok(())
     }
 
     /// The ELBO's terms averaged over `data` with the current parameters, one noise stream per
