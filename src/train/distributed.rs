@@ -10,6 +10,12 @@
 //! one process computing all `S`. That is why a run gives bit-identical parameters on 1, 2, 4
 //! or 8 processes for the same `S`.
 //!
+//! After the sum, when the update is elementwise (no gradient clipping, no batch-normalisation
+//! averages riding in the gradient), each process applies the optimizer to its own slice of the
+//! parameters and of the optimizer's state, the slice its all-to-all gave it, and the processes
+//! all-gather the parameters; the state's slices are shared at each epoch's end. Each process
+//! does 1/P of the optimizer's work, and the bits are those of one process updating all.
+//!
 //! The library knows nothing of MPI: a process group is anything that implements
 //! [`Collective`]. The command line implements it over MPI (`--features mpi`);
 //! [`InProcess`] implements it over threads, for tests and for trying the scheme without MPI.
