@@ -865,18 +865,7 @@ unsafe fn logsumexp_store_avx2(a: &[f32], e: &mut [f32]) -> (f32, f32) {
 
 #[inline(always)]
 fn logsumexp_body(a: &[f32]) -> f32 {
-    let mut maxes = [f32::NEG_INFINITY; LANES];
-    let mut chunks = a.chunks_exact(LANES);
-    for c in &mut chunks {
-        let c: &[f32; LANES] = c.try_into().expect("exact chunk");
-        for l in 0..LANES {
-            maxes[l] = maxes[l].max(c[l]);
-        }
-    }
-    let max = chunks.remainder().iter().fold(
-        maxes.iter().fold(f32::NEG_INFINITY, |m, &v| m.max(v)),
-        |m, &v| m.max(v),
-    );
+    let max = max_f32(a);
     if !max.is_finite() {
         return max;
     }

@@ -373,31 +373,32 @@ impl<T: Float> ShardBuffers<T> {
     /// Adds the local leaves, then the group's partial sums, in the fixed tree; writes the
     /// total into `out` (n long). Every process ends with the same bits.
     pub(crate) fn reduce(&mut self, group: &mut dyn Collective, out: &mut [T]) -> Result<()> {
-        let (p, padded) = (self.plan.procs, self.padded);
-        pairwise_tree_sum(&mut self.leaves, padded);
-        group.all_gather(
-            bytemuck::cast_slice(&self.stats),
-            bytemuck::cast_slice_mut(&mut self.all_stats),
-        )?;
+        let p = self.plan.procs;
         if p == 1 {
+            pairwise_tree_sum(&mut self.leaves, self.padded);
+            self.share_stats(group)?;
             out.copy_from_slice(&self.leaves[..out.len()]);
             return Ok(());
         }
         // Each process finishes the tree for one slice of the vector (all-to-all), then the
         // slices are shared (all-gather): 2 (P - 1) / P of the gradient sent, as a ring
         // all-reduce, but in a fixed order.
-        let chunk = padded / p;
-        group.all_to_all(
-            bytemuck::cast_slice(&self.leaves[..padded]),
-            bytemuck::cast_slice_mut(&mut self.recv),
-        )?;
-        pairwise_tree_sum(&mut self.recv, chunk);
+        self.reduce_slice(group, out.len())?;
+        let chunk = self.padded / p;
         group.all_gather(
             bytemuck::cast_slice(&self.recv[..chunk]),
             bytemuck::cast_slice_mut(&mut self.gathered),
         )?;
         out.copy_from_slice(&self.gathered[..out.len()]);
         Ok(())
+    }
+
+    /// Every shard's figures to every process.
+    fn share_stats(&mut self, group: &mut dyn Collective) -> Result<()> {
+        group.all_gather(
+            bytemuck::cast_slice(&self.stats),
+            bytemuck::cast_slice_mut(&mut self.all_stats),
+        )
     }
 
     /// [`reduce`](Self::reduce) up to the all-to-all: this process ends with the total for its
@@ -410,10 +411,7 @@ impl<T: Float> ShardBuffers<T> {
     ) -> Result<Range<usize>> {
         let (p, padded) = (self.plan.procs, self.padded);
         pairwise_tree_sum(&mut self.leaves, padded);
-        group.all_gather(
-            bytemuck::cast_slice(&self.stats),
-            bytemuck::cast_slice_mut(&mut self.all_stats),
-        )?;
+        self.share_stats(group)?;
         let chunk = padded / p;
         group.all_to_all(
             bytemuck::cast_slice(&self.leaves[..padded]),

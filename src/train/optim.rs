@@ -205,13 +205,7 @@ impl<T: Float> Optimizer<T> {
         grads: &[T],
         weight_decay: f64,
     ) -> Result<()> {
-        if !(weight_decay.is_finite() && weight_decay >= 0.0) {
-            return Err(Error::config(
-                "weight decay",
-                weight_decay,
-                "must be finite and at least 0",
-            ));
-        }
+        check_weight_decay(weight_decay)?;
         for (what, len) in [("parameters", params.len()), ("gradients", grads.len())] {
             if len != self.n {
                 return Err(Error::shape(what, self.n, len));
@@ -232,13 +226,7 @@ impl<T: Float> Optimizer<T> {
         offset: usize,
         weight_decay: f64,
     ) -> Result<()> {
-        if !(weight_decay.is_finite() && weight_decay >= 0.0) {
-            return Err(Error::config(
-                "weight decay",
-                weight_decay,
-                "must be finite and at least 0",
-            ));
-        }
+        check_weight_decay(weight_decay)?;
         if grads.len() != params.len() {
             return Err(Error::shape("gradients", params.len(), grads.len()));
         }
@@ -310,6 +298,19 @@ impl<T: Float> Optimizer<T> {
                 });
             }
         }
+    }
+}
+
+/// A weight decay the optimizer can take: finite and non-negative.
+fn check_weight_decay(weight_decay: f64) -> Result<()> {
+    if weight_decay.is_finite() && weight_decay >= 0.0 {
+        Ok(())
+    } else {
+        Err(Error::config(
+            "weight decay",
+            weight_decay,
+            "must be finite and at least 0",
+        ))
     }
 }
 
