@@ -406,32 +406,23 @@ static LN_1P_SMALL: std::sync::LazyLock<[f32; 256]> = std::sync::LazyLock::new(|
 
 /// out_j = ln(1 + x_j) for the first min(len) entries: count data's log1p input transform.
 /// Count rows are about 95% zeros, so the row is copied (ln 1 = 0, and -0.0 stays -0.0 as in
-/// libm) and only the nonzero entries, found 16 at a time by a bit mask, are replaced: whole
+/// libm) and only the nonzero entries ([`super::scalar::for_each_nonzero`]) are replaced: whole
 /// numbers below 256 from a table (correctly rounded), anything else by libm's `ln_1p`.
 pub fn ln_1p_row(x: &[f32], out: &mut [f32]) {
     let n = x.len().min(out.len());
     let (x, out) = (&x[..n], &mut out[..n]);
     out.copy_from_slice(x);
     let table = &*LN_1P_SMALL;
-    for (c, chunk) in x.chunks(16).enumerate() {
-        // NaN != 0, so a NaN goes to ln_1p and stays NaN.
-        let mut mask = chunk
-            .iter()
-            .enumerate()
-            .fold(0u32, |m, (l, &v)| m | (u32::from(v != 0.0) << l));
-        while mask != 0 {
-            let j = 16 * c + mask.trailing_zeros() as usize;
-            mask &= mask - 1;
-            let v = x[j];
-            // `as` saturates (NaN -> 0): the round trip holds only for whole numbers in range.
-            let k = v as usize;
-            out[j] = if v < 256.0 && k as f32 == v {
-                table[k]
-            } else {
-                v.ln_1p()
-            };
-        }
-    }
+    super::scalar::for_each_nonzero(x, |j| {
+        let v = x[j];
+        // `as` saturates (NaN -> 0): the round trip holds only for whole numbers in range.
+        let k = v as usize;
+        out[j] = if v < 256.0 && k as f32 == v {
+            table[k]
+        } else {
+            v.ln_1p()
+        };
+    });
 }
 
 /// The plain loop [`ln_1p_row`] is held to: libm's `ln_1p` entry by entry.

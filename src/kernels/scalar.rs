@@ -228,3 +228,20 @@ pub fn sum_f64<T: Float>(v: &[T]) -> f64 {
     let tail: f64 = chunks.remainder().iter().map(|x| x.as_f64()).sum();
     ((acc[0] + acc[4]) + (acc[1] + acc[5])) + ((acc[2] + acc[6]) + (acc[3] + acc[7])) + tail
 }
+
+/// Calls `f(j)` for each j with `v[j] != 0` (NaN included), in order. A 16-bit mask per chunk
+/// of 16, walked by its set bits: count rows are about 95% zeros in no pattern, and a branch
+/// per entry is mispredicted at every nonzero.
+#[inline]
+pub fn for_each_nonzero<T: Float>(v: &[T], mut f: impl FnMut(usize)) {
+    for (c, chunk) in v.chunks(16).enumerate() {
+        let mut mask = chunk
+            .iter()
+            .enumerate()
+            .fold(0u32, |m, (l, &x)| m | (u32::from(x != T::zero()) << l));
+        while mask != 0 {
+            f(16 * c + mask.trailing_zeros() as usize);
+            mask &= mask - 1;
+        }
+    }
+}

@@ -27,7 +27,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::kernels::scalar::{Float, sum_f64};
+use crate::kernels::scalar::{Float, for_each_nonzero, sum_f64};
 use crate::kernels::special::{ln_1p_fast, ln_factorial, nb_count_differences};
 
 /// ln theta is clamped to [-LOG_THETA_LIMIT, LOG_THETA_LIMIT] (theta from 1.4e-11 to 7.2e10),
@@ -490,7 +490,6 @@ fn log_prob_exact<T: Float>(
         } else {
             0.0
         };
-        let c = cache as &mut [T];
         total += exact_gene(
             model,
             &at,
@@ -500,7 +499,7 @@ fn log_prob_exact<T: Float>(
             library * rho,
             (lt, lt.exp(), inside),
             h,
-            c,
+            cache,
         );
     }
     let (d_ln_mu, rest) = cache.split_at_mut(d);
@@ -640,23 +639,6 @@ fn log_prob_block_f32(
             SoftmaxLibrary::backward_in_place(&rest[..d], d_ln_mu);
         }
         *lp = t.total as f32;
-    }
-}
-
-/// Calls `f(g)` for each g with `x[g] != 0`, in order. A 16-bit mask per chunk of 16, walked by
-/// its set bits: count rows are about 95% zeros in no pattern, and a branch per gene is
-/// mispredicted at every nonzero.
-#[inline]
-fn for_each_nonzero<T: Float>(x: &[T], mut f: impl FnMut(usize)) {
-    for (c, chunk) in x.chunks(16).enumerate() {
-        let mut mask = chunk
-            .iter()
-            .enumerate()
-            .fold(0u32, |m, (l, &v)| m | (u32::from(v != T::zero()) << l));
-        while mask != 0 {
-            f(16 * c + mask.trailing_zeros() as usize);
-            mask &= mask - 1;
-        }
     }
 }
 

@@ -474,6 +474,15 @@ pub struct LikelihoodHead {
 }
 
 impl LikelihoodHead {
+    /// The built-in count likelihood this head is, if it is one: those run their rows in
+    /// blocks and their dispersion's gradient by blocks of genes.
+    fn count_model(&self) -> Option<CountModel> {
+        match &self.choice {
+            LikelihoodChoice::Builtin(l) => l.count_model(),
+            LikelihoodChoice::Custom(_) => None,
+        }
+    }
+
     /// Decoder outputs per data row.
     pub fn out_width(&self) -> usize {
         self.choice.info().outputs_per_dim() * self.dim
@@ -520,9 +529,7 @@ impl LikelihoodHead {
         holds("log-likelihood per row", logp, dec_rows, 1)?;
         holds("likelihood cache", cache, dec_rows, cw)?;
         let own = self.own_params(params);
-        if let LikelihoodChoice::Builtin(l) = &self.choice
-            && let Some(m) = l.count_model()
-        {
+        if let Some(m) = self.count_model() {
             // Blocks of rows in parallel, each computed together (the dispersion's per-gene
             // terms once per block): each row's values are the same however rows are grouped.
             let rb = counts::ROW_BLOCK;
@@ -619,9 +626,7 @@ impl LikelihoodHead {
         if let Some(t) = self.params {
             let (own, dp) = (t.of(params), t.of_mut(grads));
             dp.fill(T::zero());
-            if let LikelihoodChoice::Builtin(l) = &self.choice
-                && let Some(m) = l.count_model()
-            {
+            if let Some(m) = self.count_model() {
                 // Blocks of genes in parallel, each summing over the rows in order: the same
                 // sums as the serial loop below, whatever the thread count.
                 par::for_each_piece(dp, 256, |g0, piece| {

@@ -575,10 +575,6 @@ impl<T: Float> Trainer<T> {
                     self.config.weight_decay,
                 )?;
                 self.state_spread = true;
-                let group: &mut dyn Collective = match self.group.as_deref_mut() {
-                    Some(g) => g,
-                    None => &mut SingleProcess,
-                };
                 bufs.share_slices(group, &mut self.params)?;
                 self.step = step;
             }
