@@ -128,4 +128,79 @@ impl Collective for MpiMember {
         self.world.all_gather_into(send, recv);
         Ok(())
     }
+    // The two exchanges of the optimizer's slices go pairwise (round k: send to rank + k,
+    // receive from rank - k), so that a member's own block is never copied and the gathered
+    // slices land straight in the caller's vector.
+    fn all_to_all_others(&mut self, send: &[u8], recv: &mut [u8]) -> Result<()> {
+        let block = elbo::train::distributed::all_to_all_block(send.len(), recv.len(), self.size)?;
+        let at = |j: usize| j * block..(j + 1) * block;
+        for k in 1..self.size {
+            let (to, from) = self.partners(k);
+            self.send_receive(&send[at(to)], to, &mut recv[at(from)], from, TAG_ALL_TO_ALL)?;
+        }
+        Ok(())
+    }
+    fn all_gather_in_place(&mut self, buf: &mut [u8], block: usize) -> Result<()> {
+        use elbo::train::distributed::{block_range, check_in_place};
+        check_in_place(buf.len(), block, self.size)?;
+        let (len, own) = (buf.len(), block_range(self.rank, block, buf.len()));
+        for k in 1..self.size {
+            let (to, from) = self.partners(k);
+            let theirs = block_range(from, block, len);
+            // Two different members' blocks: disjoint ranges of `buf`.
+            let (mine, into) = if own.start < theirs.start {
+                let (lo, hi) = buf.split_at_mut(theirs.start);
+                (&lo[own.clone()], &mut hi[..theirs.len()])
+            } else {
+                let (lo, hi) = buf.split_at_mut(own.start);
+                (&hi[..own.len()], &mut lo[theirs])
+            };
+            self.send_receive(mine, to, into, from, TAG_GATHER)?;
+        }
+        Ok(())
+    }
+}
+
+/// Message tags of the pairwise exchanges, so that one can never be taken for the other.
+#[cfg(feature = "mpi")]
+const TAG_ALL_TO_ALL: i32 = 11;
+#[cfg(feature = "mpi")]
+const TAG_GATHER: i32 = 12;
+
+#[cfg(feature = "mpi")]
+impl MpiMember {
+    /// Round `k`'s partners: the member this one sends to, and the one it receives from.
+    fn partners(&self, k: usize) -> (usize, usize) {
+        (
+            (self.rank + k) % self.size,
+            (self.rank + self.size - k) % self.size,
+        )
+    }
+
+    /// Sends `send` to member `to` while receiving exactly `recv.len()` bytes from `from`.
+    fn send_receive(
+        &mut self,
+        send: &[u8],
+        to: usize,
+        recv: &mut [u8],
+        from: usize,
+        tag: i32,
+    ) -> Result<()> {
+        use mpi::datatype::Equivalence;
+        use mpi::traits::Communicator;
+        let (dest, source) = (
+            self.world.process_at_rank(to as i32),
+            self.world.process_at_rank(from as i32),
+        );
+        let status =
+            mpi::point_to_point::send_receive_into_with_tags(send, &dest, tag, recv, &source, tag);
+        let got = status.count(u8::equivalent_datatype());
+        if got as usize != recv.len() {
+            return Err(elbo::Error::Distributed(format!(
+                "process {from} sent {got} bytes where {} were due",
+                recv.len()
+            )));
+        }
+        Ok(())
+    }
 }

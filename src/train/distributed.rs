@@ -41,6 +41,50 @@ pub trait Collective: Send {
     /// Every member's `send` (of one length on all members), concatenated in member order
     /// into `recv` (MPI_Allgather).
     fn all_gather(&mut self, send: &[u8], recv: &mut [u8]) -> Result<()>;
+
+    /// [`all_to_all`](Self::all_to_all) for a member that keeps its own block where it is:
+    /// block `rank()` of `recv` need not be written (and is unspecified afterwards), so an
+    /// implementation may skip copying it. By default, the all-to-all itself.
+    fn all_to_all_others(&mut self, send: &[u8], recv: &mut [u8]) -> Result<()> {
+        self.all_to_all(send, recv)
+    }
+
+    /// An all-gather in place (MPI_Allgather with MPI_IN_PLACE): member `j`'s block is
+    /// [`block_range`]`(j, block, buf.len())`, so the last blocks may be short or empty. Each
+    /// member fills in its own block; on return every member holds every block, and no block
+    /// is copied beside `buf`. By default, through [`all_gather`](Self::all_gather) and two
+    /// scratch copies.
+    fn all_gather_in_place(&mut self, buf: &mut [u8], block: usize) -> Result<()> {
+        let (p, me) = (self.size(), self.rank());
+        check_in_place(buf.len(), block, p)?;
+        let own = block_range(me, block, buf.len());
+        let mut send = vec![0u8; block];
+        send[..own.len()].copy_from_slice(&buf[own]);
+        let mut all = vec![0u8; block * p];
+        self.all_gather(&send, &mut all)?;
+        let n = buf.len();
+        buf.copy_from_slice(&all[..n]);
+        Ok(())
+    }
+}
+
+/// Member `j`'s block of an in-place all-gather of `len` bytes in blocks of `block`:
+/// `j * block..(j + 1) * block`, clamped to `len`.
+pub fn block_range(j: usize, block: usize, len: usize) -> Range<usize> {
+    let start = j.saturating_mul(block).min(len);
+    start..j.saturating_add(1).saturating_mul(block).min(len)
+}
+
+/// Checks the lengths of an in-place all-gather of `len` bytes in blocks of `block` on `size`
+/// members, as every [`Collective`] must: the blocks cover `len`, and a block fits an MPI count.
+pub fn check_in_place(len: usize, block: usize, size: usize) -> Result<()> {
+    if size == 0 || block.checked_mul(size).is_none_or(|all| all < len) || block > i32::MAX as usize
+    {
+        return Err(Error::Distributed(format!(
+            "an in-place all-gather of {len} bytes in blocks of {block} on {size} members"
+        )));
+    }
+    Ok(())
 }
 
 /// Checks the lengths of an all-to-all of `send` bytes into `recv` on `size` members, as every
@@ -87,6 +131,12 @@ impl Collective for SingleProcess {
         check_all_gather(send.len(), recv.len(), 1)?;
         recv.copy_from_slice(send);
         Ok(())
+    }
+    fn all_to_all_others(&mut self, send: &[u8], recv: &mut [u8]) -> Result<()> {
+        all_to_all_block(send.len(), recv.len(), 1).map(|_| ())
+    }
+    fn all_gather_in_place(&mut self, buf: &mut [u8], block: usize) -> Result<()> {
+        check_in_place(buf.len(), block, 1)
     }
 }
 
@@ -151,14 +201,24 @@ impl Collective for InProcess {
         self.shared.slots.lock().map(|s| s.len()).unwrap_or(1)
     }
     fn all_to_all(&mut self, send: &[u8], recv: &mut [u8]) -> Result<()> {
-        let block = all_to_all_block(send.len(), recv.len(), self.size())?;
+        self.blocks_to_all(send, recv, true)
+    }
+    fn all_to_all_others(&mut self, send: &[u8], recv: &mut [u8]) -> Result<()> {
+        self.blocks_to_all(send, recv, false)
+    }
+    fn all_gather_in_place(&mut self, buf: &mut [u8], block: usize) -> Result<()> {
         let me = self.rank;
+        check_in_place(buf.len(), block, self.size())?;
+        let (len, own) = (buf.len(), block_range(me, block, buf.len()));
         let mut bad = false;
-        self.exchange(send, |slots| {
-            for (i, s) in slots.iter().enumerate() {
-                match s.get(me * block..(me + 1) * block) {
-                    Some(b) => recv[i * block..(i + 1) * block].copy_from_slice(b),
-                    None => bad = true,
+        let mine = buf[own].to_vec();
+        self.exchange(&mine, |slots| {
+            for (j, s) in slots.iter().enumerate().filter(|&(j, _)| j != me) {
+                let r = block_range(j, block, len);
+                if s.len() == r.len() {
+                    buf[r].copy_from_slice(s);
+                } else {
+                    bad = true;
                 }
             }
         })?;
@@ -191,6 +251,29 @@ impl Collective for InProcess {
     }
 }
 
+impl InProcess {
+    /// An all-to-all; `own` says whether this member's own block is copied too.
+    fn blocks_to_all(&mut self, send: &[u8], recv: &mut [u8], own: bool) -> Result<()> {
+        let block = all_to_all_block(send.len(), recv.len(), self.size())?;
+        let me = self.rank;
+        let mut bad = false;
+        self.exchange(send, |slots| {
+            for (i, s) in slots.iter().enumerate().filter(|&(i, _)| own || i != me) {
+                match s.get(me * block..(me + 1) * block) {
+                    Some(b) => recv[i * block..(i + 1) * block].copy_from_slice(b),
+                    None => bad = true,
+                }
+            }
+        })?;
+        if bad {
+            return Err(Error::Unsupported(
+                "members of the group exchanged blocks of different lengths".into(),
+            ));
+        }
+        Ok(())
+    }
+}
+
 /// Adds `m = buf.len() / len` vectors of `len` stored one after another, in the fixed pairwise
 /// tree (node `i` absorbs node `i + w` for strides `w` = 1, 2, 4, ...); the sum is left in the
 /// first `len` elements. Every caller that must agree bit for bit adds through this.
@@ -199,26 +282,63 @@ pub fn pairwise_tree_sum<T: Float>(buf: &mut [T], len: usize) {
         return;
     }
     let m = buf.len() / len;
-    if m <= 1 {
+    let nodes = Disjoint::new(&mut buf[..m * len]);
+    tree_levels(m, len, |j| (&nodes, j * len));
+}
+
+/// The tree of [`pairwise_tree_sum`] over `m` nodes of `len` where node `own` is `mine` and
+/// every other node `j` is `others[j * len..(j + 1) * len]` (whose block `own` is not read):
+/// a member's own partial sum need not be copied beside the ones it received. Returns the sum,
+/// which is left in node 0 (`mine` when `own` is 0).
+pub(crate) fn pairwise_tree_sum_split<'a, T: Float>(
+    mine: &'a mut [T],
+    others: &'a mut [T],
+    own: usize,
+    len: usize,
+) -> &'a [T] {
+    let m = others.len() / len.max(1);
+    if len == 0 || mine.len() < len || own >= m {
+        return &mine[..0];
+    }
+    {
+        let (mine, others) = (Disjoint::new(&mut mine[..len]), Disjoint::new(&mut *others));
+        tree_levels(m, len, |j| {
+            if j == own {
+                (&mine, 0)
+            } else {
+                (&others, j * len)
+            }
+        });
+    }
+    if own == 0 {
+        &mine[..len]
+    } else {
+        &others[..len]
+    }
+}
+
+/// Every level of the tree over `m` nodes of `len` elements, node `j` being `len` elements of
+/// the buffer `node(j).0` from offset `node(j).1`; distinct nodes must not overlap. In parallel
+/// over ranges of elements, each taking every level for its range: each element's additions
+/// are the same, in the same order, however the range is cut.
+fn tree_levels<'b, 'a: 'b, T: Float>(
+    m: usize,
+    len: usize,
+    node: impl Fn(usize) -> (&'b Disjoint<'a, T>, usize) + Sync,
+) {
+    if m <= 1 || len == 0 {
         return;
     }
-    // In parallel over ranges of elements, each taking every level of the tree for its range:
-    // each element's additions are the same, in the same order, however the range is cut.
-    let nodes = Disjoint::new(&mut buf[..m * len]);
     par::for_each_task(len.div_ceil(TREE_CHUNK), |t| {
         let (e0, e1) = (t * TREE_CHUNK, ((t + 1) * TREE_CHUNK).min(len));
         let mut w = 1;
         while w < m {
             let mut i = 0;
             while i + w < m {
+                let ((na, oa), (nb, ob)) = (node(i), node(i + w));
                 // SAFETY: task t alone touches elements e0..e1 of every node, and nodes i and
-                // i + w are different nodes, so the two pieces do not overlap.
-                let (a, b) = unsafe {
-                    (
-                        nodes.piece(i * len + e0, i * len + e1),
-                        nodes.piece((i + w) * len + e0, (i + w) * len + e1),
-                    )
-                };
+                // i + w are different nodes, which the callers lay out without overlap.
+                let (a, b) = unsafe { (na.piece(oa + e0, oa + e1), nb.piece(ob + e0, ob + e1)) };
                 for (x, &y) in a.iter_mut().zip(b.iter()) {
                     *x += y;
                 }
@@ -361,10 +481,9 @@ pub(crate) struct ShardBuffers<T> {
     pub(crate) leaves: Vec<T>,
     /// `n` rounded up to a multiple of the group's size.
     pub(crate) padded: usize,
-    /// The group's blocks of this process's slice of the gradient.
+    /// The other members' partial sums of this process's slice of the gradient, in member
+    /// order (this member's own block unused: its partial sum stays in `leaves`).
     pub(crate) recv: Vec<T>,
-    /// The summed slices of every process.
-    pub(crate) gathered: Vec<T>,
     /// Per local shard: rows, then rows x each of recon, kl, bound and loss.
     pub(crate) stats: Vec<f64>,
     /// The same for every shard.
@@ -383,11 +502,15 @@ impl<T: Float> ShardBuffers<T> {
             plan,
             leaves: vec![T::zero(); local * padded],
             padded,
-            recv: vec![T::zero(); padded],
-            gathered: vec![T::zero(); padded],
+            recv: vec![T::zero(); if p > 1 { padded } else { 0 }],
             stats: vec![0.0; local * SHARD_STATS],
             all_stats: vec![0.0; plan.shards * SHARD_STATS],
         }
+    }
+
+    /// Elements of each member's slice.
+    fn chunk(&self) -> usize {
+        self.padded / self.plan.procs
     }
 
     /// Adds the local leaves, then the group's partial sums, in the fixed tree; writes the
@@ -406,14 +529,10 @@ impl<T: Float> ShardBuffers<T> {
         // Each process finishes the tree for one slice of the vector (all-to-all), then the
         // slices are shared (all-gather): 2 (P - 1) / P of the gradient sent, as a ring
         // all-reduce, but in a fixed order.
-        self.reduce_slice(group, out.len())?;
-        let chunk = self.padded / p;
-        group.all_gather(
-            bytemuck::cast_slice(&self.recv[..chunk]),
-            bytemuck::cast_slice_mut(&mut self.gathered),
-        )?;
-        out.copy_from_slice(&self.gathered[..out.len()]);
-        Ok(())
+        let mine = self.reduce_slice(group, out.len())?;
+        let len = mine.len();
+        out[mine].copy_from_slice(&self.summed()[..len]);
+        self.share_slices(group, out)
     }
 
     /// Every shard's figures to every process.
@@ -425,47 +544,48 @@ impl<T: Float> ShardBuffers<T> {
     }
 
     /// [`reduce`](Self::reduce) up to the all-to-all: this process ends with the total for its
-    /// slice of the vector alone, in `self.recv[..len]`, and the slice's range is returned
-    /// (clamped to the model's `n` parameters; it may be empty). For a group of more than one.
+    /// slice of the vector alone, in [`summed`](Self::summed), and the slice's range is
+    /// returned (clamped to the model's `n` parameters; it may be empty). For a group of more
+    /// than one.
     pub(crate) fn reduce_slice(
         &mut self,
         group: &mut dyn Collective,
         n: usize,
     ) -> Result<Range<usize>> {
-        let (p, padded) = (self.plan.procs, self.padded);
+        let (padded, chunk, rank) = (self.padded, self.chunk(), self.plan.rank);
         pairwise_tree_sum(&mut self.leaves, padded);
         self.share_stats(group)?;
-        let chunk = padded / p;
-        group.all_to_all(
+        group.all_to_all_others(
             bytemuck::cast_slice(&self.leaves[..padded]),
             bytemuck::cast_slice_mut(&mut self.recv),
         )?;
-        pairwise_tree_sum(&mut self.recv, chunk);
+        let own = &mut self.leaves[rank * chunk..(rank + 1) * chunk];
+        pairwise_tree_sum_split(own, &mut self.recv, rank, chunk);
         Ok(self.slice(n))
+    }
+
+    /// The total for this process's slice after [`reduce_slice`](Self::reduce_slice): the
+    /// fixed tree leaves it in node 0, this member's own block for rank 0, member 0's
+    /// received block for the others.
+    pub(crate) fn summed(&self) -> &[T] {
+        let chunk = self.chunk();
+        if self.plan.rank == 0 {
+            &self.leaves[..chunk]
+        } else {
+            &self.recv[..chunk]
+        }
     }
 
     /// This process's slice of an `n`-long vector: its all-to-all block, clamped to `n`.
     pub(crate) fn slice(&self, n: usize) -> Range<usize> {
-        let chunk = self.padded / self.plan.procs;
-        let start = (self.plan.rank * chunk).min(n);
-        start..((self.plan.rank + 1) * chunk).min(n)
+        block_range(self.plan.rank, self.chunk(), n)
     }
 
-    /// Every member's slice of `v` (`n` long), as each member has it, copied to every member:
-    /// after it, all hold the same `v`. `self.recv` is the buffer sent.
+    /// Every member's slice of `v` (`n` long), as each member has it, copied to every member
+    /// in place: after it, all hold the same `v`.
     pub(crate) fn share_slices(&mut self, group: &mut dyn Collective, v: &mut [T]) -> Result<()> {
-        let n = v.len();
-        let chunk = self.padded / self.plan.procs;
-        let mine = self.slice(n);
-        let len = mine.len();
-        self.recv[..len].copy_from_slice(&v[mine]);
-        self.recv[len..chunk].fill(T::zero());
-        group.all_gather(
-            bytemuck::cast_slice(&self.recv[..chunk]),
-            bytemuck::cast_slice_mut(&mut self.gathered),
-        )?;
-        v.copy_from_slice(&self.gathered[..n]);
-        Ok(())
+        let block = self.chunk() * std::mem::size_of::<T>();
+        group.all_gather_in_place(bytemuck::cast_slice_mut(v), block)
     }
 }
 
@@ -526,6 +646,100 @@ mod tests {
                 .zip(&want[..len])
                 .all(|(a, b)| a.to_bits() == b.to_bits())
         );
+    }
+
+    #[test]
+    fn the_tree_with_its_own_node_apart_is_the_tree_over_one_buffer() {
+        // Magnitudes whose sums round differently when the pairs change.
+        let big = [1e8f32, 1.0, -3.0, 1.0, -1e8, 0.5, 7.0, -2.5];
+        let len = TREE_CHUNK + 5;
+        for m in 1..=big.len() {
+            let nodes: Vec<f32> = (0..m * len)
+                .map(|i| big[i / len] + (i % 977) as f32 * 0.125)
+                .collect();
+            let mut want = nodes.clone();
+            pairwise_tree_sum(&mut want, len);
+            for own in 0..m {
+                let mut mine = nodes[own * len..(own + 1) * len].to_vec();
+                let mut others = nodes.clone();
+                // The own block of `others` is not read: poison it.
+                others[own * len..(own + 1) * len].fill(f32::NAN);
+                let got = pairwise_tree_sum_split(&mut mine, &mut others, own, len);
+                assert!(
+                    got.iter()
+                        .zip(&want[..len])
+                        .all(|(a, b)| a.to_bits() == b.to_bits()),
+                    "{m} nodes, own node {own}"
+                );
+            }
+        }
+    }
+
+    /// A group that implements only the required exchanges, so that the trait's own
+    /// in-place forms are the ones used.
+    struct Plain(InProcess);
+
+    impl Collective for Plain {
+        fn rank(&self) -> usize {
+            self.0.rank()
+        }
+        fn size(&self) -> usize {
+            self.0.size()
+        }
+        fn all_to_all(&mut self, send: &[u8], recv: &mut [u8]) -> Result<()> {
+            self.0.all_to_all(send, recv)
+        }
+        fn all_gather(&mut self, send: &[u8], recv: &mut [u8]) -> Result<()> {
+            self.0.all_gather(send, recv)
+        }
+    }
+
+    #[test]
+    fn in_place_exchanges_give_every_member_every_block() {
+        // 3 members, blocks of 4 bytes over 10 (the last block short) and over 7 (the last
+        // block empty).
+        for len in [10usize, 7, 12] {
+            for plain in [false, true] {
+                let members = InProcess::group(3).unwrap();
+                let results: Vec<(Vec<u8>, Vec<u8>)> = std::thread::scope(|s| {
+                    let handles: Vec<_> = members
+                        .into_iter()
+                        .map(|m| {
+                            s.spawn(move || {
+                                let r = m.rank();
+                                let mut g: Box<dyn Collective> = if plain {
+                                    Box::new(Plain(m))
+                                } else {
+                                    Box::new(m)
+                                };
+                                let mut buf = vec![0xEEu8; len];
+                                for i in block_range(r, 4, len) {
+                                    buf[i] = i as u8;
+                                }
+                                g.all_gather_in_place(&mut buf, 4).unwrap();
+                                // Block j of member r's send is 10 r + j.
+                                let send: Vec<u8> =
+                                    (0..12).map(|i| (10 * r + i / 4) as u8).collect();
+                                let mut recv = vec![0xEEu8; 12];
+                                g.all_to_all_others(&send, &mut recv).unwrap();
+                                (buf, recv)
+                            })
+                        })
+                        .collect();
+                    handles.into_iter().map(|h| h.join().unwrap()).collect()
+                });
+                for (r, (buf, recv)) in results.iter().enumerate() {
+                    assert_eq!(*buf, (0..len as u8).collect::<Vec<_>>(), "member {r}");
+                    for j in (0..3).filter(|&j| j != r) {
+                        assert_eq!(recv[j * 4..(j + 1) * 4], [(10 * j + r) as u8; 4]);
+                    }
+                }
+            }
+        }
+        // Blocks that do not cover the buffer are refused.
+        assert!(check_in_place(13, 4, 3).is_err());
+        assert!(SingleProcess.all_gather_in_place(&mut [0u8; 5], 4).is_err());
+        assert!(SingleProcess.all_gather_in_place(&mut [0u8; 5], 5).is_ok());
     }
 
     #[test]

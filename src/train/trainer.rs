@@ -567,10 +567,11 @@ impl<T: Float> Trainer<T> {
         match mine {
             Some(range) => {
                 let len = range.len();
-                self.grads[range.clone()].copy_from_slice(&bufs.recv[..len]);
+                let summed = &bufs.summed()[..len];
+                self.grads[range.clone()].copy_from_slice(summed);
                 self.optimizer.step_slice(
                     &mut self.params[range.clone()],
-                    &bufs.recv[..len],
+                    summed,
                     range.start,
                     self.config.weight_decay,
                 )?;
