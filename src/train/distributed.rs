@@ -283,64 +283,82 @@ pub fn pairwise_tree_sum<T: Float>(buf: &mut [T], len: usize) {
     }
     let m = buf.len() / len;
     let nodes = Disjoint::new(&mut buf[..m * len]);
-    tree_levels(m, len, |j| (&nodes, j * len));
+    tree_levels(m, len, |j| (&nodes, j * len), None);
 }
 
 /// The tree of [`pairwise_tree_sum`] over `m` nodes of `len` where node `own` is `mine` and
-/// every other node `j` is `others[j * len..(j + 1) * len]` (whose block `own` is not read):
-/// a member's own partial sum need not be copied beside the ones it received. Returns the sum,
-/// which is left in node 0 (`mine` when `own` is 0).
-pub(crate) fn pairwise_tree_sum_split<'a, T: Float>(
-    mine: &'a mut [T],
-    others: &'a mut [T],
+/// every other node `j` is `others[j * len..(j + 1) * len]` (whose block `own` is not read),
+/// with the last addition written to `out` (its first `out.len()` elements): a member's own
+/// partial sum is not copied beside the ones it received, nor the total to where it is used.
+/// The nodes are left overwritten.
+pub(crate) fn pairwise_tree_sum_split<T: Float>(
+    mine: &mut [T],
+    others: &mut [T],
     own: usize,
     len: usize,
-) -> &'a [T] {
+    out: &mut [T],
+) {
     let m = others.len() / len.max(1);
     if len == 0 || mine.len() < len || own >= m {
-        return &mine[..0];
+        return;
     }
-    {
-        let (mine, others) = (Disjoint::new(&mut mine[..len]), Disjoint::new(&mut *others));
-        tree_levels(m, len, |j| {
-            if j == own {
-                (&mine, 0)
-            } else {
-                (&others, j * len)
-            }
-        });
-    }
-    if own == 0 {
-        &mine[..len]
-    } else {
-        &others[..len]
-    }
+    let (mine, others) = (Disjoint::new(&mut mine[..len]), Disjoint::new(&mut *others));
+    let node = |j| {
+        if j == own {
+            (&mine, 0)
+        } else {
+            (&others, j * len)
+        }
+    };
+    tree_levels(m, len, node, Some(&Disjoint::new(out)));
 }
 
 /// Every level of the tree over `m` nodes of `len` elements, node `j` being `len` elements of
-/// the buffer `node(j).0` from offset `node(j).1`; distinct nodes must not overlap. In parallel
-/// over ranges of elements, each taking every level for its range: each element's additions
-/// are the same, in the same order, however the range is cut.
+/// the buffer `node(j).0` from offset `node(j).1`; distinct nodes must not overlap. The total
+/// stays in node 0, or with `out`, the last addition is written there instead (out's elements
+/// past `len` untouched, node 0's past `out`'s length dropped). In parallel over ranges of
+/// elements, each taking every level for its range: each element's additions are the same, in
+/// the same order, however the range is cut.
 fn tree_levels<'b, 'a: 'b, T: Float>(
     m: usize,
     len: usize,
     node: impl Fn(usize) -> (&'b Disjoint<'a, T>, usize) + Sync,
+    out: Option<&Disjoint<'_, T>>,
 ) {
-    if m <= 1 || len == 0 {
+    if m == 0 || len == 0 {
         return;
     }
     par::for_each_task(len.div_ceil(TREE_CHUNK), |t| {
         let (e0, e1) = (t * TREE_CHUNK, ((t + 1) * TREE_CHUNK).min(len));
+        // SAFETY (every piece below): task t alone touches elements e0..e1 of every node and of
+        // `out`; nodes i and i + w are different nodes, which the callers lay out without
+        // overlap, and `out` is a buffer of its own.
+        if m == 1 {
+            if let Some(out) = out {
+                let (n0, o0) = node(0);
+                let (o, a) = unsafe { (out.piece(e0, e1), n0.piece(o0 + e0, o0 + e1)) };
+                o.copy_from_slice(&a[..o.len()]);
+            }
+            return;
+        }
         let mut w = 1;
         while w < m {
             let mut i = 0;
             while i + w < m {
                 let ((na, oa), (nb, ob)) = (node(i), node(i + w));
-                // SAFETY: task t alone touches elements e0..e1 of every node, and nodes i and
-                // i + w are different nodes, which the callers lay out without overlap.
                 let (a, b) = unsafe { (na.piece(oa + e0, oa + e1), nb.piece(ob + e0, ob + e1)) };
-                for (x, &y) in a.iter_mut().zip(b.iter()) {
-                    *x += y;
+                match out {
+                    Some(out) if 2 * w >= m => {
+                        let o = unsafe { out.piece(e0, e1) };
+                        for ((o, &x), &y) in o.iter_mut().zip(a.iter()).zip(b.iter()) {
+                            *o = x + y;
+                        }
+                    }
+                    _ => {
+                        for (x, &y) in a.iter_mut().zip(b.iter()) {
+                            *x += y;
+                        }
+                    }
                 }
                 i += 2 * w;
             }
@@ -529,9 +547,8 @@ impl<T: Float> ShardBuffers<T> {
         // Each process finishes the tree for one slice of the vector (all-to-all), then the
         // slices are shared (all-gather): 2 (P - 1) / P of the gradient sent, as a ring
         // all-reduce, but in a fixed order.
-        let mine = self.reduce_slice(group, out.len())?;
-        let len = mine.len();
-        out[mine].copy_from_slice(&self.summed()[..len]);
+        let mine = self.slice(out.len());
+        self.reduce_slice(group, &mut out[mine])?;
         self.share_slices(group, out)
     }
 
@@ -543,15 +560,10 @@ impl<T: Float> ShardBuffers<T> {
         )
     }
 
-    /// [`reduce`](Self::reduce) up to the all-to-all: this process ends with the total for its
-    /// slice of the vector alone, in [`summed`](Self::summed), and the slice's range is
-    /// returned (clamped to the model's `n` parameters; it may be empty). For a group of more
-    /// than one.
-    pub(crate) fn reduce_slice(
-        &mut self,
-        group: &mut dyn Collective,
-        n: usize,
-    ) -> Result<Range<usize>> {
+    /// [`reduce`](Self::reduce) up to the all-to-all: writes the total for this process's
+    /// slice alone, [`slice`](Self::slice)`(n)` of an `n`-long vector, into `out` (that slice's
+    /// length; it may be empty). For a group of more than one.
+    pub(crate) fn reduce_slice(&mut self, group: &mut dyn Collective, out: &mut [T]) -> Result<()> {
         let (padded, chunk, rank) = (self.padded, self.chunk(), self.plan.rank);
         pairwise_tree_sum(&mut self.leaves, padded);
         self.share_stats(group)?;
@@ -560,20 +572,8 @@ impl<T: Float> ShardBuffers<T> {
             bytemuck::cast_slice_mut(&mut self.recv),
         )?;
         let own = &mut self.leaves[rank * chunk..(rank + 1) * chunk];
-        pairwise_tree_sum_split(own, &mut self.recv, rank, chunk);
-        Ok(self.slice(n))
-    }
-
-    /// The total for this process's slice after [`reduce_slice`](Self::reduce_slice): the
-    /// fixed tree leaves it in node 0, this member's own block for rank 0, member 0's
-    /// received block for the others.
-    pub(crate) fn summed(&self) -> &[T] {
-        let chunk = self.chunk();
-        if self.plan.rank == 0 {
-            &self.leaves[..chunk]
-        } else {
-            &self.recv[..chunk]
-        }
+        pairwise_tree_sum_split(own, &mut self.recv, rank, chunk, out);
+        Ok(())
     }
 
     /// This process's slice of an `n`-long vector: its all-to-all block, clamped to `n`.
@@ -664,10 +664,12 @@ mod tests {
                 let mut others = nodes.clone();
                 // The own block of `others` is not read: poison it.
                 others[own * len..(own + 1) * len].fill(f32::NAN);
-                let got = pairwise_tree_sum_split(&mut mine, &mut others, own, len);
+                // The total lands in `out`, up to its length (here a padded slice's).
+                let mut got = vec![f32::NAN; len - 3];
+                pairwise_tree_sum_split(&mut mine, &mut others, own, len, &mut got);
                 assert!(
                     got.iter()
-                        .zip(&want[..len])
+                        .zip(&want)
                         .all(|(a, b)| a.to_bits() == b.to_bits()),
                     "{m} nodes, own node {own}"
                 );

@@ -549,7 +549,9 @@ impl<T: Float> Trainer<T> {
             && self.config.clip_norm.is_none()
             && self.vae.frozen_ranges().next().is_none();
         let mine = if spread {
-            Some(bufs.reduce_slice(group, n)?)
+            let mine = bufs.slice(n);
+            bufs.reduce_slice(group, &mut self.grads[mine.clone()])?;
+            Some(mine)
         } else {
             bufs.reduce(group, &mut self.grads)?;
             None
@@ -566,12 +568,9 @@ impl<T: Float> Trainer<T> {
         }
         match mine {
             Some(range) => {
-                let len = range.len();
-                let summed = &bufs.summed()[..len];
-                self.grads[range.clone()].copy_from_slice(summed);
                 self.optimizer.step_slice(
                     &mut self.params[range.clone()],
-                    summed,
+                    &self.grads[range.clone()],
                     range.start,
                     self.config.weight_decay,
                 )?;
