@@ -268,6 +268,16 @@ impl<T: Float> Trainer<T> {
         progress: &mut (dyn FnMut(usize, f64) + Send),
     ) -> Result<EpochTerms> {
         self.check_data(data, "training data")?;
+        self.epoch_pass(data, progress)
+    }
+
+    /// [`train_epoch`](Self::train_epoch) on data already checked against the model: `fit`
+    /// checks its data once, not at every epoch (a full pass over a memory-mapped file).
+    fn epoch_pass(
+        &mut self,
+        data: &Dataset,
+        progress: &mut (dyn FnMut(usize, f64) + Send),
+    ) -> Result<EpochTerms> {
         self.check_group(data)?;
         let bs = self.config.batch_size;
         if bs > data.len() {
@@ -610,6 +620,11 @@ impl<T: Float> Trainer<T> {
     /// evaluation batch (the same for every call, so epochs are compared on equal noise).
     pub fn evaluate(&mut self, data: &Dataset) -> Result<Evaluation> {
         self.check_data(data, "evaluation data")?;
+        self.evaluate_checked(data)
+    }
+
+    /// [`evaluate`](Self::evaluate) on data already checked against the model.
+    fn evaluate_checked(&mut self, data: &Dataset) -> Result<Evaluation> {
         let params = &self.params;
         let (vae, ws, seed) = (&self.vae, &mut self.ws, self.config.seed);
         ws.set_training(false);
@@ -656,10 +671,10 @@ impl<T: Float> Trainer<T> {
         let mut reports = Vec::new();
         while self.epoch < self.config.epochs {
             let start = Instant::now();
-            let train_terms = self.train_epoch(train, progress)?;
+            let train_terms = self.epoch_pass(train, progress)?;
             let secs = start.elapsed().as_secs_f64();
             let eval_start = Instant::now();
-            let test_eval = test.map(|t| self.evaluate(t)).transpose()?;
+            let test_eval = test.map(|t| self.evaluate_checked(t)).transpose()?;
             let test_seconds = eval_start.elapsed().as_secs_f64();
             let steps_per_epoch = train.len().div_ceil(self.config.batch_size);
             let report = EpochReport {
