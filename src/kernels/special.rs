@@ -47,6 +47,44 @@ fn whole_below(x: f64, limit: f64) -> Option<usize> {
     (x < limit && i as f64 == x).then_some(i)
 }
 
+/// ln x for a positive, finite, normal x, without branches or calls, so that loops over it
+/// vectorise: fdlibm's method. With x = 2^k m and m in [sqrt(2)/2, sqrt(2)), f = m - 1 and
+/// s = f / (2 + f), ln m = 2 atanh s = f - f^2/2 + s (f^2/2 + R(s^2)), R fdlibm's degree-7
+/// polynomial in s^2 (error below 2^-58.45), and ln 2 split in two so that k ln 2 is exact.
+/// Under 1 ulp, as libm's `ln` (`kernels::tests` holds it to libm). Zero, negative,
+/// subnormal, infinite or NaN x give garbage: the callers check first.
+// fdlibm's constants, digits as published: they round to the same f64.
+#[allow(clippy::excessive_precision)]
+#[inline(always)]
+pub fn ln_normal_f64(x: f64) -> f64 {
+    const LN2_HI: f64 = 6.931_471_803_691_238_164_90e-1;
+    const LN2_LO: f64 = 1.908_214_929_270_587_700_02e-10;
+    const LG: [f64; 7] = [
+        6.666_666_666_666_735_130e-1,
+        3.999_999_999_940_941_908e-1,
+        2.857_142_874_366_239_149e-1,
+        2.222_219_843_214_978_396e-1,
+        1.818_357_216_161_805_012e-1,
+        1.531_383_769_920_937_332e-1,
+        1.479_819_860_511_658_591e-1,
+    ];
+    let bits = x.to_bits();
+    let m = f64::from_bits((bits & 0x000f_ffff_ffff_ffff) | 0x3ff0_0000_0000_0000);
+    let e = ((bits >> 52) as i64 - 1023) as f64;
+    // m in [1, 2): past sqrt(2), halve it and count one more power of two.
+    let big = m > std::f64::consts::SQRT_2;
+    let (m, k) = if big { (m * 0.5, e + 1.0) } else { (m, e) };
+    let f = m - 1.0;
+    let s = f / (2.0 + f);
+    let z = s * s;
+    let w = z * z;
+    let t1 = w * (LG[1] + w * (LG[3] + w * LG[5]));
+    let t2 = z * (LG[0] + w * (LG[2] + w * (LG[4] + w * LG[6])));
+    let r = t2 + t1;
+    let hfsq = 0.5 * f * f;
+    k * LN2_HI - ((hfsq - (s * (hfsq + r) + k * LN2_LO)) - f)
+}
+
 /// ln sqrt(2 pi).
 const LN_SQRT_2PI: f64 = 0.918_938_533_204_672_8;
 

@@ -527,6 +527,158 @@ fn genes(v: &mut [f32], g0: usize, g1: usize) -> &mut [f32] {
     if v.is_empty() { v } else { &mut v[g0..g1] }
 }
 
+/// The nonzero counts of one row's gene chunk that the negative binomial's lane path takes:
+/// counts 1 to [`LANE_COUNT`], 1e-8 <= theta < 10, 0 < mu < 1e300 (see [`NbLanes::push`]).
+struct NbLanes {
+    n: usize,
+    gene: [u32; GENE_CHUNK],
+    inside: [bool; GENE_CHUNK],
+    h: [f64; GENE_CHUNK],
+    x: [f64; GENE_CHUNK],
+    ln_fact: [f64; GENE_CHUNK],
+    ln_mu: [f64; GENE_CHUNK],
+    mu: [f64; GENE_CHUNK],
+    theta: [f64; GENE_CHUNK],
+    log_p: [f64; GENE_CHUNK],
+    d_ln_mu: [f64; GENE_CHUNK],
+    d_theta: [f64; GENE_CHUNK],
+}
+
+/// Largest count of the lane path: the rising factorial's product runs a fixed
+/// `LANE_COUNT - 1` masked steps. Most counts of 10x data are 1 to 4.
+const LANE_COUNT: f64 = 4.0;
+
+impl Default for NbLanes {
+    fn default() -> Self {
+        NbLanes {
+            n: 0,
+            gene: [0; GENE_CHUNK],
+            inside: [false; GENE_CHUNK],
+            h: [0.0; GENE_CHUNK],
+            x: [0.0; GENE_CHUNK],
+            ln_fact: [0.0; GENE_CHUNK],
+            ln_mu: [0.0; GENE_CHUNK],
+            mu: [0.0; GENE_CHUNK],
+            theta: [0.0; GENE_CHUNK],
+            log_p: [0.0; GENE_CHUNK],
+            d_ln_mu: [0.0; GENE_CHUNK],
+            d_theta: [0.0; GENE_CHUNK],
+        }
+    }
+}
+
+impl NbLanes {
+    /// Takes gene `g`'s count `x` if the lane path covers it (and there is room), else leaves
+    /// it to [`negative_binomial_with`]. The bounds keep every lane's product, quotients and
+    /// logarithms' arguments positive, finite and normal.
+    #[inline]
+    fn push(
+        &mut self,
+        g: usize,
+        x: f64,
+        ln_mu: f64,
+        mu: f64,
+        (_, theta, inside): (f64, f64, bool),
+        h: f64,
+    ) -> bool {
+        let covered = (1.0..=LANE_COUNT).contains(&x)
+            && x == x.trunc()
+            && (1e-8..10.0).contains(&theta)
+            && mu > 0.0
+            && mu < 1e300
+            && ln_mu > f64::NEG_INFINITY;
+        if !covered || self.n == GENE_CHUNK {
+            return false;
+        }
+        let i = self.n;
+        self.gene[i] = g as u32;
+        self.inside[i] = inside;
+        self.h[i] = h;
+        self.x[i] = x;
+        self.ln_fact[i] = ln_factorial(x);
+        self.ln_mu[i] = ln_mu;
+        self.mu[i] = mu;
+        self.theta[i] = theta;
+        self.n += 1;
+        true
+    }
+
+    /// Computes the lanes, writes their derivatives into the cache row `c` as
+    /// [`exact_gene`] does, and returns the sum of their log p (in lane order).
+    fn finish(&mut self, model: CountModel, at: &CacheLayout, c: &mut [f32]) -> f64 {
+        let n = self.n;
+        if n == 0 {
+            return 0.0;
+        }
+        crate::kernels::fast::with_simd(
+            #[inline(always)]
+            || nb_small_count_lanes(self, n),
+        );
+        let mut total = 0.0;
+        for i in 0..n {
+            let g = self.gene[i] as usize;
+            let mut t = CountTerms {
+                log_p: self.log_p[i],
+                d_ln_mu: self.d_ln_mu[i],
+                d_ln_theta: if self.inside[i] {
+                    self.theta[i] * self.d_theta[i]
+                } else {
+                    0.0
+                },
+                d_h: 0.0,
+            };
+            if model.zero_inflated() {
+                t = zero_inflate(self.x[i], t, self.h[i]);
+                c[at.h + g] = t.d_h as f32;
+            }
+            c[g] = t.d_ln_mu as f32;
+            c[at.theta + g] = t.d_ln_theta as f32;
+            total += t.log_p;
+        }
+        total
+    }
+}
+
+/// [`negative_binomial_with`] at small counts, lane by lane and without branches or calls, so
+/// that the loop vectorises: the same formulas, with three changes.
+///
+/// - The rising factorial's product p = prod_{i<x} (1 + i/theta) runs a fixed number of
+///   steps, masked past the lane's count; its logarithm is [`ln_normal_f64`].
+/// - The digamma difference psi(theta + x) - psi(theta) = sum_{i<x} 1/(theta + i) is
+///   p'/p, where p' = dp/d theta scaled alike: with r = prod (theta + i), r' is the sum of
+///   r/(theta + i), and dividing both by theta^x, p'_{i+1} = p'_i (1 + i/theta) + p_i / theta
+///   from p'_1 = 1/theta. Every term is positive, so nothing cancels.
+/// - ln(1 + mu/theta) is ln of w = 1 + mu/theta rounded, plus the rounding's share
+///   (mu/theta - (w - 1)) / w, and 1/w is the theta/(theta + mu) the gradient needs anyway.
+#[inline(always)]
+fn nb_small_count_lanes(l: &mut NbLanes, n: usize) {
+    use crate::kernels::special::ln_normal_f64;
+    for i in 0..n.min(GENE_CHUNK) {
+        let (x, theta, mu) = (l.x[i], l.theta[i], l.mu[i]);
+        let inv = 1.0 / theta;
+        let (mut p, mut dp) = (1.0f64, inv);
+        for k in 1..LANE_COUNT as usize {
+            let kf = k as f64;
+            let f = 1.0 + kf * inv;
+            let (np, ndp) = (p * f, dp * f + p * inv);
+            let on = kf < x;
+            p = if on { np } else { p };
+            dp = if on { ndp } else { dp };
+        }
+        let rising = ln_normal_f64(p);
+        let psi = dp / p;
+        let u = mu / theta;
+        let w = 1.0 + u;
+        let frac_theta = 1.0 / w;
+        let frac_mu = u * frac_theta;
+        let log1p_mu = ln_normal_f64(w) + (u - (w - 1.0)) * frac_theta;
+        l.log_p[i] = rising - l.ln_fact[i] + x * l.ln_mu[i] - (theta + x) * log1p_mu;
+        l.d_ln_mu[i] = frac_theta * (x - mu);
+        let x_over = x / theta * frac_theta;
+        l.d_theta[i] = psi - log1p_mu + frac_mu - x_over;
+    }
+}
+
 /// Up to [`ROW_BLOCK`] rows in f32 (see [`log_prob_rows`]).
 fn log_prob_block_f32(
     model: CountModel,
@@ -563,6 +715,7 @@ fn log_prob_block_f32(
             total: 0.0,
         };
     }
+    let mut lanes = NbLanes::default();
     let per_gene = model.dispersion() == Some(Dispersion::Gene);
     let (mut theta, mut inv_theta, mut theta_d) = (
         [0.0f32; GENE_CHUNK],
@@ -616,6 +769,10 @@ fn log_prob_block_f32(
             // The nonzero counts exactly, with mu from the rho just written (to f32's
             // precision, the precision of everything this path returns) and theta from the
             // chunk's terms (to f32's precision as well): no exponential per count.
+            // Small counts of the negative binomials go lane by lane (vectorised) once the
+            // chunk's are gathered; the rest one by one. Which way a count goes depends on
+            // its own values alone, so a row gives the same bits in any block.
+            lanes.n = 0;
             for_each_nonzero(x, |j| {
                 let g = g0 + j;
                 let ln_mu = ar[g] as f64 - t.lse + t.ln_library;
@@ -629,8 +786,12 @@ fn log_prob_block_f32(
                 } else {
                     0.0
                 };
-                t.total += exact_gene(model, &at, g, x[j] as f64, ln_mu, mu, dispersion, h, c);
+                let xg = x[j] as f64;
+                if model.dispersion().is_none() || !lanes.push(g, xg, ln_mu, mu, dispersion, h) {
+                    t.total += exact_gene(model, &at, g, xg, ln_mu, mu, dispersion, h, c);
+                }
             });
+            t.total += lanes.finish(model, &at, c);
         }
     }
     for (i, (t, lp)) in terms.iter().zip(logp.iter_mut()).enumerate() {
