@@ -41,7 +41,7 @@ pub fn ln_factorial(x: f64) -> f64 {
 /// cast and a compare: `fract` is a call to libm's `trunc`, and this sits in the count
 /// likelihoods' per-count loop.
 #[inline]
-fn whole_below(x: f64, limit: f64) -> Option<usize> {
+pub(crate) fn whole_below(x: f64, limit: f64) -> Option<usize> {
     // `as` saturates (NaN -> 0), so the round trip fails for anything not whole and >= 0.
     let i = x as usize;
     (x < limit && i as f64 == x).then_some(i)

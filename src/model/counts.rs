@@ -28,7 +28,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::kernels::scalar::{Float, for_each_nonzero, sum_f64};
-use crate::kernels::special::{ln_1p_fast, ln_factorial, nb_count_differences};
+use crate::kernels::special::{ln_1p_fast, ln_factorial, nb_count_differences, whole_below};
 
 /// ln theta is clamped to [-LOG_THETA_LIMIT, LOG_THETA_LIMIT] (theta from 1.4e-11 to 7.2e10),
 /// with zero gradient outside, so that a runaway dispersion parameter cannot overflow.
@@ -421,7 +421,7 @@ fn exact_gene<T: Float>(
     h: f64,
     cache: &mut [T],
 ) -> f64 {
-    let mut t = match model.dispersion() {
+    let t = match model.dispersion() {
         None => poisson(xg, ln_mu),
         Some(_) => {
             let (ln_theta, theta, inside) = dispersion;
@@ -432,6 +432,21 @@ fn exact_gene<T: Float>(
             t
         }
     };
+    store_gene(model, at, g, xg, t, h, cache)
+}
+
+/// The end of every nonzero count's path: the zero inflation (when the model has it) over the
+/// count terms `t` of gene `g`, their derivatives written into the cache row, and log p.
+#[inline]
+fn store_gene<T: Float>(
+    model: CountModel,
+    at: &CacheLayout,
+    g: usize,
+    xg: f64,
+    mut t: CountTerms,
+    h: f64,
+    cache: &mut [T],
+) -> f64 {
     if model.zero_inflated() {
         t = zero_inflate(xg, t, h);
         cache[at.h + g] = T::of(t.d_h);
@@ -581,8 +596,7 @@ impl NbLanes {
         (_, theta, inside): (f64, f64, bool),
         h: f64,
     ) -> bool {
-        let covered = (1.0..=LANE_COUNT).contains(&x)
-            && x == x.trunc()
+        let covered = whole_below(x, LANE_COUNT + 1.0).is_some_and(|k| k >= 1)
             && (1e-8..10.0).contains(&theta)
             && mu > 0.0
             && mu < 1e300
@@ -616,8 +630,7 @@ impl NbLanes {
         );
         let mut total = 0.0;
         for i in 0..n {
-            let g = self.gene[i] as usize;
-            let mut t = CountTerms {
+            let t = CountTerms {
                 log_p: self.log_p[i],
                 d_ln_mu: self.d_ln_mu[i],
                 d_ln_theta: if self.inside[i] {
@@ -627,13 +640,7 @@ impl NbLanes {
                 },
                 d_h: 0.0,
             };
-            if model.zero_inflated() {
-                t = zero_inflate(self.x[i], t, self.h[i]);
-                c[at.h + g] = t.d_h as f32;
-            }
-            c[g] = t.d_ln_mu as f32;
-            c[at.theta + g] = t.d_ln_theta as f32;
-            total += t.log_p;
+            total += store_gene(model, at, self.gene[i] as usize, self.x[i], t, self.h[i], c);
         }
         total
     }

@@ -223,11 +223,10 @@ impl Collective for InProcess {
             }
         })?;
         if bad {
-            return Err(Error::Unsupported(
-                "members of the group exchanged blocks of different lengths".into(),
-            ));
+            Err(mismatched_blocks())
+        } else {
+            Ok(())
         }
-        Ok(())
     }
     fn all_gather(&mut self, send: &[u8], recv: &mut [u8]) -> Result<()> {
         check_all_gather(send.len(), recv.len(), self.size())?;
@@ -243,12 +242,16 @@ impl Collective for InProcess {
             }
         })?;
         if bad {
-            return Err(Error::Unsupported(
-                "members of the group exchanged blocks of different lengths".into(),
-            ));
+            Err(mismatched_blocks())
+        } else {
+            Ok(())
         }
-        Ok(())
     }
+}
+
+/// What an [`InProcess`] exchange reports when members sent blocks of different lengths.
+fn mismatched_blocks() -> Error {
+    Error::Unsupported("members of the group exchanged blocks of different lengths".into())
 }
 
 impl InProcess {
@@ -266,11 +269,10 @@ impl InProcess {
             }
         })?;
         if bad {
-            return Err(Error::Unsupported(
-                "members of the group exchanged blocks of different lengths".into(),
-            ));
+            Err(mismatched_blocks())
+        } else {
+            Ok(())
         }
-        Ok(())
     }
 }
 
