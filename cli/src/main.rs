@@ -1,11 +1,16 @@
 //! `elbo`: train variational autoencoders with hand-written gradients.
 
+mod alloc;
 mod args;
 mod commands;
 mod group;
 mod saved_model;
 
 use std::process::ExitCode;
+
+/// Large blocks on cache lines (see [`alloc`]).
+#[global_allocator]
+static HEAP: alloc::LineAligned = alloc::LineAligned;
 
 use clap::{Parser, Subcommand};
 
