@@ -413,16 +413,29 @@ pub fn ln_1p_row(x: &[f32], out: &mut [f32]) {
     let (x, out) = (&x[..n], &mut out[..n]);
     out.copy_from_slice(x);
     let table = &*LN_1P_SMALL;
-    super::scalar::for_each_nonzero(x, |j| {
-        let v = x[j];
-        // `as` saturates (NaN -> 0): the round trip holds only for whole numbers in range.
-        let k = v as usize;
-        out[j] = if v < 256.0 && k as f32 == v {
-            table[k]
-        } else {
-            v.ln_1p()
-        };
-    });
+    super::scalar::for_each_nonzero(x, |j| out[j] = ln_1p_by_table(x[j], table));
+}
+
+/// ln(1 + v) of one entry, as [`ln_1p_row`] computes it: a table for whole numbers below 256,
+/// libm's `ln_1p` for anything else.
+#[inline(always)]
+fn ln_1p_by_table(v: f32, table: &[f32; 256]) -> f32 {
+    // `as` saturates (NaN -> 0): the round trip holds only for whole numbers in range.
+    let k = v as usize;
+    if v < 256.0 && k as f32 == v {
+        table[k]
+    } else {
+        v.ln_1p()
+    }
+}
+
+/// v_j = ln(1 + v_j) in place, zeros left as they are: [`ln_1p_row`]'s values, for the
+/// nonzeros of a sparse row.
+pub fn ln_1p_in_place(v: &mut [f32]) {
+    let table = &*LN_1P_SMALL;
+    for x in v.iter_mut().filter(|x| **x != 0.0) {
+        *x = ln_1p_by_table(*x, table);
+    }
 }
 
 /// The plain loop [`ln_1p_row`] is held to: libm's `ln_1p` entry by entry.

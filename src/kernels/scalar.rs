@@ -74,6 +74,10 @@ pub(crate) mod sealed {
         /// `ln_1p`, skipping zeros.
         fn ln_1p_row(x: &[Self], out: &mut [Self]);
 
+        /// v_j = ln(1 + v_j), each entry by the same function as [`ln_1p_row`](Self::ln_1p_row)
+        /// (so the two agree bit for bit): for the nonzeros of a sparse row.
+        fn ln_1p_in_place(v: &mut [Self]);
+
         /// Picks the member for `Self` of a pair of values whose types form a [`Family`]: how
         /// code generic over the scalar reaches an f32 or an f64 version of something it holds
         /// both of.
@@ -103,6 +107,10 @@ pub(crate) mod sealed {
         #[inline]
         fn ln_1p_row(x: &[Self], out: &mut [Self]) {
             super::super::fast::ln_1p_row(x, out)
+        }
+        #[inline]
+        fn ln_1p_in_place(v: &mut [Self]) {
+            super::super::fast::ln_1p_in_place(v)
         }
         #[inline]
         fn pick<W: Family>(for_f32: W::Of<f32>, _: W::Of<f64>) -> W::Of<f32> {
@@ -142,6 +150,13 @@ pub(crate) mod sealed {
             for (o, &v) in out.iter_mut().zip(x) {
                 // Count data are mostly zeros, whose log1p needs no call.
                 *o = if v == 0.0 { v } else { v.ln_1p() };
+            }
+        }
+        fn ln_1p_in_place(v: &mut [Self]) {
+            for x in v {
+                if *x != 0.0 {
+                    *x = x.ln_1p();
+                }
             }
         }
         #[inline]

@@ -109,6 +109,21 @@ impl<T: Float> SparseRows<T> {
         self.nonzeros = self.len[..rows].iter().sum();
     }
 
+    /// Replaces each row's stored values by `f` of them (`f` gets one row's values at a time),
+    /// rows in parallel (`kernels::par`). The pattern of nonzeros is kept as it is, so `f`
+    /// should map nonzeros to nonzeros (it is for ln(1 + x) of counts).
+    pub fn map_values(&mut self, f: impl Fn(&mut [T]) + Sync) {
+        let (rows, stride) = (self.rows, self.stride);
+        let values = Disjoint::new(&mut self.values[..]);
+        par::for_each_piece(&mut self.len[..rows], FILL_ROWS_PER_TASK, |r0, lens| {
+            for (i, &len) in lens.iter().enumerate() {
+                let at = (r0 + i) * stride;
+                // SAFETY: row r0 + i's region belongs to the task that holds its length.
+                f(unsafe { values.piece(at, at + len) });
+            }
+        });
+    }
+
     /// Writes the transpose (`cols x rows`, also in sparse row form) into `out`. Each of its
     /// rows lists the original rows in increasing order. Built in parallel over ranges of
     /// columns: each task walks every row's entries that fall in its range.

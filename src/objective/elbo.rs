@@ -358,8 +358,17 @@ impl<'a> Elbo<'a> {
         let vae = self.vae;
         let t = ws.threads;
         let l = ws.samples;
-        let input = encoder_input(vae, &ws.x, &mut ws.x_in, rows);
-        vae.encoder.forward(params, input, &mut ws.enc, rows, t)?;
+        let input = if vae.config().log1p_input && !vae.encoder.layers.is_empty() {
+            // Sparse counts: only the nonzeros are transformed, and x_in is not written.
+            let (x, x_in) = (&ws.x[..], &mut ws.x_in[..]);
+            vae.encoder
+                .forward_log1p(params, x, x_in, &mut ws.enc, rows, t)?;
+            &ws.x_in[..]
+        } else {
+            let input = encoder_input(vae, &ws.x, &mut ws.x_in, rows);
+            vae.encoder.forward(params, input, &mut ws.enc, rows, t)?;
+            input
+        };
         let h = ws.enc.outputs.last().map(|v| &v[..]).unwrap_or(input);
         vae.head.forward(params, h, &mut ws.stats, rows, t)?;
         if let Some(c) = &vae.clamp {
@@ -494,7 +503,8 @@ impl<'a> Elbo<'a> {
         }
         let dstats = &ws.dstats[..rows * 2 * vae.latent_dim()];
         let has_hidden = !vae.encoder.layers.is_empty();
-        // The forward pass left ln(1 + x) in x_in when the model takes it.
+        // The forward pass left ln(1 + x) in x_in when the model takes it, unless the first
+        // layer took it sparse (then the backward pass reads it from there, not from x_in).
         let input = if vae.config().log1p_input {
             &ws.x_in[..]
         } else {
