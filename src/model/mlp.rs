@@ -324,7 +324,8 @@ impl Mlp {
         holds("input", counts, rows, n_in)?;
         holds("transformed input", dense, rows, n_in)?;
         let sparse = buf.allow_sparse_input && rows <= buf.max_rows && {
-            buf.input.fill_from_dense(&counts[..rows * n_in], rows, n_in);
+            buf.input
+                .fill_from_dense(&counts[..rows * n_in], rows, n_in);
             sparse_enough(&buf.input, rows, n_in)
         };
         if sparse {
@@ -507,7 +508,9 @@ mod tests {
         let mut state = 0x9e37_79b9_7f4a_7c15u64;
         (0..rows * cols)
             .map(|i| {
-                state = state.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+                state = state
+                    .wrapping_mul(6364136223846793005)
+                    .wrapping_add(1442695040888963407);
                 let u = (state >> 11) as f64 / (1u64 << 53) as f64;
                 let v = match i % 7 {
                     0 => 300.0,
@@ -523,7 +526,13 @@ mod tests {
     fn log1p_against_dense<T: Float>(density: f64, sparse: bool) {
         let (rows, n_in) = (9, 40);
         let mut layout = Layout::new();
-        let mlp = Mlp::new(&mut layout, "e", &[n_in, 16, 6], Activation::Relu, Activation::Identity);
+        let mlp = Mlp::new(
+            &mut layout,
+            "e",
+            &[n_in, 16, 6],
+            Activation::Relu,
+            Activation::Identity,
+        );
         let params: Vec<T> = (0..layout.len())
             .map(|i| T::of(((i * 37 % 23) as f64 - 11.0) / 40.0))
             .collect();
@@ -545,11 +554,19 @@ mod tests {
             let width = n_in;
             let (mut a, mut b) = (vec![T::zero(); rows * width], vec![T::zero(); rows * width]);
             let mut grads = vec![T::zero(); layout.len()];
-            let dy: Vec<T> = (0..rows * 6).map(|i| T::of(i as f64 / 17.0 - 1.5)).collect();
+            let dy: Vec<T> = (0..rows * 6)
+                .map(|i| T::of(i as f64 / 17.0 - 1.5))
+                .collect();
             a[..dy.len()].copy_from_slice(&dy);
-            let input = if log1p && sparse { &dense } else { &transformed };
-            mlp.backward(&params, input, &mut buf, &mut a, &mut b, &mut grads, None, rows, 1)
-                .expect("backward");
+            let input = if log1p && sparse {
+                &dense
+            } else {
+                &transformed
+            };
+            mlp.backward(
+                &params, input, &mut buf, &mut a, &mut b, &mut grads, None, rows, 1,
+            )
+            .expect("backward");
             (buf.outputs.clone(), grads)
         };
         let (want, got) = (run(false), run(true));
