@@ -20,7 +20,8 @@ for r in $(seq "$rounds"); do
     fi
     for which in A B; do
       if [ "$which" = A ]; then bin=$a; else bin=$b; fi
-      taskset -c 0,1 "$bin" train "${args[@]}" "${common[@]}" --out "$out/$data-$which-$r" --json > /dev/null
+      taskset -c 0,1 "$bin" train "${args[@]}" "${common[@]}" --out "$out/$data-$which-$r" --json \
+        > /dev/null 2> "$out/$data-$which-$r.log" || { cat "$out/$data-$which-$r.log" >&2; exit 1; }
       python3 -c "import json, statistics, sys; d = json.load(open(sys.argv[1])); s = [e['train_seconds'] for e in d['epochs']][1:]; print(sys.argv[2], sys.argv[3], sys.argv[4], 'ms/epoch', round(statistics.median(s) * 1000, 2), 'test -ELBO', round(d['epochs'][-1]['test']['neg_elbo'], 3))" \
         "$out/$data-$which-$r/report.json" "$data" "$which" "$r"
     done
