@@ -77,6 +77,19 @@ unsafe fn c_block(user: *mut u8) -> *mut u8 {
     user.wrapping_sub(user as usize - raw)
 }
 
+/// A large block of `size` bytes from the C function `take` (malloc or calloc), asked for
+/// `size + SLACK` bytes and handed out from its first line; null if either fails.
+///
+/// # Safety
+/// `take(bytes)` returns null or a C block of `bytes` bytes.
+unsafe fn large_block(size: usize, take: impl FnOnce(usize) -> *mut libc::c_void) -> *mut u8 {
+    match size.checked_add(SLACK) {
+        // SAFETY: the caller's promise about `take`.
+        Some(bytes) => unsafe { hand_out(take(bytes).cast()) },
+        None => std::ptr::null_mut(),
+    }
+}
+
 // SAFETY: large blocks (see `is_large`) come from `malloc`/`calloc`/`realloc` with SLACK
 // bytes to spare and are handed out from a 64-byte boundary inside them, so they have every
 // alignment up to a line and `size` bytes from there; `free` and `realloc` receive the C
@@ -89,11 +102,8 @@ unsafe impl GlobalAlloc for LineAligned {
             // SAFETY: the caller's promise (a non-zero size).
             return unsafe { System.alloc(layout) };
         }
-        let Some(bytes) = layout.size().checked_add(SLACK) else {
-            return std::ptr::null_mut();
-        };
-        // SAFETY: malloc's result is null or a block of `bytes`.
-        unsafe { hand_out(libc::malloc(bytes).cast()) }
+        // SAFETY: malloc's result is null or a block of the bytes asked for.
+        unsafe { large_block(layout.size(), |bytes| libc::malloc(bytes)) }
     }
 
     unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
@@ -101,12 +111,9 @@ unsafe impl GlobalAlloc for LineAligned {
             // SAFETY: the caller's promise.
             return unsafe { System.alloc_zeroed(layout) };
         }
-        let Some(bytes) = layout.size().checked_add(SLACK) else {
-            return std::ptr::null_mut();
-        };
         // SAFETY: as for `alloc`; calloc's bytes are all zero, the header write aside, which
         // lies before the block handed out.
-        unsafe { hand_out(libc::calloc(1, bytes).cast()) }
+        unsafe { large_block(layout.size(), |bytes| libc::calloc(1, bytes)) }
     }
 
     unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {

@@ -43,6 +43,14 @@ fn sparse_enough<T: Float>(input: &SparseRows<T>, rows: usize, cols: usize) -> b
     input.nonzeros() as f64 / (rows * cols).max(1) as f64 <= SPARSE_INPUT_DENSITY
 }
 
+/// out = ln(1 + x) for a dense `x` of `cols`-wide rows, row by row in parallel (each row's
+/// values depend on that row alone): the log1p input transform written out.
+pub(crate) fn ln_1p_rows<T: Float>(x: &[T], out: &mut [T], cols: usize) {
+    par::for_each_row(out, cols, |r, out| {
+        T::ln_1p_row(&x[r * cols..(r + 1) * cols], out)
+    });
+}
+
 /// The most values the buffers of one stack may hold: 2^36 (256 GiB in f32), past any machine
 /// this runs on; a larger request is a mistake, refused before allocating.
 const MAX_BUFFER: usize = 1 << 36;
@@ -58,9 +66,6 @@ pub struct MlpBuffers<T> {
     input_t: SparseRows<T>,
     input_is_sparse: bool,
     allow_sparse_input: bool,
-    /// Set by [`Mlp::forward_log1p`]: the first layer's input is already in place, sparse
-    /// (`Some(true)`, in `input`) or dense (`Some(false)`, the slice given to `forward`).
-    prepared_input: Option<bool>,
     max_rows: usize,
     /// Training mode: batch statistics and dropout masks; otherwise running averages and no
     /// dropout.
@@ -263,7 +268,6 @@ impl Mlp {
             input_t: SparseRows::with_capacity(n_in, max_rows),
             input_is_sparse: false,
             allow_sparse_input: true,
-            prepared_input: None,
             max_rows,
             training: false,
             normed: per_layer(&|l: &Layer| l.norm.is_some()),
@@ -321,9 +325,10 @@ impl Mlp {
             return Err(Error::shape("layers", "at least one", 0));
         };
         let n_in = first.dense.n_in;
+        self.check(params, buf, rows)?;
         holds("input", counts, rows, n_in)?;
         holds("transformed input", dense, rows, n_in)?;
-        let sparse = buf.allow_sparse_input && rows <= buf.max_rows && {
+        let sparse = buf.allow_sparse_input && {
             buf.input
                 .fill_from_dense(&counts[..rows * n_in], rows, n_in);
             sparse_enough(&buf.input, rows, n_in)
@@ -331,13 +336,9 @@ impl Mlp {
         if sparse {
             buf.input.map_values(T::ln_1p_in_place);
         } else {
-            // Row by row in parallel: each row's values depend on that row alone.
-            par::for_each_row(&mut dense[..rows * n_in], n_in, |r, out| {
-                T::ln_1p_row(&counts[r * n_in..(r + 1) * n_in], out)
-            });
+            ln_1p_rows(&counts[..rows * n_in], &mut dense[..rows * n_in], n_in);
         }
-        buf.prepared_input = Some(sparse);
-        self.forward(params, dense, buf, rows, threads)
+        self.forward_with(params, dense, buf, rows, threads, Some(sparse))
     }
 
     /// Runs every layer on `x`; layer i's output lands in `buf.outputs[i]`.
@@ -349,8 +350,20 @@ impl Mlp {
         rows: usize,
         threads: usize,
     ) -> Result<()> {
-        // Taken first, so that a refused call leaves no stale promise for the next one.
-        let prepared = buf.prepared_input.take();
+        self.forward_with(params, x, buf, rows, threads, None)
+    }
+
+    /// [`forward`](Self::forward), with the first layer's input already in place when
+    /// `prepared` says so: sparse (`Some(true)`, in `buf.input`) or dense (`Some(false)`, `x`).
+    fn forward_with<T: Float>(
+        &self,
+        params: &[T],
+        x: &[T],
+        buf: &mut MlpBuffers<T>,
+        rows: usize,
+        threads: usize,
+        prepared: Option<bool>,
+    ) -> Result<()> {
         self.check(params, buf, rows)?;
         if let Some(first) = self.layers.first() {
             holds("input", x, rows, first.dense.n_in)?;

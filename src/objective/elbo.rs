@@ -13,8 +13,8 @@
 //! gradient at (mu, logvar), then through the encoder.
 
 use crate::error::{Error, Result};
-use crate::kernels::par;
 use crate::kernels::scalar::Float;
+use crate::model::mlp::ln_1p_rows;
 use crate::model::{MlpBuffers, Reparameterize, Vae};
 
 /// Every buffer a forward and backward pass needs, sized once for batches of up to `max_rows`
@@ -197,11 +197,8 @@ fn encoder_input<'w, T: Float>(vae: &Vae, x: &'w [T], x_in: &'w mut [T], rows: u
     if !vae.config().log1p_input {
         return x;
     }
-    let (d, n) = (vae.input_dim(), rows * vae.input_dim());
-    // Row by row in parallel: each row's values depend on that row alone.
-    par::for_each_row(&mut x_in[..n], d, |r, out| {
-        T::ln_1p_row(&x[r * d..(r + 1) * d], out)
-    });
+    let n = rows * vae.input_dim();
+    ln_1p_rows(&x[..n], &mut x_in[..n], vae.input_dim());
     &x_in[..n]
 }
 
@@ -359,7 +356,8 @@ impl<'a> Elbo<'a> {
         let t = ws.threads;
         let l = ws.samples;
         let input = if vae.config().log1p_input && !vae.encoder.layers.is_empty() {
-            // Sparse counts: only the nonzeros are transformed, and x_in is not written.
+            // Sparse counts: only the nonzeros are transformed; x_in is written only when the
+            // batch is too dense for the sparse first layer.
             let (x, x_in) = (&ws.x[..], &mut ws.x_in[..]);
             vae.encoder
                 .forward_log1p(params, x, x_in, &mut ws.enc, rows, t)?;
