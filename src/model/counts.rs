@@ -788,7 +788,7 @@ fn log_prob_block_f32(
             // almost every nonzero, in about half the 16-entry groups.
             lanes.n = 0;
             let nonzeros = compact_nonzeros_f32(x, 0, &mut nz_index, &mut nz_value);
-            for &j in &nz_index[..nonzeros] {
+            for (&j, &count) in nz_index[..nonzeros].iter().zip(&nz_value[..nonzeros]) {
                 let j = j as usize;
                 let g = g0 + j;
                 let ln_mu = ar[g] as f64 - t.lse + t.ln_library;
@@ -802,7 +802,7 @@ fn log_prob_block_f32(
                 } else {
                     0.0
                 };
-                let xg = x[j] as f64;
+                let xg = count as f64;
                 if model.dispersion().is_none() || !lanes.push(g, xg, ln_mu, mu, dispersion, h) {
                     t.total += exact_gene(model, &at, g, xg, ln_mu, mu, dispersion, h, c);
                 }
