@@ -1,11 +1,16 @@
 //! The dense (fully connected) layer y = x W + b.
 
 use crate::error::Result;
+use crate::kernels::fast::with_simd;
 use crate::kernels::scalar::Float;
-use crate::kernels::{Op, SparseRows, matmul, sparse_matmul};
+use crate::kernels::{Op, SparseRows, matmul, par, sparse_matmul};
 use crate::model::activation::Activation;
 use crate::model::params::{Layout, TensorId};
 use crate::model::shape::holds;
+
+/// Bias-gradient columns per parallel task: 128 columns of a batch of 128 rows are about as
+/// many additions as a task of the other elementwise loops (`kernels::par`).
+const BIAS_COLUMNS_PER_TASK: usize = 128;
 
 /// y = x W + b for a batch of row vectors: x is `rows x n_in`, W is `n_in x n_out`, b is `n_out`.
 #[derive(Clone, Debug)]
@@ -199,14 +204,23 @@ impl Dense {
         threads: usize,
     ) {
         let (n_in, n_out) = (self.n_in, self.n_out);
-        // Column sums in row order: a fixed summation order whatever the thread count.
+        // Column sums, each in row order: a fixed summation order whatever the thread count.
+        // Tasks take ranges of columns (on the leader alone, the sums left the other thread
+        // idle: 0.8% of a `cells` step's samples).
         let db = self.bias.of_mut(grads);
-        db.fill(T::zero());
-        for row in dy.chunks_exact(n_out) {
-            for (d, &g) in db.iter_mut().zip(row) {
-                *d += g;
-            }
-        }
+        par::for_each_piece(db, BIAS_COLUMNS_PER_TASK, |j0, db| {
+            with_simd(
+                #[inline(always)]
+                || {
+                    db.fill(T::zero());
+                    for row in dy.chunks_exact(n_out) {
+                        for (d, &g) in db.iter_mut().zip(&row[j0..]) {
+                            *d += g;
+                        }
+                    }
+                },
+            )
+        });
         if let Some(dx) = dx {
             let w = self.weight.of(params);
             matmul(
