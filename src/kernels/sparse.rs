@@ -43,8 +43,12 @@ pub struct SparseRows<T> {
 
 /// Rows filled per parallel task.
 const FILL_ROWS_PER_TASK: usize = 8;
-/// Columns of the source (rows of the transpose) gathered per parallel task.
-const TRANSPOSE_COLS_PER_TASK: usize = 64;
+/// Parallel tasks the transpose is cut into, each a range of the source's columns (rows of the
+/// transpose). Each task pays a binary search in every source row to find where its range
+/// begins, so few wide ranges beat many narrow ones: with 64 columns a task, that search was
+/// most of the time. One thread, medians of 300: `cells`' 128 x 2,000 batch at 5% took 139 us
+/// in tasks of 64 columns and 55 us in 4 tasks; an MNIST batch (128 x 784 at 19%) 93 and 62 us.
+const TRANSPOSE_TASKS: usize = 4;
 
 impl<T: Float> SparseRows<T> {
     /// Room for any `rows x cols` matrix with `rows <= max_rows`.
@@ -143,7 +147,8 @@ impl<T: Float> SparseRows<T> {
             Disjoint::new(&mut out.index[..]),
             Disjoint::new(&mut out.values[..]),
         );
-        par::for_each_piece(&mut out.len[..cols], TRANSPOSE_COLS_PER_TASK, |c0, lens| {
+        let per_task = cols.div_ceil(TRANSPOSE_TASKS);
+        par::for_each_piece(&mut out.len[..cols], per_task, |c0, lens| {
             let c1 = c0 + lens.len();
             // SAFETY: the regions of rows c0..c1 of the transpose belong to this task.
             let (idx_out, val_out) = unsafe {
