@@ -27,6 +27,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::kernels::fast::with_simd;
 use crate::kernels::scalar::{Float, sum_f64};
 use crate::kernels::special::{ln_1p_fast, ln_factorial, nb_count_differences, whole_below};
 
@@ -141,9 +142,14 @@ impl SoftmaxLibrary {
     pub fn backward_in_place<T: Float>(rho: &[T], g: &mut [T]) {
         // In T, so that the f32 loop vectorises.
         let total = T::of(sum_f64(g));
-        for (gk, &r) in g.iter_mut().zip(rho) {
-            *gk -= r * total;
-        }
+        with_simd(
+            #[inline(always)]
+            || {
+                for (gk, &r) in g.iter_mut().zip(rho) {
+                    *gk -= r * total;
+                }
+            },
+        );
     }
 }
 
@@ -826,23 +832,28 @@ pub fn grad_output<T: Float>(model: CountModel, x: &[T], cache: &[T], scale: T, 
     let s = -scale;
     // The cache holds d log p / d a for the logits already (log_prob applied the softmax's
     // chain rule).
-    for (o, &c) in da[..d].iter_mut().zip(&cache[..d]) {
-        *o = s * c;
-    }
-    if model.zero_inflated() {
-        for (o, &c) in da[d..2 * d].iter_mut().zip(&cache[at.h..at.h + d]) {
-            *o = s * c;
-        }
-    }
-    if model.dispersion() == Some(Dispersion::GeneCell) {
-        let out = if model.zero_inflated() { 2 * d } else { d };
-        for (o, &c) in da[out..out + d]
-            .iter_mut()
-            .zip(&cache[at.theta..at.theta + d])
-        {
-            *o = s * c;
-        }
-    }
+    with_simd(
+        #[inline(always)]
+        || {
+            for (o, &c) in da[..d].iter_mut().zip(&cache[..d]) {
+                *o = s * c;
+            }
+            if model.zero_inflated() {
+                for (o, &c) in da[d..2 * d].iter_mut().zip(&cache[at.h..at.h + d]) {
+                    *o = s * c;
+                }
+            }
+            if model.dispersion() == Some(Dispersion::GeneCell) {
+                let out = if model.zero_inflated() { 2 * d } else { d };
+                for (o, &c) in da[out..out + d]
+                    .iter_mut()
+                    .zip(&cache[at.theta..at.theta + d])
+                {
+                    *o = s * c;
+                }
+            }
+        },
+    );
 }
 
 /// Adds `scale d(-log p)/d(ln theta_g)` into `dparams` for the gene-wise dispersion.
@@ -864,9 +875,14 @@ pub fn grad_params_genes<T: Float>(
         return;
     }
     let (at, n) = (CacheLayout::of(model, d).theta + first, dparams.len());
-    for (p, &c) in dparams.iter_mut().zip(&cache[at..at + n]) {
-        *p -= scale * c;
-    }
+    with_simd(
+        #[inline(always)]
+        || {
+            for (p, &c) in dparams.iter_mut().zip(&cache[at..at + n]) {
+                *p -= scale * c;
+            }
+        },
+    );
 }
 
 /// Expected counts at [`DECODE_LIBRARY`]: `DECODE_LIBRARY softmax(a)`, times 1 - pi for the
