@@ -39,7 +39,11 @@ mod sync {
 /// one doing the work.
 const SPIN: std::time::Duration = std::time::Duration::from_micros(50);
 
-/// The job word: generation (24 bits) | task count (20 bits) | next unclaimed task (20 bits).
+/// The job word: generation (24 bits) | end (20 bits) | next (20 bits). The unclaimed tasks
+/// are `next..end`: the leader claims from the front (`next`, counting up) and the helpers from
+/// the back (`end`, counting down). So the leader runs a loop's first tasks and a helper its
+/// last ones, loop after loop: the rows a thread wrote in one loop are mostly the rows it reads
+/// in the next, from its own cache rather than the other core's.
 const FIELD: u32 = 20;
 const FIELD_MASK: u64 = (1 << FIELD) - 1;
 /// Most tasks one published loop can have; larger loops group their tasks.
@@ -55,6 +59,8 @@ struct Team {
     job: AtomicPtr<()>,
     /// Tasks of the current loop finished (run or panicked).
     done: AtomicUsize,
+    /// Tasks of the current loop: written before the loop's word is published.
+    total: AtomicUsize,
     stop: AtomicBool,
     panicked: AtomicBool,
     size: usize,
@@ -136,6 +142,7 @@ impl Team {
             word: AtomicU64::new(0),
             job: AtomicPtr::new(std::ptr::null_mut()),
             done: AtomicUsize::new(0),
+            total: AtomicUsize::new(0),
             stop: AtomicBool::new(false),
             panicked: AtomicBool::new(false),
             size,
@@ -148,26 +155,33 @@ impl Team {
         word >> (2 * FIELD)
     }
 
-    /// Claims and runs one task of the current loop; false if none is left.
-    fn run_one(&self) -> bool {
+    /// Claims and runs one task of the current loop, the first unclaimed one (`from_back`
+    /// false) or the last; false if none is left.
+    fn run_one(&self, from_back: bool) -> bool {
         let mut w = self.word.load(Ordering::Acquire);
         loop {
-            let (total, next) = ((w >> FIELD) & FIELD_MASK, w & FIELD_MASK);
-            if next >= total {
+            let (end, next) = ((w >> FIELD) & FIELD_MASK, w & FIELD_MASK);
+            if next >= end {
                 return false;
             }
+            let (claimed, task) = if from_back {
+                (w - (1 << FIELD), end - 1)
+            } else {
+                (w + 1, next)
+            };
             match self
                 .word
-                .compare_exchange_weak(w, w + 1, Ordering::AcqRel, Ordering::Acquire)
+                .compare_exchange_weak(w, claimed, Ordering::AcqRel, Ordering::Acquire)
             {
                 Ok(_) => {
-                    // SAFETY: task `next` is claimed and unfinished, so the leader is still inside
+                    // SAFETY: task `task` is claimed and unfinished, so the leader is still inside
                     // this loop and `job` still points at its closure.
                     let job = unsafe { *(self.job.load(Ordering::Acquire) as *const Job<'_>) };
-                    if catch_unwind(AssertUnwindSafe(|| job(next as usize))).is_err() {
+                    if catch_unwind(AssertUnwindSafe(|| job(task as usize))).is_err() {
                         self.panicked.store(true, Ordering::Relaxed);
                     }
-                    let total = ((w >> FIELD) & FIELD_MASK) as usize;
+                    // Written before the word this claim read, so this loop's count.
+                    let total = self.total.load(Ordering::Relaxed);
                     if self.done.fetch_add(1, Ordering::SeqCst) + 1 == total {
                         // The leader may be parked waiting for this loop's end.
                         self.wake();
@@ -192,7 +206,7 @@ impl Team {
                     w & FIELD_MASK < (w >> FIELD) & FIELD_MASK
                 }
             });
-            while self.run_one() {}
+            while self.run_one(true) {}
             if self.stop.load(Ordering::SeqCst) {
                 return;
             }
@@ -223,6 +237,7 @@ impl Team {
         self.job
             .store(&job as *const Job<'_> as *mut (), Ordering::Relaxed);
         self.done.store(0, Ordering::Relaxed);
+        self.total.store(tasks, Ordering::Relaxed);
         let generation = Self::generation(self.word.load(Ordering::Relaxed)) + 1;
         self.word.store(
             (generation << (2 * FIELD)) | ((tasks as u64) << FIELD),
@@ -231,7 +246,7 @@ impl Team {
         self.wake();
         {
             let _inside = Restore::set(&INSIDE, true);
-            while self.run_one() {}
+            while self.run_one(false) {}
         }
         wait_until(self, || self.done.load(Ordering::SeqCst) >= tasks);
         if self.panicked.swap(false, Ordering::Relaxed) {
