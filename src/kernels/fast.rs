@@ -25,8 +25,6 @@ pub fn exp_nonpositive(t: f32) -> f32 {
     let tc = t.max(-87.0).min(0.0);
     let n = (tc * LOG2E + ROUND) - ROUND;
     let r = (tc - n * LN2_HI) - n * LN2_LO;
-    // Horner's rule by fused multiply-adds: half the instructions and half the latency of a
-    // multiply then an add, and each step rounded once.
     const C: [f32; 8] = [
         1.0,
         1.0,
@@ -37,10 +35,7 @@ pub fn exp_nonpositive(t: f32) -> f32 {
         1.0 / 720.0,
         1.0 / 5040.0,
     ];
-    let mut p = C[7];
-    for &c in C[..7].iter().rev() {
-        p = p.mul_add(r, c);
-    }
+    let p = horner(r, &C);
     // SAFETY: tc lies in [-87, 0] whatever t is (NaN and infinities included, see above), so
     // n = round(tc log2 e) is an integer in [-126, 0], in range for i32.
     let ni: i32 = unsafe { n.to_int_unchecked() };
@@ -64,11 +59,19 @@ pub fn ln_1p_unit(y: f32) -> f32 {
         1.0 / 11.0,
         1.0 / 13.0,
     ];
-    let mut series = C[6];
-    for &c in C[..6].iter().rev() {
-        series = series.mul_add(s2, c);
+    2.0 * s * horner(s2, &C)
+}
+
+/// c_0 + x (c_1 + x (c_2 + ...)) by Horner's rule, each step one fused multiply-add: half the
+/// instructions and half the latency of a multiply then an add, and each step rounded once
+/// (`mul_add` is correctly rounded on every instruction set, so the bits do not depend on it).
+#[inline(always)]
+fn horner<const N: usize>(x: f32, c: &[f32; N]) -> f32 {
+    let mut p = c[N - 1];
+    for &k in c[..N - 1].iter().rev() {
+        p = p.mul_add(x, k);
     }
-    2.0 * s * series
+    p
 }
 
 /// Partial sums kept per row: enough for a 512-bit vector of f32.
@@ -407,10 +410,7 @@ pub fn ln_normal(v: f32) -> f32 {
     let big = m > std::f32::consts::SQRT_2;
     let (m, e) = if big { (0.5 * m, e + 1) } else { (m, e) };
     let f = m - 1.0;
-    let mut p = P[7];
-    for &c in P[..7].iter().rev() {
-        p = p.mul_add(f, c);
-    }
+    let p = horner(f, &P);
     let e = e as f32;
     let f2 = f * f;
     e * LN2_HI + (f - 0.5 * f2 + (f2 * f).mul_add(p, e * LN2_LO))
