@@ -79,15 +79,8 @@ const LANES: usize = 16;
 
 /// The partial sums added pairwise in a fixed order, whatever the vector width.
 #[inline(always)]
-fn sum_lanes(mut acc: [f32; LANES]) -> f32 {
-    let mut w = LANES;
-    while w > 1 {
-        w /= 2;
-        for l in 0..w {
-            acc[l] += acc[l + w];
-        }
-    }
-    acc[0]
+fn sum_lanes(acc: [f32; LANES]) -> f32 {
+    super::scalar::pairwise_sum(acc)
 }
 
 /// One row of the Bernoulli likelihood: returns sum_j (x_j a_j - softplus(a_j)) and writes

@@ -84,13 +84,23 @@ where
     T: Send,
     F: Fn(usize, &mut [T]) + Sync,
 {
+    for_each_row_in_blocks(out, cols, rows_per_block(cols), f);
+}
+
+/// [`for_each_row`] with `rows_per_task` rows a task, for rows whose elements cost far more
+/// than the plain arithmetic [`GRAIN`] is sized for (a libm call each, say).
+pub fn for_each_row_in_blocks<T, F>(out: &mut [T], cols: usize, rows_per_task: usize, f: F)
+where
+    T: Send,
+    F: Fn(usize, &mut [T]) + Sync,
+{
     if cols == 0 {
         return;
     }
     let rows = out.len() / cols;
     for_each_piece(
         &mut out[..rows * cols],
-        rows_per_block(cols) * cols,
+        rows_per_task.max(1) * cols,
         |at, piece| {
             for (i, row) in piece.chunks_mut(cols).enumerate() {
                 f(at / cols + i, row);

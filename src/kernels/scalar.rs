@@ -227,6 +227,20 @@ pub fn sigmoid<T: Float>(a: T) -> T {
     }
 }
 
+/// The running sums `acc` added pairwise in a fixed order (lane l + N/2 into lane l, then
+/// halving), whatever the vector width; `N` a power of two.
+#[inline(always)]
+pub(crate) fn pairwise_sum<T: Copy + std::ops::AddAssign, const N: usize>(mut acc: [T; N]) -> T {
+    let mut w = N;
+    while w > 1 {
+        w /= 2;
+        for l in 0..w {
+            acc[l] += acc[l + w];
+        }
+    }
+    acc[0]
+}
+
 /// Running sums of [`sum_f64`]: four 512-bit vectors of f64, so that four adds are in flight.
 const SUM_LANES: usize = 32;
 
@@ -249,14 +263,7 @@ pub fn sum_f64<T: Float>(v: &[T]) -> f64 {
                 }
             }
             let tail: f64 = chunks.remainder().iter().map(|x| x.as_f64()).sum();
-            let mut w = SUM_LANES;
-            while w > 1 {
-                w /= 2;
-                for l in 0..w {
-                    acc[l] += acc[l + w];
-                }
-            }
-            acc[0] + tail
+            pairwise_sum(acc) + tail
         },
     )
 }

@@ -45,19 +45,13 @@ impl Reparameterize {
         holds("posterior statistics", stats, rows, 2 * zd)?;
         holds("noise", eps, rows.saturating_mul(l), zd)?;
         holds("latent samples", z, rows.saturating_mul(l), zd)?;
-        if zd == 0 {
-            return Ok(());
-        }
         let z = &mut z[..rows * l * zd];
-        par::for_each_piece(z, ROWS_PER_TASK * zd, |at, piece| {
-            for (i, zr) in piece.chunks_exact_mut(zd).enumerate() {
-                let r = at / zd + i;
-                let s = &stats[(r / l) * 2 * zd..(r / l + 1) * 2 * zd];
-                let (mu, lv) = s.split_at(zd);
-                let e = &eps[r * zd..(r + 1) * zd];
-                for j in 0..zd {
-                    zr[j] = mu[j] + (lv[j] * T::of(0.5)).exp() * e[j];
-                }
+        par::for_each_row_in_blocks(z, zd, ROWS_PER_TASK, |r, zr| {
+            let s = &stats[(r / l) * 2 * zd..(r / l + 1) * 2 * zd];
+            let (mu, lv) = s.split_at(zd);
+            let e = &eps[r * zd..(r + 1) * zd];
+            for j in 0..zd {
+                zr[j] = mu[j] + (lv[j] * T::of(0.5)).exp() * e[j];
             }
         });
         Ok(())
@@ -80,22 +74,16 @@ impl Reparameterize {
         holds("noise", eps, rows.saturating_mul(l), zd)?;
         holds("latent gradient", dz, rows.saturating_mul(l), zd)?;
         holds("statistics gradient", dstats, rows, 2 * zd)?;
-        if zd == 0 {
-            return Ok(());
-        }
         let dstats = &mut dstats[..rows * 2 * zd];
-        par::for_each_piece(dstats, ROWS_PER_TASK * 2 * zd, |at, piece| {
-            for (i, ds) in piece.chunks_exact_mut(2 * zd).enumerate() {
-                let b = at / (2 * zd) + i;
-                let lv = &stats[b * 2 * zd + zd..(b + 1) * 2 * zd];
-                let (dmu, dlv) = ds.split_at_mut(zd);
-                for s in 0..l {
-                    let r = b * l + s;
-                    let (d, e) = (&dz[r * zd..(r + 1) * zd], &eps[r * zd..(r + 1) * zd]);
-                    for j in 0..zd {
-                        dmu[j] += d[j];
-                        dlv[j] += d[j] * e[j] * (lv[j] * T::of(0.5)).exp() * T::of(0.5);
-                    }
+        par::for_each_row_in_blocks(dstats, 2 * zd, ROWS_PER_TASK, |b, ds| {
+            let lv = &stats[b * 2 * zd + zd..(b + 1) * 2 * zd];
+            let (dmu, dlv) = ds.split_at_mut(zd);
+            for s in 0..l {
+                let r = b * l + s;
+                let (d, e) = (&dz[r * zd..(r + 1) * zd], &eps[r * zd..(r + 1) * zd]);
+                for j in 0..zd {
+                    dmu[j] += d[j];
+                    dlv[j] += d[j] * e[j] * (lv[j] * T::of(0.5)).exp() * T::of(0.5);
                 }
             }
         });
@@ -128,16 +116,13 @@ impl KlToStandardNormal {
         let zd = self.latent;
         holds("posterior statistics", stats, rows, 2 * zd)?;
         holds("KL per row", kl, rows, 1)?;
-        par::for_each_piece(&mut kl[..rows], ROWS_PER_TASK, |b0, ks| {
-            for (i, k) in ks.iter_mut().enumerate() {
-                let b = b0 + i;
-                let (mu, lv) = stats[b * 2 * zd..(b + 1) * 2 * zd].split_at(zd);
-                let mut s = T::zero();
-                for j in 0..zd {
-                    s += lv[j].exp_m1() - lv[j] + mu[j] * mu[j];
-                }
-                *k = s * T::of(0.5);
+        par::for_each_row_in_blocks(&mut kl[..rows], 1, ROWS_PER_TASK, |b, k| {
+            let (mu, lv) = stats[b * 2 * zd..(b + 1) * 2 * zd].split_at(zd);
+            let mut s = T::zero();
+            for j in 0..zd {
+                s += lv[j].exp_m1() - lv[j] + mu[j] * mu[j];
             }
+            k[0] = s * T::of(0.5);
         });
         Ok(())
     }
@@ -156,19 +141,13 @@ impl KlToStandardNormal {
         let zd = self.latent;
         holds("posterior statistics", stats, rows, 2 * zd)?;
         holds("statistics gradient", dstats, rows, 2 * zd)?;
-        if zd == 0 {
-            return Ok(());
-        }
         let half = T::of(0.5);
         let dstats = &mut dstats[..rows * 2 * zd];
-        par::for_each_piece(dstats, ROWS_PER_TASK * 2 * zd, |at, piece| {
-            for (i, d) in piece.chunks_exact_mut(2 * zd).enumerate() {
-                let b = at / (2 * zd) + i;
-                let s = &stats[b * 2 * zd..(b + 1) * 2 * zd];
-                for j in 0..zd {
-                    d[j] += scale * s[j];
-                    d[zd + j] += scale * half * s[zd + j].exp_m1();
-                }
+        par::for_each_row_in_blocks(dstats, 2 * zd, ROWS_PER_TASK, |b, d| {
+            let s = &stats[b * 2 * zd..(b + 1) * 2 * zd];
+            for j in 0..zd {
+                d[j] += scale * s[j];
+                d[zd + j] += scale * half * s[zd + j].exp_m1();
             }
         });
         Ok(())
