@@ -53,10 +53,36 @@ pub(crate) fn whole_below(x: f64, limit: f64) -> Option<usize> {
 /// polynomial in s^2 (error below 2^-58.45), and ln 2 split in two so that k ln 2 is exact.
 /// Under 1 ulp, as libm's `ln` (`kernels::tests` holds it to libm). Zero, negative,
 /// subnormal, infinite or NaN x give garbage: the callers check first.
+/// The count likelihoods' lanes call its two halves, [`ln_normal_f64_reduce`] and
+/// [`ln_normal_f64_finish`], to share one division among several logarithms; this whole is
+/// what `kernels::tests` holds to libm.
+#[cfg_attr(not(any(test, feature = "internals")), allow(dead_code))]
+#[inline(always)]
+pub fn ln_normal_f64(x: f64) -> f64 {
+    let (k, f) = ln_normal_f64_reduce(x);
+    ln_normal_f64_finish(k, f, f / (2.0 + f))
+}
+
+/// The first half of [`ln_normal_f64`]: x = 2^k (1 + f), with 1 + f in [sqrt(2)/2, sqrt(2)).
+/// A caller that needs several logarithms can then take their quotients s = f / (2 + f) from
+/// one shared division.
+#[inline(always)]
+pub(crate) fn ln_normal_f64_reduce(x: f64) -> (f64, f64) {
+    let bits = x.to_bits();
+    let m = f64::from_bits((bits & 0x000f_ffff_ffff_ffff) | 0x3ff0_0000_0000_0000);
+    let e = ((bits >> 52) as i64 - 1023) as f64;
+    // m in [1, 2): past sqrt(2), halve it and count one more power of two.
+    let big = m > std::f64::consts::SQRT_2;
+    let (m, k) = if big { (m * 0.5, e + 1.0) } else { (m, e) };
+    (k, m - 1.0)
+}
+
+/// The second half of [`ln_normal_f64`]: ln x from [`ln_normal_f64_reduce`]'s (k, f) and
+/// s = f / (2 + f).
 // fdlibm's constants, digits as published: they round to the same f64.
 #[allow(clippy::excessive_precision)]
 #[inline(always)]
-pub fn ln_normal_f64(x: f64) -> f64 {
+pub(crate) fn ln_normal_f64_finish(k: f64, f: f64, s: f64) -> f64 {
     const LN2_HI: f64 = 6.931_471_803_691_238_164_90e-1;
     const LN2_LO: f64 = 1.908_214_929_270_587_700_02e-10;
     const LG: [f64; 7] = [
@@ -68,14 +94,6 @@ pub fn ln_normal_f64(x: f64) -> f64 {
         1.531_383_769_920_937_332e-1,
         1.479_819_860_511_658_591e-1,
     ];
-    let bits = x.to_bits();
-    let m = f64::from_bits((bits & 0x000f_ffff_ffff_ffff) | 0x3ff0_0000_0000_0000);
-    let e = ((bits >> 52) as i64 - 1023) as f64;
-    // m in [1, 2): past sqrt(2), halve it and count one more power of two.
-    let big = m > std::f64::consts::SQRT_2;
-    let (m, k) = if big { (m * 0.5, e + 1.0) } else { (m, e) };
-    let f = m - 1.0;
-    let s = f / (2.0 + f);
     let z = s * s;
     let w = z * z;
     let t1 = w * (LG[1] + w * (LG[3] + w * LG[5]));
