@@ -938,7 +938,9 @@ mod tests {
         let mut cases = Vec::new();
         for t in 0..45 {
             let theta = 1e-8 * 10f64.powf(t as f64 * (9.0 - 1e-4) / 44.0);
-            for &mu in &[1e-10f64, 1e-5, 0.01, 0.5, 1.0, 3.0, 50.0, 1e3, 1e5, 1e8, 1e12] {
+            for &mu in &[
+                1e-10f64, 1e-5, 0.01, 0.5, 1.0, 3.0, 50.0, 1e3, 1e5, 1e8, 1e12,
+            ] {
                 for x in 1..=4 {
                     cases.push((x as f64, mu, theta));
                 }
