@@ -186,7 +186,7 @@ const BLOCK: usize = 128;
 /// gradient, in `X^T G`) are 32 KiB and stay in L1 while the rows sweep them, where 128 columns
 /// do not. Sparser rows do better with fewer, wider sweeps, whose start and end (loading and
 /// storing the sums) their few terms do not pay for twice. One thread, `X^T G` with the
-/// sparse rows built: MNIST's 784 x 128 x 400 at 19% (24 terms a row) 470 -> 430 µs with 64
+/// sparse rows built: MNIST's 784 x 128 x 400 at 19% (24 terms a row) 470 -> 415 µs with 64
 /// columns; `cells`' 2,000 x 128 x 128 at 5% (6 terms a row) 97 -> 112 µs and at 13% (15
 /// terms) 233 -> 265 µs with 64, so those keep [`BLOCK`]. The bits are the same either way.
 const NARROW_BLOCK: usize = 64;
@@ -271,12 +271,13 @@ fn rows_body<T: Float>(x: &SparseRows<T>, w: &[T], n: usize, r0: usize, out: &mu
 /// [`ONE_PASS_ROWS`] rows at a time, so that the rows share what of the block stays in cache.
 #[inline(always)]
 fn one_pass<T: Float>(x: &SparseRows<T>, w: &[T], n: usize, r0: usize, out: &mut [T]) {
+    let narrow = x.nonzeros >= NARROW_TERMS * x.rows;
     for (c, out) in out.chunks_mut(ONE_PASS_ROWS * n).enumerate() {
         let rows = WholeRows {
             x,
             first_row: r0 + c * ONE_PASS_ROWS,
         };
-        if x.nonzeros >= NARROW_TERMS * x.rows {
+        if narrow {
             by_column_blocks::<T, _, NARROW_BLOCK>(&rows, w, n, out);
         } else {
             by_column_blocks::<T, _, BLOCK>(&rows, w, n, out);

@@ -53,6 +53,7 @@ pub(crate) fn whole_below(x: f64, limit: f64) -> Option<usize> {
 /// polynomial in s^2 (error below 2^-58.45), and ln 2 split in two so that k ln 2 is exact.
 /// Under 1 ulp, as libm's `ln` (`kernels::tests` holds it to libm). Zero, negative,
 /// subnormal, infinite or NaN x give garbage: the callers check first.
+///
 /// The count likelihoods' lanes call its two halves, [`ln_normal_f64_reduce`] and
 /// [`ln_normal_f64_finish`], to share one division among several logarithms; this whole is
 /// what `kernels::tests` holds to libm.
