@@ -626,7 +626,7 @@ mod tests {
         let second: Vec<f64> = counts::<f64>(rows + 3, n_in, 0.15)[3 * n_in..].to_vec();
         let dy: Vec<f64> = (0..rows * 6).map(|i| i as f64 / 17.0 - 1.5).collect();
         let mut buf = mlp.buffers::<f64>(rows).expect("buffers");
-        let mut grads_of = |buf: &mut MlpBuffers<f64>, x: &[f64], training: bool| {
+        let grads_of = |buf: &mut MlpBuffers<f64>, x: &[f64], training: bool| {
             buf.set_training(training);
             let mut dense = vec![0.0; rows * n_in];
             mlp.forward_log1p(&params, x, &mut dense, buf, rows, 1)
