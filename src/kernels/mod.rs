@@ -15,7 +15,7 @@ pub use matmul::matmul_reference;
 pub use matmul::{Op, matmul};
 #[cfg(any(test, feature = "internals"))]
 pub use sparse::sparse_matmul_reference;
-pub use sparse::{SparseRows, sparse_matmul};
+pub use sparse::{SparseRows, sparse_matmul, sparse_matmul_beside};
 
 #[cfg(test)]
 mod tests;

@@ -394,6 +394,24 @@ impl<T: Float> Sweep<T> for Chunk<'_, T> {
 /// when `threads > 1`, two tasks a thread (fewer for small `m`): the cut changes no result,
 /// since each output element is summed whole, in one order, by one task.
 pub fn sparse_matmul<T: Float>(x: &SparseRows<T>, w: &[T], n: usize, y: &mut [T], threads: usize) {
+    sparse_matmul_beside(x, w, n, y, threads, || {});
+}
+
+/// [`sparse_matmul`], with `side` run once as one more parallel task beside the product's (on
+/// one thread, before it). The product's results are the same: its tasks are cut as
+/// [`sparse_matmul`] cuts them.
+///
+/// Why: the training forward pass builds the input's transpose for the backward pass
+/// ([`SparseRows::transpose_into`], serial) while the input is in the cache. Run beside the
+/// product, it no longer leaves the second thread waiting.
+pub fn sparse_matmul_beside<T: Float>(
+    x: &SparseRows<T>,
+    w: &[T],
+    n: usize,
+    y: &mut [T],
+    threads: usize,
+    side: impl FnOnce() + Send,
+) {
     let (m, k) = (x.rows(), x.cols());
     // Internal invariant: callers size their buffers from validated shapes. Products are
     // overflow-checked so that no wrapped size passes.
@@ -403,14 +421,29 @@ pub fn sparse_matmul<T: Float>(x: &SparseRows<T>, w: &[T], n: usize, y: &mut [T]
         "sparse_matmul buffers too small"
     );
     let y = &mut y[..m * n];
-    if n == 0 || m == 0 {
-        return;
-    }
     let per_task = m.div_ceil(2 * threads.max(1)).max(MIN_ROWS_PER_TASK);
-    if threads <= 1 || m <= per_task {
-        rows(x, w, n, 0, y);
+    if n == 0 || m == 0 || threads <= 1 || m <= per_task {
+        side();
+        if n > 0 && m > 0 {
+            rows(x, w, n, 0, y);
+        }
     } else {
-        super::par::for_each_piece(y, per_task * n, |at, out| rows(x, w, n, at / n, out));
+        let side = std::sync::Mutex::new(Some(side));
+        let tasks = m.div_ceil(per_task);
+        let y = Disjoint::new(y);
+        super::par::for_each_task(tasks + 1, |t| {
+            if t == 0 {
+                // The lock is taken once, by the one task that runs `side`.
+                if let Some(f) = side.lock().ok().and_then(|mut f| f.take()) {
+                    f();
+                }
+                return;
+            }
+            let r0 = (t - 1) * per_task;
+            // SAFETY: task t alone takes rows r0..r0 + per_task of Y.
+            let out = unsafe { y.piece(r0 * n, (r0 + per_task) * n) };
+            rows(x, w, n, r0, out);
+        });
     }
 }
 

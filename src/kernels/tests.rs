@@ -195,7 +195,8 @@ fn on_pool<R: Send>(threads: usize, session: bool, f: impl FnOnce() -> R + Send)
     }
 }
 
-/// Runs `sparse_matmul` on a pool of `threads`.
+/// Runs `sparse_matmul` on a pool of `threads`, and `sparse_matmul_beside` too: it must give
+/// the same bits and run its side task exactly once.
 fn sparse_product<T: super::scalar::Float>(
     x: &SparseRows<T>,
     w: &[T],
@@ -204,6 +205,13 @@ fn sparse_product<T: super::scalar::Float>(
 ) -> Vec<T> {
     let mut y = vec![T::of(f64::NAN); x.rows() * n];
     on_pool(threads, session, || sparse_matmul(x, w, n, &mut y, threads));
+    let (mut beside, mut sides) = (vec![T::of(f64::NAN); x.rows() * n], 0);
+    on_pool(threads, session, || {
+        super::sparse_matmul_beside(x, w, n, &mut beside, threads, || sides += 1)
+    });
+    let bits = |v: &[T]| v.iter().map(|e| e.as_f64().to_bits()).collect::<Vec<_>>();
+    assert_eq!(bits(&beside), bits(&y), "sparse_matmul_beside's product");
+    assert_eq!(sides, 1, "sparse_matmul_beside's side task");
     y
 }
 

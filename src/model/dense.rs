@@ -3,7 +3,7 @@
 use crate::error::Result;
 use crate::kernels::fast::with_simd;
 use crate::kernels::scalar::Float;
-use crate::kernels::{Op, SparseRows, matmul, par, sparse_matmul};
+use crate::kernels::{Op, SparseRows, matmul, par, sparse_matmul, sparse_matmul_beside};
 use crate::model::activation::Activation;
 use crate::model::params::{Layout, TensorId};
 use crate::model::shape::holds;
@@ -129,6 +129,20 @@ impl Dense {
     ) {
         debug_assert_eq!(x.cols(), self.n_in);
         sparse_matmul(x, self.weight.of(params), self.n_out, y, threads);
+    }
+
+    /// [`forward_sparse_without_bias`](Self::forward_sparse_without_bias), with `side` run
+    /// beside the product as one more parallel task ([`sparse_matmul_beside`]).
+    pub(crate) fn forward_sparse_without_bias_beside<T: Float>(
+        &self,
+        params: &[T],
+        x: &SparseRows<T>,
+        y: &mut [T],
+        threads: usize,
+        side: impl FnOnce() + Send,
+    ) {
+        debug_assert_eq!(x.cols(), self.n_in);
+        sparse_matmul_beside(x, self.weight.of(params), self.n_out, y, threads, side);
     }
 
     /// Given G = dL/dy (`rows x n_out`), writes

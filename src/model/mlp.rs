@@ -388,11 +388,17 @@ impl Mlp {
                     buf.input.fill_from_dense(x, rows, n_in);
                     buf.input_is_sparse = sparse_enough(&buf.input, rows, n_in);
                 }
-                if buf.input_is_sparse {
-                    if buf.training {
-                        buf.input.transpose_into(&mut buf.input_t);
-                        buf.input_t_ready = true;
-                    }
+                if buf.input_is_sparse && buf.training {
+                    let (input, input_t) = (&buf.input, &mut buf.input_t);
+                    layer.dense.forward_sparse_without_bias_beside(
+                        params,
+                        input,
+                        out,
+                        threads,
+                        || input.transpose_into(input_t),
+                    );
+                    buf.input_t_ready = true;
+                } else if buf.input_is_sparse {
                     layer
                         .dense
                         .forward_sparse_without_bias(params, &buf.input, out, threads);
