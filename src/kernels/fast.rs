@@ -445,11 +445,43 @@ fn ln_1p_by_table(v: f32, table: &[f32; 256]) -> f32 {
 
 /// v_j = ln(1 + v_j) in place, zeros left as they are: [`ln_1p_row`]'s values, for the
 /// nonzeros of a sparse row.
+///
+/// Sixteen entries at a time: when all are whole numbers below 256 (or zero), as counts are,
+/// they are looked up together, branch-free, so that the loop vectorises; any other chunk goes
+/// entry by entry. (Entry by entry throughout, the lookups were 2% of a pbmc training step.)
 pub fn ln_1p_in_place(v: &mut [f32]) {
     let table = &*LN_1P_SMALL;
-    for x in v.iter_mut().filter(|x| **x != 0.0) {
-        *x = ln_1p_by_table(*x, table);
-    }
+    let one_by_one = |c: &mut [f32]| {
+        for x in c.iter_mut().filter(|x| **x != 0.0) {
+            *x = ln_1p_by_table(*x, table);
+        }
+    };
+    with_simd(
+        #[inline(always)]
+        || {
+            let mut chunks = v.chunks_exact_mut(LANES);
+            for c in &mut chunks {
+                let c: &mut [f32; LANES] = c.try_into().expect("a full chunk");
+                let mut at = [0usize; LANES];
+                let mut whole = true;
+                for l in 0..LANES {
+                    // `as` saturates (NaN -> 0): the round trip holds only for whole numbers.
+                    let k = c[l] as i32;
+                    whole &= (0..256).contains(&k) & (k as f32 == c[l]);
+                    at[l] = k.clamp(0, 255) as usize;
+                }
+                if whole {
+                    for l in 0..LANES {
+                        // A zero stays as it is (-0.0 too), as entry by entry.
+                        c[l] = if c[l] == 0.0 { c[l] } else { table[at[l]] };
+                    }
+                } else {
+                    one_by_one(c);
+                }
+            }
+            one_by_one(chunks.into_remainder());
+        },
+    );
 }
 
 /// The plain loop [`ln_1p_row`] is held to: libm's `ln_1p` entry by entry.

@@ -849,6 +849,49 @@ fn ln_1p_row_matches_libm() {
     }
 }
 
+/// The log1p of a sparse row's values in place, by whole chunks of counts or entry by entry,
+/// gives [`ln_1p_row`]'s bits for every entry: whole numbers below 256 and beyond, fractions,
+/// zeros of both signs, negatives, infinity and NaN, in chunks of counts alone and mixed, and
+/// a remainder past the last whole chunk. A chunk path that looked up a fraction's or a large
+/// count's floor, or replaced -0.0, is caught.
+#[test]
+fn ln_1p_in_place_matches_the_row_transform() {
+    let specials = [
+        0.5f32,
+        255.0,
+        256.0,
+        1e6,
+        -0.0,
+        -1.5,
+        f32::INFINITY,
+        f32::NAN,
+        3.25,
+    ];
+    for n in [0usize, 5, 16, 47, 160] {
+        for special in specials {
+            let mut x: Vec<f32> = (0..n).map(|i| ((i * 37) % 300 % 256) as f32).collect();
+            if n > 20 {
+                x[20] = special;
+            }
+            if n > 3 {
+                x[3] = 0.0;
+            }
+            let mut want = vec![0.0f32; n];
+            ln_1p_row(&x, &mut want);
+            let mut got = x.clone();
+            super::fast::ln_1p_in_place(&mut got);
+            for j in 0..n {
+                assert_eq!(
+                    got[j].to_bits(),
+                    want[j].to_bits(),
+                    "x {} at {j} of {n}",
+                    x[j]
+                );
+            }
+        }
+    }
+}
+
 /// The division-free logarithm of the zero-count kernel: within 2.5e-7 relative of f64's ln
 /// from 1 up to 1e30 on a fine grid (near 1, where ln v is small, included), and below 1 down
 /// to the smallest normal f32.
