@@ -127,8 +127,7 @@ impl Dense {
         y: &mut [T],
         threads: usize,
     ) {
-        debug_assert_eq!(x.cols(), self.n_in);
-        sparse_matmul(x, self.weight.of(params), self.n_out, y, threads);
+        self.forward_sparse_without_bias_beside(params, x, y, threads, || {});
     }
 
     /// [`forward_sparse_without_bias`](Self::forward_sparse_without_bias), with `side` run

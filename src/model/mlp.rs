@@ -555,19 +555,25 @@ mod tests {
             .collect()
     }
 
-    fn log1p_against_dense<T: Float>(density: f64, sparse: bool) {
-        let (rows, n_in) = (9, 40);
+    /// The 40-16-6 stack these tests run, its parameter count and its parameters.
+    fn test_mlp<T: Float>() -> (Mlp, usize, Vec<T>) {
         let mut layout = Layout::new();
         let mlp = Mlp::new(
             &mut layout,
             "e",
-            &[n_in, 16, 6],
+            &[40, 16, 6],
             Activation::Relu,
             Activation::Identity,
         );
-        let params: Vec<T> = (0..layout.len())
+        let params = (0..layout.len())
             .map(|i| T::of(((i * 37 % 23) as f64 - 11.0) / 40.0))
             .collect();
+        (mlp, layout.len(), params)
+    }
+
+    fn log1p_against_dense<T: Float>(density: f64, sparse: bool) {
+        let (rows, n_in) = (9, 40);
+        let (mlp, n_params, params) = test_mlp::<T>();
         let x = counts::<T>(rows, n_in, density);
         let mut transformed = vec![T::zero(); rows * n_in];
         for (r, out) in transformed.chunks_mut(n_in).enumerate() {
@@ -585,7 +591,7 @@ mod tests {
             assert_eq!(buf.input_was_sparse(), sparse, "density {density}");
             let width = n_in;
             let (mut a, mut b) = (vec![T::zero(); rows * width], vec![T::zero(); rows * width]);
-            let mut grads = vec![T::zero(); layout.len()];
+            let mut grads = vec![T::zero(); n_params];
             let dy: Vec<T> = (0..rows * 6)
                 .map(|i| T::of(i as f64 / 17.0 - 1.5))
                 .collect();
@@ -617,17 +623,7 @@ mod tests {
     #[test]
     fn transpose_built_ahead_gives_the_same_gradients() {
         let (rows, n_in) = (9, 40);
-        let mut layout = Layout::new();
-        let mlp = Mlp::new(
-            &mut layout,
-            "e",
-            &[n_in, 16, 6],
-            Activation::Relu,
-            Activation::Identity,
-        );
-        let params: Vec<f64> = (0..layout.len())
-            .map(|i| ((i * 37 % 23) as f64 - 11.0) / 40.0)
-            .collect();
+        let (mlp, n_params, params) = test_mlp::<f64>();
         let first = counts::<f64>(rows, n_in, 0.1);
         let second: Vec<f64> = counts::<f64>(rows + 3, n_in, 0.15)[3 * n_in..].to_vec();
         let dy: Vec<f64> = (0..rows * 6).map(|i| i as f64 / 17.0 - 1.5).collect();
@@ -640,7 +636,7 @@ mod tests {
             assert!(buf.input_was_sparse());
             let (mut a, mut b) = (vec![0.0; rows * n_in], vec![0.0; rows * n_in]);
             a[..dy.len()].copy_from_slice(&dy);
-            let mut grads = vec![0.0; layout.len()];
+            let mut grads = vec![0.0; n_params];
             mlp.backward(
                 &params, &dense, buf, &mut a, &mut b, &mut grads, None, rows, 1,
             )
