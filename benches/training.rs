@@ -21,22 +21,38 @@ fn step(c: &mut Criterion) {
     let mut g = c.benchmark_group("train_step_batch128");
     g.throughput(Throughput::Elements(128));
     for threads in [1usize, 2] {
-        let mut t = Trainer::<f32>::new(
-            Vae::new(VaeConfig::mnist()).unwrap(),
+        let vae = Vae::new(VaeConfig::mnist()).unwrap();
+        bench_steps(
+            &mut g,
+            &format!("{threads}t"),
+            vae,
             TrainConfig::default(),
-            &elbo::Parallelism::threads(threads).unwrap(),
-        )
-        .unwrap();
-        let mut start = 0usize;
-        g.bench_function(format!("{threads}t"), |b| {
-            b.iter(|| {
-                let idx: Vec<usize> = (start..start + 128).collect();
-                start = (start + 128) % (train.len() - 128);
-                t.step(&train, &idx).unwrap()
-            })
-        });
+            threads,
+            &train,
+        );
     }
     g.finish();
+}
+
+/// Times `Trainer::step` on batches of 128 consecutive rows of `data`, batch after batch.
+fn bench_steps(
+    g: &mut criterion::BenchmarkGroup<'_, criterion::measurement::WallTime>,
+    name: &str,
+    vae: Vae,
+    config: TrainConfig,
+    threads: usize,
+    data: &elbo::Dataset,
+) {
+    let parallelism = elbo::Parallelism::threads(threads).unwrap();
+    let mut t = Trainer::<f32>::new(vae, config, &parallelism).unwrap();
+    let mut start = 0usize;
+    g.bench_function(name, |b| {
+        b.iter(|| {
+            let idx: Vec<usize> = (start..start + 128).collect();
+            start = (start + 128) % (data.len() - 128);
+            t.step(data, &idx).unwrap()
+        })
+    });
 }
 
 fn eval(c: &mut Criterion) {
@@ -98,20 +114,15 @@ fn count_step(c: &mut Criterion) {
                 beta2: 0.999,
                 eps: 0.01,
             });
-            let mut t = Trainer::<f32>::new(
+            let config = config.weight_decay(1e-6);
+            bench_steps(
+                &mut g,
+                &format!("{name}/{threads}t"),
                 vae,
-                config.weight_decay(1e-6),
-                &elbo::Parallelism::threads(threads).unwrap(),
-            )
-            .unwrap();
-            let mut start = 0usize;
-            g.bench_function(format!("{name}/{threads}t"), |b| {
-                b.iter(|| {
-                    let idx: Vec<usize> = (start..start + 128).collect();
-                    start = (start + 128) % (data.len() - 128);
-                    t.step(data, &idx).unwrap()
-                })
-            });
+                config,
+                threads,
+                data,
+            );
         }
     }
     g.finish();

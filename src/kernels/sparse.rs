@@ -421,12 +421,13 @@ pub fn sparse_matmul_beside<T: Float>(
         "sparse_matmul buffers too small"
     );
     let y = &mut y[..m * n];
+    if n == 0 || m == 0 {
+        return side();
+    }
     let per_task = m.div_ceil(2 * threads.max(1)).max(MIN_ROWS_PER_TASK);
-    if n == 0 || m == 0 || threads <= 1 || m <= per_task {
+    if threads <= 1 || m <= per_task {
         side();
-        if n > 0 && m > 0 {
-            rows(x, w, n, 0, y);
-        }
+        rows(x, w, n, 0, y);
     } else {
         let side = std::sync::Mutex::new(Some(side));
         let tasks = m.div_ceil(per_task);

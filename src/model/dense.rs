@@ -119,19 +119,8 @@ impl Dense {
     }
 
     /// y = x W with x in sparse row form (`x.rows() x n_in`): only the nonzero terms are
-    /// computed (by the sparse product kernel). The caller adds the bias.
-    pub(crate) fn forward_sparse_without_bias<T: Float>(
-        &self,
-        params: &[T],
-        x: &SparseRows<T>,
-        y: &mut [T],
-        threads: usize,
-    ) {
-        self.forward_sparse_without_bias_beside(params, x, y, threads, || {});
-    }
-
-    /// [`forward_sparse_without_bias`](Self::forward_sparse_without_bias), with `side` run
-    /// beside the product as one more parallel task ([`sparse_matmul_beside`]).
+    /// computed (by the sparse product kernel). The caller adds the bias. `side` runs beside
+    /// the product as one more parallel task ([`sparse_matmul_beside`]).
     pub(crate) fn forward_sparse_without_bias_beside<T: Float>(
         &self,
         params: &[T],

@@ -388,20 +388,21 @@ impl Mlp {
                     buf.input.fill_from_dense(x, rows, n_in);
                     buf.input_is_sparse = sparse_enough(&buf.input, rows, n_in);
                 }
-                if buf.input_is_sparse && buf.training {
+                if buf.input_is_sparse {
+                    let training = buf.training;
                     let (input, input_t) = (&buf.input, &mut buf.input_t);
                     layer.dense.forward_sparse_without_bias_beside(
                         params,
                         input,
                         out,
                         threads,
-                        || input.transpose_into(input_t),
+                        || {
+                            if training {
+                                input.transpose_into(input_t);
+                            }
+                        },
                     );
-                    buf.input_t_ready = true;
-                } else if buf.input_is_sparse {
-                    layer
-                        .dense
-                        .forward_sparse_without_bias(params, &buf.input, out, threads);
+                    buf.input_t_ready = training;
                 } else {
                     layer
                         .dense
