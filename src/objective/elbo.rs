@@ -95,7 +95,12 @@ impl<T: Float> Workspace<T> {
             enc: vae.encoder.buffers(max_rows)?,
             stats: zeros(max_rows * 2 * zd),
             z: zeros(dec_rows * zd),
-            dec: vae.decoder.buffers(dec_rows)?,
+            // The decoder's input is a latent sample, never sparse: its first layer is dense.
+            dec: {
+                let mut dec = vae.decoder.buffers(dec_rows)?;
+                dec.set_sparse_input(false);
+                dec
+            },
             log_px_z: zeros(dec_rows),
             kl: zeros(max_rows),
             lik_cache: zeros(dec_rows * vae.likelihood.cache_width()),
@@ -160,9 +165,9 @@ impl<T: Float> Workspace<T> {
 
     /// Allows (the default) or forbids sparse first-layer products for inputs that are mostly
     /// zeros ([`crate::model::SPARSE_INPUT_DENSITY`]). Results agree to rounding either way.
+    /// Only the encoder's input can be sparse: the decoder's is a latent sample.
     pub fn set_sparse_input(&mut self, allow: bool) {
         self.enc.set_sparse_input(allow);
-        self.dec.set_sparse_input(allow);
     }
 
     /// Largest batch it holds.
