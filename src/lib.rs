@@ -50,6 +50,13 @@ pub mod io;
 pub mod kernels;
 #[cfg(not(feature = "internals"))]
 mod kernels;
+/// Where a training step's time goes, loop by loop: each parallel loop's wall time by the line
+/// of this crate that started it, and the time its thread spent alone before it (the
+/// `loop-profile` feature; `examples/step_profile.rs` prints a step's table).
+#[cfg(feature = "loop-profile")]
+pub mod loop_profile {
+    pub use crate::kernels::profile::{LoopTime, take};
+}
 pub mod model;
 pub mod objective;
 #[cfg(feature = "io")]

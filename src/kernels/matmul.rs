@@ -44,6 +44,7 @@ fn check_sizes<T>(m: usize, n: usize, k: usize, a: &[T], b: &[T], c: &[T]) {
 /// the session this thread leads (see [`super::team`]), else of the current rayon pool; 1 runs
 /// on the calling thread.
 #[allow(clippy::too_many_arguments)]
+#[cfg_attr(feature = "loop-profile", track_caller)]
 pub fn matmul<T: Float>(
     m: usize,
     n: usize,

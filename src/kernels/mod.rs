@@ -5,6 +5,8 @@ pub mod fast;
 pub mod matmul;
 pub mod par;
 pub mod pool;
+#[cfg(feature = "loop-profile")]
+pub mod profile;
 pub mod scalar;
 pub mod sparse;
 pub mod special;

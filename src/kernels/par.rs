@@ -19,7 +19,13 @@ fn rows_per_block(cols: usize) -> usize {
 }
 
 /// Calls `f(t)` for each `t` in `0..tasks`, in parallel when it can.
+#[cfg_attr(feature = "loop-profile", track_caller)]
 pub fn for_each_task<F: Fn(usize) + Sync>(tasks: usize, f: F) {
+    #[cfg(feature = "loop-profile")]
+    let (_timer, f) = (
+        super::profile::Timer::start(std::panic::Location::caller()),
+        super::profile::in_task(f),
+    );
     if tasks <= 1 || team::inside_task() {
         (0..tasks).for_each(f);
     } else if !team::for_each_task(tasks, &f) {
@@ -64,6 +70,7 @@ impl<'a, T> Disjoint<'a, T> {
 
 /// Calls `f(first_index, chunk)` on consecutive `chunk`-long pieces of `out` (the last may be
 /// shorter), in parallel.
+#[cfg_attr(feature = "loop-profile", track_caller)]
 pub fn for_each_piece<T, F>(out: &mut [T], chunk: usize, f: F)
 where
     T: Send,
@@ -79,6 +86,7 @@ where
 }
 
 /// Calls `f(row_index, row)` for each `cols`-wide row of `out`.
+#[cfg_attr(feature = "loop-profile", track_caller)]
 pub fn for_each_row<T, F>(out: &mut [T], cols: usize, f: F)
 where
     T: Send,
@@ -89,6 +97,7 @@ where
 
 /// [`for_each_row`] with `rows_per_task` rows a task, for rows whose elements cost far more
 /// than the plain arithmetic [`GRAIN`] is sized for (a libm call each, say).
+#[cfg_attr(feature = "loop-profile", track_caller)]
 pub fn for_each_row_in_blocks<T, F>(out: &mut [T], cols: usize, rows_per_task: usize, f: F)
 where
     T: Send,
@@ -111,6 +120,7 @@ where
 
 /// Calls `f(row_index, row, scalar)` for each `cols`-wide row of `out` with the matching
 /// element of `scalars` (one value per row).
+#[cfg_attr(feature = "loop-profile", track_caller)]
 pub fn for_each_row_with_scalar<T, S, F>(out: &mut [T], cols: usize, scalars: &mut [S], f: F)
 where
     T: Send,

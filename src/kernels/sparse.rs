@@ -96,6 +96,7 @@ impl<T: Float> SparseRows<T> {
 
     /// Refills from the dense row-major `rows x cols` matrix `x`, keeping entries `!= 0`
     /// (NaN included). Rows are compacted in parallel (`kernels::par`).
+    #[cfg_attr(feature = "loop-profile", track_caller)]
     pub fn fill_from_dense(&mut self, x: &[T], rows: usize, cols: usize) {
         assert!(
             rows.checked_mul(cols).is_some_and(|n| n <= x.len()),
@@ -125,6 +126,7 @@ impl<T: Float> SparseRows<T> {
     /// Replaces each row's stored values by `f` of them (`f` gets one row's values at a time),
     /// rows in parallel (`kernels::par`). The pattern of nonzeros is kept as it is, so `f`
     /// should map nonzeros to nonzeros (it is for ln(1 + x) of counts).
+    #[cfg_attr(feature = "loop-profile", track_caller)]
     pub fn map_values(&mut self, f: impl Fn(&mut [T]) + Sync) {
         let rows = self.rows;
         let (start, values) = (&self.start, Disjoint::new(&mut self.values[..]));
@@ -393,6 +395,7 @@ impl<T: Float> Sweep<T> for Chunk<'_, T> {
 /// `k x n`, and `Y` dense row-major `m x n`, overwritten. Runs in parallel (`kernels::par`)
 /// when `threads > 1`, two tasks a thread (fewer for small `m`): the cut changes no result,
 /// since each output element is summed whole, in one order, by one task.
+#[cfg_attr(feature = "loop-profile", track_caller)]
 pub fn sparse_matmul<T: Float>(x: &SparseRows<T>, w: &[T], n: usize, y: &mut [T], threads: usize) {
     sparse_matmul_beside(x, w, n, y, threads, || {});
 }
@@ -404,6 +407,7 @@ pub fn sparse_matmul<T: Float>(x: &SparseRows<T>, w: &[T], n: usize, y: &mut [T]
 /// Why: the training forward pass builds the input's transpose for the backward pass
 /// ([`SparseRows::transpose_into`], serial) while the input is in the cache. Run beside the
 /// product, it no longer leaves the second thread waiting.
+#[cfg_attr(feature = "loop-profile", track_caller)]
 pub fn sparse_matmul_beside<T: Float>(
     x: &SparseRows<T>,
     w: &[T],

@@ -1,0 +1,116 @@
+//! Where a training step's time goes: every parallel loop of the step, by the line of the
+//! library that started it, with its wall time and the time its thread spent alone before it
+//! (`elbo::loop_profile`). The workloads are those of BENCHMARKS.md: the MNIST reference VAE,
+//! and the count model of the scvi-tools comparison on pbmc's 2,000 most variable genes or on
+//! the procedural `cells`.
+//!
+//! cargo run --release --features loop-profile --example step_profile -- [mnist|pbmc|cells] [THREADS] [EPOCHS]
+//!
+//! One epoch warms up; the next EPOCHS are measured (defaults: cells, 2 threads, 3 epochs).
+//! MNIST and pbmc are read from `../shared/data/` unless `ELBO_MNIST_DIR` or `ELBO_PBMC_DIR`
+//! says otherwise. A product too small to split runs on the calling thread and shows as the
+//! time before the next loop, as does whatever runs between steps.
+use elbo::data::Dataset;
+use elbo::{
+    FitOptions, Likelihood, OptimizerConfig, Parallelism, TrainConfig, Trainer, Vae, VaeConfig,
+};
+
+fn main() -> elbo::Result<()> {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let which = args.first().map_or("cells", |s| s.as_str());
+    let number = |i: usize, default: usize| -> elbo::Result<usize> {
+        args.get(i).map_or(Ok(default), |s| {
+            s.parse()
+                .map_err(|_| elbo::Error::config("argument", s, "must be a whole number"))
+        })
+    };
+    let (threads, epochs) = (number(1, 2)?, number(2, 3)?.max(1));
+    let (data, vae, config) = workload(which)?;
+    let config = config.epochs(epochs + 1);
+    let steps = (epochs * data.len().div_ceil(config.batch_size)) as f64;
+    let mut trainer = Trainer::<f32>::new(vae, config, &Parallelism::threads(threads)?)?;
+    let mut seconds = 0.0;
+    let options = FitOptions::new().on_epoch(|report, _| {
+        if report.epoch == 1 {
+            elbo::loop_profile::take(); // the warm-up epoch
+        } else {
+            seconds += report.train_seconds;
+        }
+        Ok(())
+    });
+    trainer.fit(&data, options)?;
+    let loops = elbo::loop_profile::take();
+    let per_step = |s: f64| s / steps * 1e6;
+    println!(
+        "{which}, {threads} thread(s): {:.0} µs a step over {steps} steps",
+        per_step(seconds)
+    );
+    println!("| line | loops a step | µs a step | µs alone before them |");
+    println!("|---|---|---|---|");
+    for l in &loops {
+        println!(
+            "| {}:{} | {:.1} | {:.1} | {:.1} |",
+            l.file,
+            l.line,
+            l.calls as f64 / steps,
+            per_step(l.loop_secs),
+            per_step(l.gap_secs)
+        );
+    }
+    let (inside, alone): (f64, f64) = loops
+        .iter()
+        .fold((0.0, 0.0), |(a, b), l| (a + l.loop_secs, b + l.gap_secs));
+    println!(
+        "| all | | {:.1} | {:.1} |",
+        per_step(inside),
+        per_step(alone)
+    );
+    Ok(())
+}
+
+/// The data, model and training settings of one of BENCHMARKS.md's workloads.
+fn workload(which: &str) -> elbo::Result<(Dataset, Vae, TrainConfig)> {
+    let shared = |var: &str, dir: &str| {
+        std::env::var(var).unwrap_or_else(|_| format!("../shared/data/{dir}"))
+    };
+    if which == "mnist" {
+        let dir = shared("ELBO_MNIST_DIR", "mnist");
+        let data = elbo::data::mnist::load(dir, elbo::data::mnist::Split::Train)?;
+        return Ok((data, Vae::new(VaeConfig::mnist())?, TrainConfig::default()));
+    }
+    let data = match which {
+        "pbmc" => {
+            let counts = elbo::data::tenx::read_10x(shared("ELBO_PBMC_DIR", "pbmc-celltypist"))?;
+            let keep = elbo::data::genes::most_variable(&counts, 2000)?;
+            counts.select_columns(&keep)?
+        }
+        "cells" => {
+            let config = elbo::data::cells::CellsConfig::default();
+            elbo::data::cells::generate(&config, 0, 0, 9000)?
+        }
+        other => {
+            return Err(elbo::Error::config(
+                "workload",
+                other,
+                "is one of mnist, pbmc, cells",
+            ));
+        }
+    };
+    // The settings of benches/frameworks/scvi_compare.py.
+    let vae = VaeConfig::mnist()
+        .input_dim(data.dim())
+        .hidden(&[128])
+        .latent_dim(10)
+        .log1p_input(true)
+        .likelihood(Likelihood::NegativeBinomial {
+            dispersion: elbo::model::Dispersion::Gene,
+        });
+    let adam = OptimizerConfig::Adam {
+        lr: 1e-3,
+        beta1: 0.9,
+        beta2: 0.999,
+        eps: 0.01,
+    };
+    let config = TrainConfig::default().optimizer(adam).weight_decay(1e-6);
+    Ok((data, Vae::new(vae)?, config))
+}
