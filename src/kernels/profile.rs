@@ -9,7 +9,7 @@
 //! The lines come from `#[track_caller]`, which the loops and products carry only with this
 //! feature, so that a build without it pays nothing.
 //!
-//! `cargo run --release --features loop-profile --example step_profile -- cells 2 2000` prints
+//! `cargo run --release --features loop-profile --example step_profile -- cells 2 3` prints
 //! a step's table.
 
 use std::cell::Cell;
