@@ -8,6 +8,9 @@ use elbo::train::evaluate;
 use elbo::{TrainConfig, Trainer, Vae, VaeConfig};
 use std::path::Path;
 
+#[path = "common/count_model.rs"]
+mod count_model;
+
 fn data() -> (elbo::Dataset, elbo::Dataset) {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/data/mnist");
     (
@@ -81,40 +84,21 @@ fn eval(c: &mut Criterion) {
     g.finish();
 }
 
-/// A training step of the count model of BENCHMARKS.md's scvi-tools table (log1p input,
-/// 2,000-128-10-128-2,000, ReLU, NB with a dispersion per gene, Adam eps 0.01 and weight decay
-/// 1e-6, batch 128, f32): on the real pbmc folder's 2,000 most variable genes (about 11%
-/// nonzero) and on the procedural `cells` set (5%).
+/// A training step of the count model of BENCHMARKS.md's scvi-tools table
+/// ([`count_model`], batch 128, f32): on the real pbmc folder's 2,000 most variable genes
+/// (about 11% nonzero) and on the procedural `cells` set (5%).
 fn count_step(c: &mut Criterion) {
     use elbo::data::cells::{CellsConfig, generate};
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let pbmc = elbo::data::tenx::read_10x(root.join("../shared/data/pbmc-celltypist"))
+    let pbmc = count_model::pbmc_top_genes(root.join("../shared/data/pbmc-celltypist"))
         .expect("the pbmc folder in ../shared/data");
-    let keep = elbo::data::genes::most_variable(&pbmc, 2000).expect("top genes");
-    let pbmc = pbmc.select_columns(&keep).expect("columns");
     let cells = generate(&CellsConfig::default(), 1, 0, 2048).expect("cells");
     let mut g = c.benchmark_group("count_step_batch128");
     g.throughput(Throughput::Elements(128));
     for (name, data) in [("pbmc", &pbmc), ("cells", &cells)] {
         for threads in [1usize, 2] {
-            let vae = Vae::new(
-                VaeConfig::mnist()
-                    .input_dim(2000)
-                    .hidden(&[128])
-                    .latent_dim(10)
-                    .log1p_input(true)
-                    .likelihood(elbo::Likelihood::NegativeBinomial {
-                        dispersion: elbo::model::Dispersion::Gene,
-                    }),
-            )
-            .unwrap();
-            let config = TrainConfig::default().optimizer(elbo::OptimizerConfig::Adam {
-                lr: 1e-3,
-                beta1: 0.9,
-                beta2: 0.999,
-                eps: 0.01,
-            });
-            let config = config.weight_decay(1e-6);
+            let vae = count_model::count_vae(2000).unwrap();
+            let config = count_model::count_training();
             bench_steps(
                 &mut g,
                 &format!("{name}/{threads}t"),

@@ -12,9 +12,10 @@
 //! says otherwise. A product too small to split runs on the calling thread and shows as the
 //! time before the next loop, as does whatever runs between steps.
 use elbo::data::Dataset;
-use elbo::{
-    FitOptions, Likelihood, OptimizerConfig, Parallelism, TrainConfig, Trainer, Vae, VaeConfig,
-};
+use elbo::{FitOptions, Parallelism, TrainConfig, Trainer, Vae, VaeConfig};
+
+#[path = "../benches/common/count_model.rs"]
+mod count_model;
 
 fn main() -> elbo::Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -80,11 +81,7 @@ fn workload(which: &str) -> elbo::Result<(Dataset, Vae, TrainConfig)> {
         return Ok((data, Vae::new(VaeConfig::mnist())?, TrainConfig::default()));
     }
     let data = match which {
-        "pbmc" => {
-            let counts = elbo::data::tenx::read_10x(shared("ELBO_PBMC_DIR", "pbmc-celltypist"))?;
-            let keep = elbo::data::genes::most_variable(&counts, 2000)?;
-            counts.select_columns(&keep)?
-        }
+        "pbmc" => count_model::pbmc_top_genes(shared("ELBO_PBMC_DIR", "pbmc-celltypist"))?,
         "cells" => {
             let config = elbo::data::cells::CellsConfig::default();
             elbo::data::cells::generate(&config, 0, 0, 9000)?
@@ -97,21 +94,6 @@ fn workload(which: &str) -> elbo::Result<(Dataset, Vae, TrainConfig)> {
             ));
         }
     };
-    // The settings of benches/frameworks/scvi_compare.py.
-    let vae = VaeConfig::mnist()
-        .input_dim(data.dim())
-        .hidden(&[128])
-        .latent_dim(10)
-        .log1p_input(true)
-        .likelihood(Likelihood::NegativeBinomial {
-            dispersion: elbo::model::Dispersion::Gene,
-        });
-    let adam = OptimizerConfig::Adam {
-        lr: 1e-3,
-        beta1: 0.9,
-        beta2: 0.999,
-        eps: 0.01,
-    };
-    let config = TrainConfig::default().optimizer(adam).weight_decay(1e-6);
-    Ok((data, Vae::new(vae)?, config))
+    let vae = count_model::count_vae(data.dim())?;
+    Ok((data, vae, count_model::count_training()))
 }
