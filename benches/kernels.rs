@@ -2,6 +2,7 @@
 //! operations (2 m n k), so criterion's "Gelem/s" reads as GFLOP/s.
 
 use criterion::{Bencher, BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
+use elbo::kernels::bf16::matmul_bf16;
 use elbo::kernels::fast::{AdamStep, adam_body, adam_f32, bernoulli_row, bernoulli_row_reference};
 use elbo::kernels::pool::ThreadPool;
 use elbo::kernels::{Op, SparseRows, matmul, sparse_matmul};
@@ -81,6 +82,26 @@ fn gemm(c: &mut Criterion) {
             g.bench_function(BenchmarkId::from_parameter(name), |bench| {
                 bench_on(bench, &pool, session, || {
                     matmul(m, n, k, &a, oa, &b, ob, &mut out, false, threads)
+                })
+            });
+        }
+        g.finish();
+    }
+}
+
+/// The same shapes with bf16 operands and f32 sums (`--precision bf16`).
+fn gemm_bf16(c: &mut Criterion) {
+    for (threads, session, label) in RUNS {
+        let pool = ThreadPool::new(threads).unwrap();
+        let mut g = c.benchmark_group(format!("bf16gemm_{label}"));
+        for (name, m, k, n, oa, ob) in SHAPES {
+            let a = vec![0.5f32; m * k];
+            let b = vec![0.25f32; k * n];
+            let mut out = vec![0.0f32; m * n];
+            g.throughput(Throughput::Elements((2 * m * n * k) as u64));
+            g.bench_function(BenchmarkId::from_parameter(name), |bench| {
+                bench_on(bench, &pool, session, || {
+                    matmul_bf16(m, n, k, &a, oa, &b, ob, &mut out, false, threads)
                 })
             });
         }
@@ -277,5 +298,13 @@ fn count_likelihood(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, gemm, bernoulli, adam, sparse, count_likelihood);
+criterion_group!(
+    benches,
+    gemm,
+    gemm_bf16,
+    bernoulli,
+    adam,
+    sparse,
+    count_likelihood
+);
 criterion_main!(benches);

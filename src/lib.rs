@@ -67,6 +67,8 @@ pub mod train;
 
 pub use data::Dataset;
 pub use error::{Error, Result};
+pub use kernels::bf16::Bf16Path;
+pub use kernels::matmul::Precision;
 pub use kernels::pool::Parallelism;
 pub use kernels::scalar::Float;
 pub use model::{

@@ -44,6 +44,8 @@ pub(crate) enum OptimizerKind {
 pub(crate) enum Precision {
     F32,
     F64,
+    /// An f32 model whose dense layers' products take bf16 operands with f32 sums.
+    Bf16,
 }
 
 /// Which data, shared by every subcommand.

@@ -9,6 +9,36 @@
 
 use crate::kernels::scalar::Float;
 
+/// The arithmetic of the dense layers' matrix products.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub enum Precision {
+    /// f32 (or f64) operands and sums: the default, and what every check uses.
+    #[default]
+    F32,
+    /// Operands rounded to bfloat16, products summed in f32 ([`super::bf16`]): f32 models
+    /// only (an f64 model's products stay f64; the trainer refuses the combination).
+    Bf16,
+}
+
+/// [`matmul`] in the given precision: `Bf16` runs [`super::bf16::matmul_bf16`] for f32 and
+/// [`matmul`] for f64.
+#[allow(clippy::too_many_arguments)]
+#[cfg_attr(feature = "loop-profile", track_caller)]
+pub fn matmul_in<T: Float>(
+    precision: Precision,
+    (m, n, k): (usize, usize, usize),
+    (a, op_a): (&[T], Op),
+    (b, op_b): (&[T], Op),
+    c: &mut [T],
+    accumulate: bool,
+    threads: usize,
+) {
+    match precision {
+        Precision::F32 => matmul(m, n, k, a, op_a, b, op_b, c, accumulate, threads),
+        Precision::Bf16 => T::matmul_bf16((m, n, k), (a, op_a), (b, op_b), c, accumulate, threads),
+    }
+}
+
 /// Whether an operand is used as stored (`N`) or transposed (`T`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Op {
@@ -30,7 +60,7 @@ fn strides(op: Op, stored_cols: usize) -> (isize, isize) {
 /// checks, so no wrapped size can pass (m = n = k = 2^32 wraps to 0 in release builds). Callers
 /// size their buffers from validated shapes, so a failure here is a bug in this crate and
 /// panics rather than touching memory outside the slices.
-fn check_sizes<T>(m: usize, n: usize, k: usize, a: &[T], b: &[T], c: &[T]) {
+pub(super) fn check_sizes<T>(m: usize, n: usize, k: usize, a: &[T], b: &[T], c: &[T]) {
     let fits =
         |rows: usize, cols: usize, len: usize| rows.checked_mul(cols).is_some_and(|p| p <= len);
     assert!(
@@ -117,14 +147,14 @@ pub fn matmul<T: Float>(
 }
 
 /// The output of a tiled product, written by tasks at disjoint tiles.
-struct SharedOut<T>(*mut T);
+pub(super) struct SharedOut<T>(pub(super) *mut T);
 // SAFETY: tasks write disjoint tiles only (see `matmul`).
 unsafe impl<T: Send> Sync for SharedOut<T> {}
 
 impl<T> SharedOut<T> {
     /// # Safety
     /// `offset` must lie inside the output.
-    unsafe fn at(&self, offset: usize) -> *mut T {
+    pub(super) unsafe fn at(&self, offset: usize) -> *mut T {
         // SAFETY: the caller's promise.
         unsafe { self.0.add(offset) }
     }
@@ -150,7 +180,7 @@ const TILES: usize = 2;
 /// the last bits. With a fixed cut, one thread runs the tiles in turn and two run one each,
 /// and both give the same bits. More threads do not split a product further; changing `TILES`
 /// changes results, so it is a deliberate choice, not a tuning knob.
-fn tiles(m: usize, n: usize, k: usize, op_b: Op) -> (usize, usize) {
+pub(super) fn tiles(m: usize, n: usize, k: usize, op_b: Op) -> (usize, usize) {
     if m.saturating_mul(n).saturating_mul(k) < MIN_MACS_TO_SPLIT {
         return (1, 1);
     }

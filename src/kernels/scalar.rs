@@ -78,6 +78,17 @@ pub(crate) mod sealed {
         /// (so the two agree bit for bit): for the nonzeros of a sparse row.
         fn ln_1p_in_place(v: &mut [Self]);
 
+        /// [`super::super::bf16::matmul_bf16`] for f32; the plain product for f64.
+        #[allow(clippy::type_complexity)]
+        fn matmul_bf16(
+            mnk: (usize, usize, usize),
+            a: (&[Self], super::super::Op),
+            b: (&[Self], super::super::Op),
+            c: &mut [Self],
+            accumulate: bool,
+            threads: usize,
+        );
+
         /// Picks the member for `Self` of a pair of values whose types form a [`Family`]: how
         /// code generic over the scalar reaches an f32 or an f64 version of something it holds
         /// both of.
@@ -87,6 +98,19 @@ pub(crate) mod sealed {
     }
 
     impl Kernels for f32 {
+        #[inline]
+        #[cfg_attr(feature = "loop-profile", track_caller)]
+        fn matmul_bf16(
+            mnk: (usize, usize, usize),
+            a: (&[Self], super::super::Op),
+            b: (&[Self], super::super::Op),
+            c: &mut [Self],
+            accumulate: bool,
+            threads: usize,
+        ) {
+            let ((m, n, k), (a, op_a), (b, op_b)) = (mnk, a, b);
+            super::super::bf16::matmul_bf16(m, n, k, a, op_a, b, op_b, c, accumulate, threads)
+        }
         #[inline]
         fn bernoulli_row(x: &[Self], a: &[Self], sig: &mut [Self]) -> Self {
             super::super::fast::bernoulli_row(x, a, sig)
@@ -123,6 +147,18 @@ pub(crate) mod sealed {
     }
 
     impl Kernels for f64 {
+        #[inline]
+        #[cfg_attr(feature = "loop-profile", track_caller)]
+        fn matmul_bf16(
+            (m, n, k): (usize, usize, usize),
+            (a, op_a): (&[Self], super::super::Op),
+            (b, op_b): (&[Self], super::super::Op),
+            c: &mut [Self],
+            accumulate: bool,
+            threads: usize,
+        ) {
+            super::super::matmul(m, n, k, a, op_a, b, op_b, c, accumulate, threads)
+        }
         #[inline]
         fn bernoulli_row(x: &[Self], a: &[Self], sig: &mut [Self]) -> Self {
             let mut s = 0.0;

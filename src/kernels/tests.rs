@@ -962,3 +962,100 @@ fn ln_normal_f64_is_within_an_ulp_of_libm() {
     assert_eq!(ln_normal_f64(1024.0), 1024f64.ln());
     assert!(worst.0 <= 1.0, "{} ulp at {:e}", worst.0, worst.1);
 }
+
+/// Rounding to bf16 is to nearest with ties to even, keeps NaN a NaN and infinities infinite,
+/// and is exact on values that are already bf16.
+#[test]
+fn bf16_rounding_is_to_nearest_ties_to_even() {
+    use super::bf16::{bf16_bits, bf16_value, round_to_bf16};
+    // 1 + 2^-8 lies halfway between 1 and 1 + 2^-7: the tie goes to 1 (even significand).
+    assert_eq!(round_to_bf16(1.0 + 2f32.powi(-8)), 1.0);
+    // 1 + 3 2^-8 lies halfway between 1 + 2^-7 (odd) and 1 + 2^-6: it goes up.
+    assert_eq!(
+        round_to_bf16(1.0 + 3.0 * 2f32.powi(-8)),
+        1.0 + 2f32.powi(-6)
+    );
+    // Just above a tie rounds up; just below rounds down.
+    assert_eq!(
+        round_to_bf16(1.0 + 2f32.powi(-8) + 2f32.powi(-20)),
+        1.0 + 2f32.powi(-7)
+    );
+    assert_eq!(round_to_bf16(1.0 + 2f32.powi(-8) - 2f32.powi(-20)), 1.0);
+    assert_eq!(
+        round_to_bf16(-1.0 - 2f32.powi(-8) - 2f32.powi(-20)),
+        -1.0 - 2f32.powi(-7)
+    );
+    assert!(round_to_bf16(f32::NAN).is_nan());
+    assert_eq!(round_to_bf16(f32::INFINITY), f32::INFINITY);
+    assert_eq!(round_to_bf16(f32::NEG_INFINITY), f32::NEG_INFINITY);
+    // The largest finite f32 lies past the largest bf16's halfway point: it overflows.
+    assert_eq!(round_to_bf16(f32::MAX), f32::INFINITY);
+    for h in (0..=u16::MAX).step_by(7) {
+        let v = bf16_value(h);
+        if !v.is_nan() {
+            assert_eq!(bf16_bits(v), h, "bf16 {h:#x} is not kept");
+        }
+    }
+}
+
+/// A bf16 product on `path`, on a pool of `threads`, inside a session or not.
+#[allow(clippy::too_many_arguments)]
+fn product_bf16(
+    path: super::bf16::Bf16Path,
+    (m, n, k): (usize, usize, usize),
+    a: &[f32],
+    op_a: Op,
+    b: &[f32],
+    op_b: Op,
+    c0: &[f32],
+    acc: bool,
+    (threads, session): (usize, bool),
+) -> Vec<f32> {
+    let mut c = c0.to_vec();
+    on_pool(threads, session, || {
+        super::bf16::matmul_bf16_on(path, (m, n, k), (a, op_a), (b, op_b), &mut c, acc, threads)
+    });
+    c
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig {
+        cases: 48,
+        failure_persistence: Some(Box::new(FileFailurePersistence::Direct("proptest-regressions/kernels.txt"))),
+        // Pinned: a test must not pass or fail by the draw.
+        rng_seed: RngSeed::Fixed(2718281828),
+        ..ProptestConfig::default()
+    })]
+
+    /// The bf16 product agrees with its plain version (operands rounded to bf16, sums in f64)
+    /// to f32 summation's error, for every transpose and with or without accumulation, on
+    /// shapes with odd `k` and partial register tiles, and large ones cut into tiles. The bits
+    /// are the same on 1 or 2 threads, in a session or not.
+    #[test]
+    fn matmul_bf16_matches_reference_on_any_threads(
+        m in 1usize..150, n in 1usize..300, k in 0usize..90,
+        ta in any::<bool>(), tb in any::<bool>(), acc in any::<bool>(), seed in any::<u64>()
+    ) {
+        use rand::SeedableRng;
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
+        let (op_a, op_b) = (if ta { Op::T } else { Op::N }, if tb { Op::T } else { Op::N });
+        let mut draw = |len: usize| (0..len).map(|_| rng.random_range(-1.0f32..1.0)).collect::<Vec<f32>>();
+        let (a, b, c0) = (draw(m * k), draw(k * n), draw(m * n));
+        let mut exact = c0.clone();
+        super::bf16::matmul_bf16_reference(m, n, k, &a, op_a, &b, op_b, &mut exact, acc);
+        // Sum of |a b| per element bounds f32's summation error: k + 1 roundings of 2^-24.
+        let abs = |v: &[f32]| v.iter().map(|x| super::bf16::round_to_bf16(*x).abs()).collect::<Vec<f32>>();
+        let mut scale = vec![0.0f32; m * n];
+        super::matmul::matmul_reference(m, n, k, &abs(&a), op_a, &abs(&b), op_b, &mut scale, false);
+        for path in super::bf16::Bf16Path::available() {
+            let fast = product_bf16(path, (m, n, k), &a, op_a, &b, op_b, &c0, acc, RUNS[0]);
+            for run in &RUNS[1..] {
+                prop_assert_eq!(&product_bf16(path, (m, n, k), &a, op_a, &b, op_b, &c0, acc, *run), &fast);
+            }
+            for ((f, s), (w, c)) in fast.iter().zip(&exact).zip(scale.iter().zip(&c0)) {
+                let bound = (k + 2) as f32 * 2f32.powi(-24) * (w + if acc { c.abs() } else { 0.0 }) * 2.0;
+                prop_assert!((f - s).abs() <= bound + 1e-30, "{:?}: {} vs {} (bound {})", path, f, s, bound);
+            }
+        }
+    }
+}

@@ -3,7 +3,9 @@
 use crate::error::Result;
 use crate::kernels::fast::with_simd;
 use crate::kernels::scalar::Float;
-use crate::kernels::{Op, SparseRows, matmul, par, sparse_matmul, sparse_matmul_beside};
+use crate::kernels::{
+    Op, Precision, SparseRows, matmul_in, par, sparse_matmul, sparse_matmul_beside,
+};
 use crate::model::activation::Activation;
 use crate::model::params::{Layout, TensorId};
 use crate::model::shape::holds;
@@ -83,7 +85,20 @@ impl Dense {
         rows: usize,
         threads: usize,
     ) -> Result<()> {
-        self.forward_without_bias(params, x, y, rows, threads)?;
+        self.forward_in(Precision::F32, params, x, y, rows, threads)
+    }
+
+    /// [`forward`](Self::forward) with the product in `precision`.
+    pub fn forward_in<T: Float>(
+        &self,
+        precision: Precision,
+        params: &[T],
+        x: &[T],
+        y: &mut [T],
+        rows: usize,
+        threads: usize,
+    ) -> Result<()> {
+        self.forward_without_bias_in(precision, params, x, y, rows, threads)?;
         let y = &mut y[..rows * self.n_out];
         Activation::Identity.forward_with_bias(y, Some(self.bias.of(params)), self.n_out)
     }
@@ -98,19 +113,29 @@ impl Dense {
         rows: usize,
         threads: usize,
     ) -> Result<()> {
+        self.forward_without_bias_in(Precision::F32, params, x, y, rows, threads)
+    }
+
+    /// [`forward_without_bias`](Self::forward_without_bias) with the product in `precision`.
+    pub fn forward_without_bias_in<T: Float>(
+        &self,
+        precision: Precision,
+        params: &[T],
+        x: &[T],
+        y: &mut [T],
+        rows: usize,
+        threads: usize,
+    ) -> Result<()> {
         self.check_params(params)?;
         holds("layer input", x, rows, self.n_in)?;
         holds("layer output", y, rows, self.n_out)?;
         let w = self.weight.of(params);
         let y = &mut y[..rows * self.n_out];
-        matmul(
-            rows,
-            self.n_out,
-            self.n_in,
-            x,
-            Op::N,
-            w,
-            Op::N,
+        matmul_in(
+            precision,
+            (rows, self.n_out, self.n_in),
+            (x, Op::N),
+            (w, Op::N),
             y,
             false,
             threads,
@@ -151,6 +176,22 @@ impl Dense {
         rows: usize,
         threads: usize,
     ) -> Result<()> {
+        self.backward_in(Precision::F32, params, x, dy, grads, dx, rows, threads)
+    }
+
+    /// [`backward`](Self::backward) with the products in `precision`.
+    #[allow(clippy::too_many_arguments)]
+    pub fn backward_in<T: Float>(
+        &self,
+        precision: Precision,
+        params: &[T],
+        x: &[T],
+        dy: &[T],
+        grads: &mut [T],
+        dx: Option<&mut [T]>,
+        rows: usize,
+        threads: usize,
+    ) -> Result<()> {
         let (n_in, n_out) = (self.n_in, self.n_out);
         self.check_params(params)?;
         self.check_params(grads)?;
@@ -160,19 +201,16 @@ impl Dense {
             holds("input gradient", dx, rows, n_in)?;
         }
         let dy = &dy[..rows * n_out];
-        matmul(
-            n_in,
-            n_out,
-            rows,
-            x,
-            Op::T,
-            dy,
-            Op::N,
+        matmul_in(
+            precision,
+            (n_in, n_out, rows),
+            (x, Op::T),
+            (dy, Op::N),
             self.weight.of_mut(grads),
             false,
             threads,
         );
-        self.bias_and_input_grads(params, dy, grads, dx, rows, threads);
+        self.bias_and_input_grads(precision, params, dy, grads, dx, rows, threads);
         Ok(())
     }
 
@@ -181,6 +219,7 @@ impl Dense {
     #[allow(clippy::too_many_arguments)]
     pub(crate) fn backward_sparse<T: Float>(
         &self,
+        precision: Precision,
         params: &[T],
         x_t: &SparseRows<T>,
         dy: &[T],
@@ -192,12 +231,14 @@ impl Dense {
         debug_assert_eq!((x_t.rows(), x_t.cols()), (self.n_in, rows));
         let dy = &dy[..rows * self.n_out];
         sparse_matmul(x_t, dy, self.n_out, self.weight.of_mut(grads), threads);
-        self.bias_and_input_grads(params, dy, grads, dx, rows, threads);
+        self.bias_and_input_grads(precision, params, dy, grads, dx, rows, threads);
     }
 
-    /// dL/db = column sums of G, and dL/dx = G W^T when asked for.
+    /// dL/db = column sums of G, and dL/dx = G W^T (in `precision`) when asked for.
+    #[allow(clippy::too_many_arguments)]
     fn bias_and_input_grads<T: Float>(
         &self,
+        precision: Precision,
         params: &[T],
         dy: &[T],
         grads: &mut [T],
@@ -225,14 +266,11 @@ impl Dense {
         });
         if let Some(dx) = dx {
             let w = self.weight.of(params);
-            matmul(
-                rows,
-                n_in,
-                n_out,
-                dy,
-                Op::N,
-                w,
-                Op::T,
+            matmul_in(
+                precision,
+                (rows, n_in, n_out),
+                (dy, Op::N),
+                (w, Op::T),
                 &mut dx[..rows * n_in],
                 false,
                 threads,

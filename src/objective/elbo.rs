@@ -13,6 +13,7 @@
 //! gradient at (mu, logvar), then through the encoder.
 
 use crate::error::{Error, Result};
+use crate::kernels::Precision;
 use crate::kernels::scalar::Float;
 use crate::model::mlp::ln_1p_rows;
 use crate::model::{MlpBuffers, Reparameterize, Vae};
@@ -58,6 +59,8 @@ pub struct Workspace<T> {
     model_shape: (Vec<(usize, usize)>, usize),
     /// Rows of the last forward pass, which a backward pass must match.
     pub(crate) forward_rows: Option<usize>,
+    /// The arithmetic of the dense layers' products ([`set_precision`](Self::set_precision)).
+    precision: Precision,
 }
 
 impl<T: Float> Workspace<T> {
@@ -112,6 +115,7 @@ impl<T: Float> Workspace<T> {
             dstats: zeros(max_rows * 2 * zd),
             model_shape: model_shape(vae),
             forward_rows: None,
+            precision: Precision::F32,
         })
     }
 
@@ -161,6 +165,20 @@ impl<T: Float> Workspace<T> {
     pub fn update_running_from(vae: &Vae, params: &mut [T], grads: &mut [T]) -> Result<()> {
         vae.encoder.update_running_from(params, grads)?;
         vae.decoder.update_running_from(params, grads)
+    }
+
+    /// The arithmetic of every dense layer's products, encoder, head and decoder: f32 (the
+    /// default) or bf16 operands with f32 sums ([`crate::kernels::bf16`], f32 models only).
+    /// The sparse first layer's products, the likelihood and everything elementwise stay f32.
+    pub fn set_precision(&mut self, precision: Precision) {
+        self.precision = precision;
+        self.enc.set_precision(precision);
+        self.dec.set_precision(precision);
+    }
+
+    /// The arithmetic of the dense layers' products.
+    pub fn precision(&self) -> Precision {
+        self.precision
     }
 
     /// Allows (the default) or forbids sparse first-layer products for inputs that are mostly
@@ -373,7 +391,8 @@ impl<'a> Elbo<'a> {
             input
         };
         let h = ws.enc.outputs.last().map(|v| &v[..]).unwrap_or(input);
-        vae.head.forward(params, h, &mut ws.stats, rows, t)?;
+        vae.head
+            .forward_in(ws.precision, params, h, &mut ws.stats, rows, t)?;
         if let Some(c) = &vae.clamp {
             c.forward(&mut ws.stats, rows)?;
         }
@@ -519,7 +538,8 @@ impl<'a> Elbo<'a> {
         } else {
             None
         };
-        vae.head.backward(params, h, dstats, grads, dh, rows, t)?;
+        vae.head
+            .backward_in(ws.precision, params, h, dstats, grads, dh, rows, t)?;
         if has_hidden {
             vae.encoder.backward(
                 params,

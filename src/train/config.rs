@@ -3,6 +3,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
+use crate::kernels::matmul::Precision;
 use crate::train::optim::OptimizerConfig;
 
 /// How to train. Start from the [`Default`] (the reference MNIST run) and change what differs
@@ -43,6 +44,11 @@ pub struct TrainConfig {
     /// [`distributed`](super::distributed)). `None`: one batch, one gradient.
     #[serde(default)]
     pub shards: Option<usize>,
+    /// The arithmetic of the dense layers' products in training steps: f32 (the default) or
+    /// bf16 operands with f32 sums ([`Precision::Bf16`], f32 models only). Parameters,
+    /// gradients and the optimizer stay f32, and evaluation runs in f32.
+    #[serde(default)]
+    pub precision: Precision,
 }
 
 impl Default for TrainConfig {
@@ -61,6 +67,7 @@ impl Default for TrainConfig {
             iw_samples: None,
             weight_decay: 0.0,
             shards: None,
+            precision: Precision::F32,
         }
     }
 }
@@ -69,6 +76,11 @@ impl TrainConfig {
     /// Sets the number of passes over the training set.
     pub fn epochs(mut self, v: usize) -> Self {
         self.epochs = v;
+        self
+    }
+    /// Sets the arithmetic of the dense layers' products in training steps.
+    pub fn precision(mut self, v: Precision) -> Self {
+        self.precision = v;
         self
     }
     /// Sets the examples per step.

@@ -7,6 +7,7 @@ use std::time::Instant;
 
 use crate::data::{Dataset, EpochOrder};
 use crate::error::{Error, Result};
+use crate::kernels::matmul::Precision;
 use crate::kernels::pool::Parallelism;
 use crate::kernels::scalar::Float;
 use crate::model::{Vae, VaeConfig};
@@ -59,6 +60,13 @@ impl<T: Float> Trainer<T> {
         parallelism: &Parallelism,
     ) -> Result<Self> {
         config.validate()?;
+        if config.precision == Precision::Bf16 && T::NAME != "F32" {
+            return Err(Error::config(
+                "precision",
+                "bf16",
+                "bf16 products train f32 models only; an f64 model is for exact checks",
+            ));
+        }
         let threads = parallelism.count();
         if params.len() != vae.num_params() {
             return Err(Error::shape("parameters", vae.num_params(), params.len()));
@@ -412,6 +420,7 @@ impl<T: Float> Trainer<T> {
         let rows = idx.len();
         let d = self.vae.input_dim();
         self.ws.set_training(true);
+        self.ws.set_precision(self.config.precision);
         if self.vae.config().dropout > 0.0 {
             self.ws
                 .draw_dropout_masks(&self.vae, self.config.seed, stream_index);
@@ -628,6 +637,7 @@ impl<T: Float> Trainer<T> {
         let params = &self.params;
         let (vae, ws, seed) = (&self.vae, &mut self.ws, self.config.seed);
         ws.set_training(false);
+        ws.set_precision(Precision::F32);
         self.parallelism
             .session(|| evaluate_into(vae, params, data, ws, seed))
     }

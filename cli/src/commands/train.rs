@@ -85,7 +85,9 @@ pub(crate) struct TrainArgs {
     /// Resample binary pixels from grey levels at every step.
     #[arg(long)]
     pub(crate) binarize: bool,
-    /// Arithmetic: f32 (fast) or f64 [default: f32].
+    /// Arithmetic: f32 (fast), f64, or bf16: an f32 model whose dense layers' products take
+    /// bf16 operands with f32 sums in training steps (AMX or AVX512-BF16 when the CPU has
+    /// them; evaluation stays f32) [default: f32].
     #[arg(long, value_enum)]
     pub(crate) precision: Option<Precision>,
     /// Output folder for model.safetensors and report.json [default: runs/<data>].
@@ -210,10 +212,10 @@ fn train_in(
         let ctx = RunContext {
             data: data.absolute()?,
             train_limit,
-            precision: if meta.get("elbo.precision").map(String::as_str) == Some("f64") {
-                Precision::F64
-            } else {
-                Precision::F32
+            precision: match meta.get("elbo.precision").map(String::as_str) {
+                Some("f64") => Precision::F64,
+                Some("bf16") => Precision::Bf16,
+                _ => Precision::F32,
             },
             threads,
             out: args
@@ -228,7 +230,7 @@ fn train_in(
         let overrides = (args.lr, args.clip);
         let par = elbo::Parallelism::threads(threads)?;
         return match ctx.precision {
-            Precision::F32 => run(
+            Precision::F32 | Precision::Bf16 => run(
                 &ctx,
                 something_to_do(Trainer::<f32>::resume(&path, &par, args.epochs)?)?
                     .with_overrides(overrides)?,
@@ -333,6 +335,15 @@ fn train_in(
         Precision::F32 => run(
             &ctx,
             Trainer::<f32>::new(vae, config, &elbo::Parallelism::threads(threads)?)?,
+            member,
+        ),
+        Precision::Bf16 => run(
+            &ctx,
+            Trainer::<f32>::new(
+                vae,
+                config.precision(elbo::Precision::Bf16),
+                &elbo::Parallelism::threads(threads)?,
+            )?,
             member,
         ),
         Precision::F64 => run(
