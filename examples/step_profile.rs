@@ -4,10 +4,10 @@
 //! and the count model of the scvi-tools comparison on pbmc's 2,000 most variable genes or on
 //! the procedural `cells`.
 //!
-//! cargo run --release --features loop-profile --example step_profile -- [mnist|pbmc|cells] [THREADS] [EPOCHS] [BATCH]
+//! cargo run --release --features loop-profile --example step_profile -- [mnist|pbmc|cells] [THREADS] [EPOCHS] [BATCH] [f32|bf16]
 //!
 //! One epoch warms up; the next EPOCHS are measured (defaults: cells, 2 threads, 3 epochs,
-//! batches of 128).
+//! batches of 128, f32 products; bf16 is `--precision bf16`).
 //! MNIST and pbmc are read from `../shared/data/` unless `ELBO_MNIST_DIR` or `ELBO_PBMC_DIR`
 //! says otherwise. A product too small to split runs on the calling thread and shows as the
 //! time before the next loop, as does whatever runs between steps.
@@ -27,8 +27,16 @@ fn main() -> elbo::Result<()> {
         })
     };
     let (threads, epochs, batch) = (number(1, 2)?, number(2, 3)?.max(1), number(3, 128)?);
+    let precision = match args.get(4).map(String::as_str) {
+        None | Some("f32") => elbo::Precision::F32,
+        Some("bf16") => elbo::Precision::Bf16,
+        Some(other) => return Err(elbo::Error::config("precision", other, "is f32 or bf16")),
+    };
     let (data, vae, config) = workload(which)?;
-    let config = config.epochs(epochs + 1).batch_size(batch);
+    let config = config
+        .epochs(epochs + 1)
+        .batch_size(batch)
+        .precision(precision);
     let steps = (epochs * data.len().div_ceil(config.batch_size)) as f64;
     let mut trainer = Trainer::<f32>::new(vae, config, &Parallelism::threads(threads)?)?;
     let mut seconds = 0.0;
@@ -44,7 +52,7 @@ fn main() -> elbo::Result<()> {
     let loops = elbo::loop_profile::take();
     let per_step = |s: f64| s / steps * 1e6;
     println!(
-        "{which}, {threads} thread(s), batch {batch}: {:.0} µs a step over {steps} steps",
+        "{which}, {threads} thread(s), batch {batch}, {precision:?} products: {:.0} µs a step over {steps} steps",
         per_step(seconds)
     );
     println!("| line | loops a step | µs a step | µs alone before them |");

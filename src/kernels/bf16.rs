@@ -391,13 +391,14 @@ unsafe fn pack_b(b: &Operand, j0: usize, nt: usize, kp: usize, out: &mut [u32]) 
     let (k, n_pad) = (b.rows, out.len() / kp);
     if b.cs == 1 {
         // B as stored (k x n): stored rows 2p and 2p + 1 give a row of pairs, 16 to a block.
-        for p in 0..kp {
-            for cb in 0..n_pad / BLOCK {
-                let (c0, cols) = (BLOCK * cb, nt.saturating_sub(BLOCK * cb).min(BLOCK));
-                let stored = |kk: usize| {
-                    let at = kk * b.rs + j0 + c0;
-                    b.data.get(at..at + cols).unwrap_or(&[])
-                };
+        // Block column by block column, so that the stores run in order through `out`.
+        for cb in 0..n_pad / BLOCK {
+            let (c0, cols) = (BLOCK * cb, nt.saturating_sub(BLOCK * cb).min(BLOCK));
+            let stored = |kk: usize| {
+                let at = kk * b.rs + j0 + c0;
+                b.data.get(at..at + cols).unwrap_or(&[])
+            };
+            for p in 0..kp {
                 let line = match (2 * p < k, 2 * p + 1 < k) {
                     (true, true) => interleaved_pairs(stored(2 * p), stored(2 * p + 1)),
                     (true, false) => interleaved_pairs(stored(2 * p), &[]),
