@@ -154,7 +154,9 @@ fn a_dense_layer_in_bf16_rounds_the_operands_of_all_three_products() {
         )
         .unwrap();
     let exact = |v: f32| v as f64;
-    let checks: [(&str, Vec<f32>, Box<dyn Fn(fn(f32) -> f64) -> Vec<f64>>); 3] = [
+    /// A product's reference, given how its operands are rounded.
+    type Reference<'a> = Box<dyn Fn(fn(f32) -> f64) -> Vec<f64> + 'a>;
+    let checks: [(&str, Vec<f32>, Reference); 3] = [
         (
             "y = x W + b",
             y.iter()
