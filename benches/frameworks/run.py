@@ -2,7 +2,7 @@
 """Runs the MNIST reference VAE in elbo, JAX and PyTorch (and candle, with --candle) side by
 side on this machine, each pinned to the same cores, and writes the table into BENCHMARKS.md.
 
-    python3 benches/frameworks/run.py [--epochs 10] [--threads 2,1] [--rounds 5] [--candle] [--skip-dense]
+    python3 benches/frameworks/run.py [--epochs 10] [--threads 2,1] [--rounds 5] [--candle] [--skip-dense] [--bf16]
 
 Timed in interleaved rounds: each round runs every implementation once, in turn (elbo, then the
 others), so that a slow minute of this machine slows all of them alike; each framework's speed
@@ -12,7 +12,9 @@ median and their spread.
 The Python packages are installed with pip into benches/frameworks/.venv on first use.
 `elbo --dense-input` is elbo with the first layer's products dense, as the frameworks do them
 (by default elbo skips the zero pixels, about 81% of MNIST's): it shows how much of the lead
-is the kernels and how much is doing less arithmetic. Timings are per training epoch (evaluation excluded) and per evaluation of the 10 000 test
+is the kernels and how much is doing less arithmetic. `--bf16` adds `elbo --precision bf16` (the
+dense layers' products from bf16 operands with f32 sums) to every round, and a table of its own
+speed-ups, apart from the f32 figures. Timings are per training epoch (evaluation excluded) and per evaluation of the 10 000 test
 images (the ELBO with one z sample, in batches); medians over epochs are reported, so JAX's
 compile time in epoch 1 does not count. Peak memory is the process's maximum resident
 set size."""
@@ -30,6 +32,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(os.path.dirname(HERE))
 VENV = os.path.join(HERE, ".venv")
 PY = os.path.join(VENV, "bin", "python")
+BF16 = "elbo --precision bf16"
 
 
 def ensure_venv():
@@ -61,10 +64,10 @@ def peak_rss_mib(cmd, cores, env=None):
     return out, kb / 1024.0
 
 
-def elbo(args, threads, dense_input=False):
+def elbo(args, threads, dense_input=False, precision="f32"):
     with tempfile.TemporaryDirectory() as d:
         cmd = [os.path.join(ROOT, "target/release/elbo"), "train", "--data", "mnist", "--data-dir", args.data_dir,
-               "--epochs", str(args.epochs), "--threads", str(threads), "--out", d] + (["--dense-input"] if dense_input else [])
+               "--epochs", str(args.epochs), "--threads", str(threads), "--out", d, "--precision", precision] + (["--dense-input"] if dense_input else [])
         _, rss = peak_rss_mib(cmd, threads)
         rep = json.load(open(os.path.join(d, "report.json")))
     return [{"seconds": e["train_seconds"], "eval_seconds": e["test_seconds"], "train_loss": e["train"]["neg_elbo"],
@@ -100,6 +103,7 @@ def main():
     p.add_argument("--output", default=os.path.join(ROOT, "BENCHMARKS.md"))
     p.add_argument("--rounds", type=int, default=5, help="interleaved rounds per thread count")
     p.add_argument("--skip-dense", action="store_true", help="leave out elbo --dense-input")
+    p.add_argument("--bf16", action="store_true", help="also run elbo --precision bf16, reported apart")
     args = p.parse_args()
     args.data_dir = os.path.abspath(args.data_dir)
     ensure_venv()
@@ -107,6 +111,8 @@ def main():
     impls = [("elbo", elbo)]
     if not args.skip_dense:
         impls.append(("elbo --dense-input", lambda a, t: elbo(a, t, dense_input=True)))
+    if args.bf16:
+        impls.append((BF16, lambda a, t: elbo(a, t, precision="bf16")))
     impls += [("JAX (jit + optax)", python_impl("jax_vae.py")),
               ("JAX (data on device, gather in the step, donated)", python_impl("jax_vae.py", "--on-device")),
               ("PyTorch", python_impl("pytorch_vae.py")),
@@ -130,11 +136,13 @@ def main():
             runs = rounds[name]
             ratios = [x["median"] / o["median"] for x, o in zip(runs, ours)]
             eval_ratios = [x["eval"] / o["eval"] for x, o in zip(runs, ours)]
+            bf16 = rounds.get(BF16)
+            bf16_ratios = [x["median"] / o["median"] for x, o in zip(runs, bf16)] if bf16 else None
             results.append({"impl": name, "threads": threads,
                             "median": statistics.median(x["median"] for x in runs),
                             "eval": statistics.median(x["eval"] for x in runs),
                             "rss": max(x["rss"] for x in runs), "epochs": runs[-1]["epochs"],
-                            "ratios": ratios, "eval_ratios": eval_ratios,
+                            "ratios": ratios, "eval_ratios": eval_ratios, "bf16_ratios": bf16_ratios,
                             "per_round": [x["median"] for x in runs]})
     write(args, results)
 
@@ -144,7 +152,7 @@ def write(args, results):
     lines = [f"Measured {datetime.date.today()} on {cpu} ({os.cpu_count()} cores), each run pinned with taskset to as many",
              f"cores as threads, in {args.rounds} interleaved rounds (every implementation once per round, in turn) of"
              f" `python3 benches/frameworks/run.py --epochs {args.epochs} --threads {args.threads} --rounds {args.rounds}"
-             f"{' --candle' if args.candle else ''}{' --skip-dense' if args.skip_dense else ''}`. Speed-ups are medians of the per-round ratios (spread: their"
+             f"{' --candle' if args.candle else ''}{' --skip-dense' if args.skip_dense else ''}{' --bf16' if args.bf16 else ''}`. Speed-ups are medians of the per-round ratios (spread: their"
              " lowest and highest); seconds are medians over rounds of each run's median epoch.", "",
              "| implementation | threads | median s/epoch | images/s | elbo's speed-up (per round) | median (spread) | test-set evaluation (s) | elbo's speed-up | peak RSS (MiB) | test loss after each epoch (last round) |",
              "|---|---|---|---|---|---|---|---|---|---|"]
@@ -154,6 +162,15 @@ def write(args, results):
         lines.append(f"| {r['impl']} | {r['threads']} | {r['median']:.3f} | {60000 / r['median']:.0f} | "
                      f"{', '.join(f'{x:.2f}' for x in rr)} | {statistics.median(rr):.2f}x ({min(rr):.2f}-{max(rr):.2f}) | "
                      f"{r['eval']:.3f} | {statistics.median(r['eval_ratios']):.2f}x | {r['rss']:.0f} | {losses} |")
+    if args.bf16:
+        lines += ["", f"`{BF16}`, reported apart from the f32 figures above: each implementation's median epoch"
+                  " over bf16 elbo's in the same round, and the test loss after the last epoch beside f32 elbo's.", "",
+                  "| implementation | threads | bf16 elbo's speed-up (per round) | median (spread) | test loss, last epoch |",
+                  "|---|---|---|---|---|"]
+        for r in results:
+            rr = r["bf16_ratios"]
+            lines.append(f"| {r['impl']} | {r['threads']} | {', '.join(f'{x:.2f}' for x in rr)} | "
+                         f"{statistics.median(rr):.2f}x ({min(rr):.2f}-{max(rr):.2f}) | {r['epochs'][-1]['test_loss']:.3f} |")
     lines += ["", "Rounds slow for everyone (every implementation at least 15% slower than its own median"
               " over the rounds):", ""]
     for threads in sorted({r["threads"] for r in results}, reverse=True):
