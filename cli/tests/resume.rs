@@ -201,3 +201,74 @@ fn interrupted_mid_epoch_and_resumed_is_bit_identical() {
         "the broken epoch reports what it would have"
     );
 }
+
+/// `--precision bf16` is kept by the checkpoint: a bf16 run stopped after one epoch and resumed
+/// (without repeating the flag) ends with the bits of one never stopped, and those differ from
+/// an f32 run's, so the resumed epochs really did run bf16 products.
+#[test]
+fn a_bf16_run_resumes_in_bf16() {
+    let elbo = env!("CARGO_BIN_EXE_elbo");
+    let dir = tempfile::tempdir().unwrap();
+    let (a, b, f) = (
+        dir.path().join("a"),
+        dir.path().join("b"),
+        dir.path().join("f"),
+    );
+    let common = [
+        "train",
+        "--shapes-size",
+        "800",
+        "--hidden",
+        "32",
+        "--latent",
+        "3",
+        "--batch-size",
+        "50",
+        "--threads",
+        "2",
+    ];
+    let run = |args: &[&str]| {
+        let o = std::process::Command::new(elbo)
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        String::from_utf8_lossy(&o.stderr).into_owned()
+    };
+    fn with<'a>(common: &[&'a str], extra: &[&'a str]) -> Vec<&'a str> {
+        [common, extra].concat()
+    }
+    let said = run(&with(
+        &common,
+        &[
+            "--precision",
+            "bf16",
+            "--epochs",
+            "3",
+            "--out",
+            a.to_str().unwrap(),
+        ],
+    ));
+    assert!(said.contains("Bf16 products on"), "{said}");
+    run(&with(
+        &common,
+        &[
+            "--precision",
+            "bf16",
+            "--epochs",
+            "1",
+            "--out",
+            b.to_str().unwrap(),
+        ],
+    ));
+    run(&with(
+        &common,
+        &["--epochs", "3", "--out", f.to_str().unwrap()],
+    ));
+    let said = run(&["train", "--resume", b.to_str().unwrap(), "--epochs", "3"]);
+    assert!(said.contains("Bf16 products on"), "{said}");
+    let load = |d: &std::path::Path| checkpoint::load::<f32>(&d.join("model.safetensors")).unwrap();
+    let (ma, mb, mf) = (load(&a), load(&b), load(&f));
+    assert_eq!(bits(&ma.params), bits(&mb.params));
+    assert_ne!(bits(&ma.params), bits(&mf.params));
+}

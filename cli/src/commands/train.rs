@@ -431,7 +431,7 @@ pub(crate) fn run<T: Float>(
         .map_or(String::new(), |s| format!(", {s} shards a batch"));
     if root {
         eprintln!(
-            "elbo: {} train / {} test examples of width {}; model {}-{:?}-{}, {} parameters, {} likelihood; {procs}{} thread(s){shards}, {:?}{}",
+            "elbo: {} train / {} test examples of width {}; model {}-{:?}-{}, {} parameters, {} likelihood; {procs}{} thread(s){shards}, {}{}",
             train.len(),
             test.len(),
             train.dim(),
@@ -441,7 +441,10 @@ pub(crate) fn run<T: Float>(
             v.num_params(),
             v.config().likelihood,
             ctx.threads,
-            ctx.precision,
+            match ctx.precision {
+                Precision::Bf16 => format!("Bf16 products on {:?}", elbo::Bf16Path::best()),
+                other => format!("{other:?}"),
+            },
             if trainer.epochs_done() > 0 {
                 format!("; resuming after epoch {}", trainer.epochs_done())
             } else {

@@ -1,0 +1,115 @@
+//! What AMX's bf16 tile product costs on this machine, alone and with the tile loads a
+//! blocked product needs: the measurements behind `kernels::bf16`'s AMX path (BENCHMARKS.md,
+//! "bf16 products").
+//!
+//! cargo run --release --example amx_probe
+//!
+//! Prints nanoseconds per `tdpbf16ps` (16 x 32 by 32 x 16 bf16, 8,192 multiply-adds) for:
+//! the products alone on resident tiles; a 2 x 2 block of C with both operands' tiles loaded
+//! every step (4 loads per 4 products, as the library's kernel does); and with only B's loaded
+//! (2 per 4). x86-64 Linux only; elsewhere, or without AMX, it says so.
+
+#[cfg(all(target_arch = "x86_64", target_os = "linux"))]
+fn main() {
+    use std::arch::asm;
+    use std::time::Instant;
+
+    #[repr(C, align(64))]
+    struct TileConfig {
+        palette: u8,
+        start_row: u8,
+        reserved: [u8; 14],
+        bytes_per_row: [u16; 16],
+        rows: [u8; 16],
+    }
+    let edx = std::arch::x86_64::__cpuid_count(7, 0).edx;
+    if edx >> 22 & 1 == 0 || edx >> 24 & 1 == 0 {
+        println!("this CPU has no AMX-BF16");
+        return;
+    }
+    // SAFETY: only asks the kernel for the tile data state; touches no memory of ours.
+    if unsafe { libc::syscall(libc::SYS_arch_prctl, 0x1023, 18) } != 0 {
+        println!("the kernel did not grant the AMX tile state");
+        return;
+    }
+    let mut config = TileConfig {
+        palette: 1,
+        start_row: 0,
+        reserved: [0; 14],
+        bytes_per_row: [0; 16],
+        rows: [0; 16],
+    };
+    for t in 0..8 {
+        (config.bytes_per_row[t], config.rows[t]) = (64, 16);
+    }
+    // 512 tiles of 1 KiB of bf16 ones: loads cycle through `span` of them.
+    let tiles = vec![0x3f80u16; 512 * 512];
+    let steps = 1_000_000usize;
+    let report = |label: &str, products: usize, seconds: f64| {
+        println!(
+            "{label}: {:.2} ns per tdpbf16ps",
+            seconds * 1e9 / products as f64
+        );
+    };
+    // SAFETY: AMX is present and granted (checked above); every load reads 16 rows of 64 bytes
+    // inside `tiles` (offsets below 512 - 8 tiles); the tiles are released at the end.
+    unsafe {
+        asm!("ldtilecfg [{}]", in(reg) &config, options(nostack, readonly));
+        let t = Instant::now();
+        for _ in 0..steps {
+            asm!(
+                "tdpbf16ps tmm0, tmm4, tmm6",
+                "tdpbf16ps tmm1, tmm4, tmm7",
+                "tdpbf16ps tmm2, tmm5, tmm6",
+                "tdpbf16ps tmm3, tmm5, tmm7",
+                options(nostack, nomem)
+            );
+        }
+        report("products alone", 4 * steps, t.elapsed().as_secs_f64());
+        for (label, span) in [
+            ("4 loads per 4 products, from 4 KiB", 4),
+            ("4 loads per 4 products, from 512 KiB", 500),
+        ] {
+            let t = Instant::now();
+            for i in 0..steps {
+                let base = tiles.as_ptr().add(((i * 4) % span) * 512);
+                asm!(
+                    "tileloadd tmm4, [{a} + {s}]",
+                    "tileloadd tmm5, [{a} + {s} + 1024]",
+                    "tileloadd tmm6, [{a} + {s} + 2048]",
+                    "tileloadd tmm7, [{a} + {s} + 3072]",
+                    "tdpbf16ps tmm0, tmm4, tmm6",
+                    "tdpbf16ps tmm1, tmm4, tmm7",
+                    "tdpbf16ps tmm2, tmm5, tmm6",
+                    "tdpbf16ps tmm3, tmm5, tmm7",
+                    a = in(reg) base, s = in(reg) 64usize, options(nostack, readonly)
+                );
+            }
+            report(label, 4 * steps, t.elapsed().as_secs_f64());
+        }
+        let t = Instant::now();
+        for i in 0..steps {
+            let base = tiles.as_ptr().add(((i * 2) % 4) * 512);
+            asm!(
+                "tileloadd tmm6, [{a} + {s}]",
+                "tileloadd tmm7, [{a} + {s} + 1024]",
+                "tdpbf16ps tmm0, tmm4, tmm6",
+                "tdpbf16ps tmm1, tmm4, tmm7",
+                "tdpbf16ps tmm2, tmm5, tmm6",
+                "tdpbf16ps tmm3, tmm5, tmm7",
+                a = in(reg) base, s = in(reg) 64usize, options(nostack, readonly)
+            );
+        }
+        report(
+            "2 loads per 4 products (A's tiles kept)",
+            4 * steps,
+            t.elapsed().as_secs_f64(),
+        );
+        asm!("tilerelease", options(nostack, nomem));
+    }
+}
+
+#[cfg(not(all(target_arch = "x86_64", target_os = "linux")))]
+fn main() {
+    println!("AMX is probed on x86-64 Linux only");
+}
