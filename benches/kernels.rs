@@ -70,10 +70,14 @@ fn bench_on<F: FnMut() + Send>(bench: &mut Bencher, pool: &ThreadPool, session: 
     bench.iter_custom(|iters| timed(pool, session, iters, &mut f));
 }
 
-fn gemm(c: &mut Criterion) {
+/// A product of the kernels' signature: (m, n, k, a, op_a, b, op_b, c, accumulate, threads).
+type Product = fn(usize, usize, usize, &[f32], Op, &[f32], Op, &mut [f32], bool, usize);
+
+/// Times `product` on every shape of [`SHAPES`], for each of [`RUNS`], in groups `{prefix}_{run}`.
+fn products(c: &mut Criterion, prefix: &str, product: Product) {
     for (threads, session, label) in RUNS {
         let pool = ThreadPool::new(threads).unwrap();
-        let mut g = c.benchmark_group(format!("sgemm_{label}"));
+        let mut g = c.benchmark_group(format!("{prefix}_{label}"));
         for (name, m, k, n, oa, ob) in SHAPES {
             let a = vec![0.5f32; m * k];
             let b = vec![0.25f32; k * n];
@@ -81,7 +85,7 @@ fn gemm(c: &mut Criterion) {
             g.throughput(Throughput::Elements((2 * m * n * k) as u64));
             g.bench_function(BenchmarkId::from_parameter(name), |bench| {
                 bench_on(bench, &pool, session, || {
-                    matmul(m, n, k, &a, oa, &b, ob, &mut out, false, threads)
+                    product(m, n, k, &a, oa, &b, ob, &mut out, false, threads)
                 })
             });
         }
@@ -89,24 +93,13 @@ fn gemm(c: &mut Criterion) {
     }
 }
 
+fn gemm(c: &mut Criterion) {
+    products(c, "sgemm", matmul::<f32>);
+}
+
 /// The same shapes with bf16 operands and f32 sums (`--precision bf16`).
 fn gemm_bf16(c: &mut Criterion) {
-    for (threads, session, label) in RUNS {
-        let pool = ThreadPool::new(threads).unwrap();
-        let mut g = c.benchmark_group(format!("bf16gemm_{label}"));
-        for (name, m, k, n, oa, ob) in SHAPES {
-            let a = vec![0.5f32; m * k];
-            let b = vec![0.25f32; k * n];
-            let mut out = vec![0.0f32; m * n];
-            g.throughput(Throughput::Elements((2 * m * n * k) as u64));
-            g.bench_function(BenchmarkId::from_parameter(name), |bench| {
-                bench_on(bench, &pool, session, || {
-                    matmul_bf16(m, n, k, &a, oa, &b, ob, &mut out, false, threads)
-                })
-            });
-        }
-        g.finish();
-    }
+    products(c, "bf16gemm", matmul_bf16);
 }
 
 fn bernoulli(c: &mut Criterion) {

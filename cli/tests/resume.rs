@@ -73,24 +73,27 @@ fn library_resume_is_bit_identical() {
     ));
 }
 
+/// A small `shapes` run on 2 threads, as the command-line tests start it.
+const SMALL_RUN: [&str; 11] = [
+    "train",
+    "--shapes-size",
+    "800",
+    "--hidden",
+    "32",
+    "--latent",
+    "3",
+    "--batch-size",
+    "50",
+    "--threads",
+    "2",
+];
+
 #[test]
 fn command_line_resume_is_bit_identical() {
     let elbo = env!("CARGO_BIN_EXE_elbo");
     let dir = tempfile::tempdir().unwrap();
     let (a, b) = (dir.path().join("a"), dir.path().join("b"));
-    let common = [
-        "train",
-        "--shapes-size",
-        "800",
-        "--hidden",
-        "32",
-        "--latent",
-        "3",
-        "--batch-size",
-        "50",
-        "--threads",
-        "2",
-    ];
+    let common = SMALL_RUN;
     let run = |extra: &[&str]| {
         let o = std::process::Command::new(elbo)
             .args(common)
@@ -214,19 +217,7 @@ fn a_bf16_run_resumes_in_bf16() {
         dir.path().join("b"),
         dir.path().join("f"),
     );
-    let common = [
-        "train",
-        "--shapes-size",
-        "800",
-        "--hidden",
-        "32",
-        "--latent",
-        "3",
-        "--batch-size",
-        "50",
-        "--threads",
-        "2",
-    ];
+    let common = SMALL_RUN;
     let run = |args: &[&str]| {
         let o = std::process::Command::new(elbo)
             .args(args)

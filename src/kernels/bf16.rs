@@ -197,7 +197,7 @@ pub fn matmul_bf16_on(
         Bf16Path::best()
     };
     if path == Bf16Path::Rounding {
-        return matmul_by_rounding(m, n, k, a, op_a, b, op_b, c, accumulate, threads);
+        return matmul_by_rounding((m, n, k), (a, op_a), (b, op_b), c, accumulate, threads);
     }
     if m == 0 || n == 0 {
         return;
@@ -820,16 +820,11 @@ impl Scratch {
 
 /// The path for a CPU without bf16 dot products: the operands rounded to bf16 into scratch,
 /// then the f32 product.
-#[allow(clippy::too_many_arguments)]
 #[cfg_attr(feature = "loop-profile", track_caller)]
 fn matmul_by_rounding(
-    m: usize,
-    n: usize,
-    k: usize,
-    a: &[f32],
-    op_a: Op,
-    b: &[f32],
-    op_b: Op,
+    (m, n, k): (usize, usize, usize),
+    (a, op_a): (&[f32], Op),
+    (b, op_b): (&[f32], Op),
     c: &mut [f32],
     accumulate: bool,
     threads: usize,
