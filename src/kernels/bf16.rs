@@ -51,7 +51,7 @@ pub fn round_to_bf16(x: f32) -> f32 {
     bf16_value(bf16_bits(x))
 }
 
-/// How [`matmul_bf16`] runs on this CPU.
+/// How the bf16 products (`--precision bf16`) run on this CPU.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Bf16Path {
     /// AMX tiles (`tdpbf16ps`).

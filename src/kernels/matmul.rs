@@ -15,7 +15,8 @@ pub enum Precision {
     /// f32 (or f64) operands and sums: the default, and what every check uses.
     #[default]
     F32,
-    /// Operands rounded to bfloat16, products summed in f32 ([`super::bf16`]): f32 models
+    /// Operands rounded to bfloat16, products summed in f32 (AMX or AVX512-BF16 when the CPU
+    /// has them, see [`Bf16Path`](super::bf16::Bf16Path)): f32 models
     /// only (an f64 model's products stay f64; the trainer refuses the combination).
     Bf16,
 }

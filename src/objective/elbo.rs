@@ -168,7 +168,7 @@ impl<T: Float> Workspace<T> {
     }
 
     /// The arithmetic of every dense layer's products, encoder, head and decoder: f32 (the
-    /// default) or bf16 operands with f32 sums ([`crate::kernels::bf16`], f32 models only).
+    /// default) or bf16 operands with f32 sums ([`Precision::Bf16`], f32 models only).
     /// The sparse first layer's products, the likelihood and everything elementwise stay f32.
     pub fn set_precision(&mut self, precision: Precision) {
         self.precision = precision;
