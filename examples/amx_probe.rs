@@ -22,7 +22,9 @@ fn main() {
         bytes_per_row: [u16; 16],
         rows: [u8; 16],
     }
-    let edx = std::arch::x86_64::__cpuid_count(7, 0).edx;
+    // SAFETY: CPUID exists on every x86-64 CPU (a safe function on recent Rust, unsafe on 1.89).
+    #[allow(unused_unsafe)]
+    let edx = unsafe { std::arch::x86_64::__cpuid_count(7, 0) }.edx;
     if edx >> 22 & 1 == 0 || edx >> 24 & 1 == 0 {
         println!("this CPU has no AMX-BF16");
         return;

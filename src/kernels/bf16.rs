@@ -115,10 +115,14 @@ pub fn amx_permitted() -> bool {
         #[cfg(all(target_arch = "x86_64", target_os = "linux"))]
         {
             use std::arch::x86_64::{__cpuid, __cpuid_count};
-            if __cpuid(0).eax < 7 {
+            // SAFETY: CPUID exists on every x86-64 CPU (the intrinsics are safe functions on
+            // recent Rust, unsafe on the 1.89 this crate supports).
+            #[allow(unused_unsafe)]
+            let (max_leaf, leaf7) = unsafe { (__cpuid(0).eax, __cpuid_count(7, 0)) };
+            if max_leaf < 7 {
                 return false;
             }
-            let edx = __cpuid_count(7, 0).edx;
+            let edx = leaf7.edx;
             let (amx_bf16, amx_tile) = (edx >> 22 & 1 == 1, edx >> 24 & 1 == 1);
             if !amx_bf16 || !amx_tile {
                 return false;
