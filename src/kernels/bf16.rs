@@ -67,27 +67,28 @@ impl Bf16Path {
     pub fn best() -> Bf16Path {
         static BEST: OnceLock<Bf16Path> = OnceLock::new();
         *BEST.get_or_init(|| {
-            if amx_permitted() && has_avx512_bf16() {
-                Bf16Path::Amx
-            } else if has_avx512_bf16() {
-                Bf16Path::Avx512
-            } else {
-                Bf16Path::Rounding
-            }
+            [Bf16Path::Amx, Bf16Path::Avx512]
+                .into_iter()
+                .find(|p| p.is_available())
+                .unwrap_or(Bf16Path::Rounding)
         })
+    }
+
+    /// Whether this CPU (and OS) can run the path.
+    pub fn is_available(self) -> bool {
+        match self {
+            Bf16Path::Amx => amx_permitted() && has_avx512_bf16(),
+            Bf16Path::Avx512 => has_avx512_bf16(),
+            Bf16Path::Rounding => true,
+        }
     }
 
     /// Every path this CPU can run, fastest first (the tests run each).
     pub fn available() -> Vec<Bf16Path> {
-        let mut paths = Vec::new();
-        if amx_permitted() && has_avx512_bf16() {
-            paths.push(Bf16Path::Amx);
-        }
-        if has_avx512_bf16() {
-            paths.push(Bf16Path::Avx512);
-        }
-        paths.push(Bf16Path::Rounding);
-        paths
+        [Bf16Path::Amx, Bf16Path::Avx512, Bf16Path::Rounding]
+            .into_iter()
+            .filter(|p| p.is_available())
+            .collect()
     }
 }
 
@@ -195,7 +196,7 @@ pub fn matmul_bf16_on(
     threads: usize,
 ) {
     check_sizes(m, n, k, a, b, c);
-    let path = if Bf16Path::available().contains(&path) {
+    let path = if path.is_available() {
         path
     } else {
         Bf16Path::best()
