@@ -32,6 +32,11 @@
 //!
 //! Your own likelihood plugs in through [`DecoderLikelihood`] and [`Vae::with_likelihood`];
 //! `examples/custom_likelihood.rs` shows one, checked by [`gradcheck::check_likelihood`].
+//!
+//! Training may run the dense layers' matrix products from bf16 operands with f32 sums
+//! ([`TrainConfig::precision`] with [`Precision::Bf16`]; [`Bf16Path::best`] says whether this
+//! CPU runs them on AMX tiles, AVX512-BF16 vectors or by rounding). The model stays f32, and
+//! evaluation runs in f32.
 
 #![warn(missing_docs)]
 
