@@ -59,8 +59,6 @@ pub struct Workspace<T> {
     model_shape: (Vec<(usize, usize)>, usize),
     /// Rows of the last forward pass, which a backward pass must match.
     pub(crate) forward_rows: Option<usize>,
-    /// The arithmetic of the dense layers' products ([`set_precision`](Self::set_precision)).
-    precision: Precision,
 }
 
 impl<T: Float> Workspace<T> {
@@ -115,7 +113,6 @@ impl<T: Float> Workspace<T> {
             dstats: zeros(max_rows * 2 * zd),
             model_shape: model_shape(vae),
             forward_rows: None,
-            precision: Precision::F32,
         })
     }
 
@@ -171,14 +168,14 @@ impl<T: Float> Workspace<T> {
     /// default) or bf16 operands with f32 sums ([`Precision::Bf16`], f32 models only).
     /// The sparse first layer's products, the likelihood and everything elementwise stay f32.
     pub fn set_precision(&mut self, precision: Precision) {
-        self.precision = precision;
         self.enc.set_precision(precision);
         self.dec.set_precision(precision);
     }
 
     /// The arithmetic of the dense layers' products.
     pub fn precision(&self) -> Precision {
-        self.precision
+        // The encoder's and decoder's buffers hold it; the head follows them.
+        self.enc.precision()
     }
 
     /// Allows (the default) or forbids sparse first-layer products for inputs that are mostly
@@ -392,7 +389,7 @@ impl<'a> Elbo<'a> {
         };
         let h = ws.enc.outputs.last().map(|v| &v[..]).unwrap_or(input);
         vae.head
-            .forward_in(ws.precision, params, h, &mut ws.stats, rows, t)?;
+            .forward_in(ws.enc.precision(), params, h, &mut ws.stats, rows, t)?;
         if let Some(c) = &vae.clamp {
             c.forward(&mut ws.stats, rows)?;
         }
@@ -539,7 +536,7 @@ impl<'a> Elbo<'a> {
             None
         };
         vae.head
-            .backward_in(ws.precision, params, h, dstats, grads, dh, rows, t)?;
+            .backward_in(ws.enc.precision(), params, h, dstats, grads, dh, rows, t)?;
         if has_hidden {
             vae.encoder.backward(
                 params,
