@@ -9,6 +9,10 @@ use elbo::kernels::{Op, SparseRows, matmul, sparse_matmul};
 use std::hint::black_box;
 use std::time::{Duration, Instant};
 
+#[path = "common/varied.rs"]
+mod varied;
+use varied::varied;
+
 /// The training step's matrix products for the MNIST model at batch 128 (m x k x n), and the
 /// 1024^3 square from the reference measurements.
 pub const SHAPES: [(&str, usize, usize, usize, Op, Op); 8] = [
@@ -79,8 +83,7 @@ fn products(c: &mut Criterion, prefix: &str, product: Product) {
         let pool = ThreadPool::new(threads).unwrap();
         let mut g = c.benchmark_group(format!("{prefix}_{label}"));
         for (name, m, k, n, oa, ob) in SHAPES {
-            let a = vec![0.5f32; m * k];
-            let b = vec![0.25f32; k * n];
+            let (a, b) = (varied(m * k, 1), varied(k * n, 2));
             let mut out = vec![0.0f32; m * n];
             g.throughput(Throughput::Elements((2 * m * n * k) as u64));
             g.bench_function(BenchmarkId::from_parameter(name), |bench| {
@@ -145,8 +148,8 @@ fn bernoulli(c: &mut Criterion) {
 fn adam(c: &mut Criterion) {
     let n = 652_824; // parameters of the MNIST model
     let (mut p, grad, mut m, mut v) = (
-        vec![0.1f32; n],
-        vec![0.01f32; n],
+        varied(n, 6),
+        varied(n, 7).iter().map(|v| v * 0.01).collect::<Vec<f32>>(),
         vec![0.0f32; n],
         vec![0.0f32; n],
     );
@@ -190,9 +193,7 @@ fn sparse(c: &mut Criterion) {
             }
         })
         .collect();
-    let w = vec![0.01f32; k * n];
-    let w2 = vec![0.01f32; n * k];
-    let g_grad = vec![0.02f32; m * n];
+    let (w, w2, g_grad) = (varied(k * n, 3), varied(n * k, 4), varied(m * n, 5));
     for (threads, session, label) in RUNS {
         let pool = ThreadPool::new(threads).unwrap();
         let mut g = c.benchmark_group(format!("sparse_{label}"));

@@ -12,6 +12,10 @@ use elbo::kernels::pool::ThreadPool;
 use elbo::kernels::{Op, matmul};
 use elbo::{TrainConfig, Trainer, Vae, VaeConfig};
 
+#[path = "common/varied.rs"]
+mod varied;
+use varied::varied;
+
 /// The matrix products of one step for batch b, hidden h, latent z (m, k, n, op_a, op_b).
 fn step_products(b: usize, h: usize, z: usize) -> Vec<(usize, usize, usize, Op, Op)> {
     let d = 784;
@@ -58,7 +62,7 @@ impl Products {
     fn new(prods: Vec<(usize, usize, usize, Op, Op)>, threads: usize) -> Self {
         let bufs = prods
             .iter()
-            .map(|&(m, k, n, _, _)| (vec![0.5; m * k], vec![0.25; k * n], vec![0.0; m * n]))
+            .map(|&(m, k, n, _, _)| (varied(m * k, 1), varied(k * n, 2), vec![0.0; m * n]))
             .collect();
         let flops = prods
             .iter()
