@@ -198,7 +198,11 @@ const NARROW_TERMS: usize = 20;
 /// Then 16 at a time, then one.
 const SMALL_BLOCK: usize = 16;
 /// Rows of `W` per pass: a `K_BLOCK x BLOCK` block of f32 `W` is 48 KiB, the size of L1 on the
-/// machines measured (half of it, 48 rows, measured the same).
+/// machines measured (half of it, 48 rows, measured the same). The first measurements ran on a
+/// `W` of one repeated value, which the virtual machine's host had merged into a few physical
+/// pages. Re-measured on a `W` whose pages all differ (`benches/common/varied.rs`), every
+/// choice from 32 to 144 rows lies within 5% (MNIST's `X W`, 1 and 2 threads); `ROW_CHUNK`
+/// 128 measured the same, and `BLOCK` 64 was 13% slower.
 const K_BLOCK: usize = 96;
 /// Output rows that sweep each block of `W` in turn. Each touches only its nonzeros' rows of
 /// the block, so the block is reused from L1 only if many rows pass over it: at MNIST's 19%
