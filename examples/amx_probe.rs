@@ -22,16 +22,10 @@ fn main() {
         bytes_per_row: [u16; 16],
         rows: [u8; 16],
     }
-    // SAFETY: CPUID exists on every x86-64 CPU (a safe function on recent Rust, unsafe on 1.89).
-    #[allow(unused_unsafe)]
-    let edx = unsafe { std::arch::x86_64::__cpuid_count(7, 0) }.edx;
-    if edx >> 22 & 1 == 0 || edx >> 24 & 1 == 0 {
-        println!("this CPU has no AMX-BF16");
-        return;
-    }
-    // SAFETY: only asks the kernel for the tile data state; touches no memory of ours.
-    if unsafe { libc::syscall(libc::SYS_arch_prctl, 0x1023, 18) } != 0 {
-        println!("the kernel did not grant the AMX tile state");
+    // The library's own check: CPUID, then the kernel's grant of the tile state (once per
+    // process, which this probe then shares).
+    if !elbo::Bf16Path::Amx.is_available() {
+        println!("this CPU has no AMX-BF16, or the kernel did not grant the tile state");
         return;
     }
     let mut config = TileConfig {
