@@ -14,29 +14,21 @@ fn main() {
     use std::arch::asm;
     use std::time::Instant;
 
+    /// What `ldtilecfg` reads: 64 bytes, the palette at byte 0, each tile's bytes per row (u16)
+    /// from byte 16 and its rows from byte 48.
     #[repr(C, align(64))]
-    struct TileConfig {
-        palette: u8,
-        start_row: u8,
-        reserved: [u8; 14],
-        bytes_per_row: [u16; 16],
-        rows: [u8; 16],
-    }
+    struct TileConfig([u8; 64]);
     // The library's own check: CPUID, then the kernel's grant of the tile state (once per
     // process, which this probe then shares).
     if !elbo::Bf16Path::Amx.is_available() {
         println!("this CPU has no AMX-BF16, or the kernel did not grant the tile state");
         return;
     }
-    let mut config = TileConfig {
-        palette: 1,
-        start_row: 0,
-        reserved: [0; 14],
-        bytes_per_row: [0; 16],
-        rows: [0; 16],
-    };
+    // Palette 1; tiles 0-7 each 16 rows of 64 bytes.
+    let mut config = TileConfig([0; 64]);
+    config.0[0] = 1;
     for t in 0..8 {
-        (config.bytes_per_row[t], config.rows[t]) = (64, 16);
+        (config.0[16 + 2 * t], config.0[48 + t]) = (64, 16);
     }
     // 512 tiles of 1 KiB of bf16 ones: loads cycle through `span` of them.
     let tiles = vec![0x3f80u16; 512 * 512];
