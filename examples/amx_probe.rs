@@ -30,8 +30,12 @@ fn main() {
     for t in 0..8 {
         (config.0[16 + 2 * t], config.0[48 + t]) = (64, 16);
     }
-    // 512 tiles of 1 KiB of bf16 ones: loads cycle through `span` of them.
-    let tiles = vec![0x3f80u16; 512 * 512];
+    // 512 tiles of 1 KiB of bf16 values in [1, 2), no two pages alike (a buffer of one repeated
+    // value is merged by this VM's host into a page or two, which the caches then hold whole):
+    // loads cycle through `span` of them.
+    let tiles: Vec<u16> = (0..512 * 512usize)
+        .map(|i| 0x3f80 | ((i.wrapping_mul(0x9E37_79B9) >> 20) & 0x7f) as u16)
+        .collect();
     let steps = 1_000_000usize;
     let report = |label: &str, products: usize, seconds: f64| {
         println!(
