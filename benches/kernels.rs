@@ -3,14 +3,17 @@
 
 use criterion::{Bencher, BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use elbo::kernels::bf16::matmul_bf16;
-use elbo::kernels::fast::{AdamStep, adam_body, adam_f32, bernoulli_row, bernoulli_row_reference};
+use elbo::kernels::fast::{adam_body, adam_f32, bernoulli_row, bernoulli_row_reference};
 use elbo::kernels::pool::ThreadPool;
 use elbo::kernels::{Op, SparseRows, matmul, sparse_matmul};
 use std::hint::black_box;
 use std::time::{Duration, Instant};
 
+#[path = "common/adam_step.rs"]
+mod adam_step;
 #[path = "common/varied.rs"]
 mod varied;
+use adam_step::adam_step;
 use varied::varied;
 
 /// The training step's matrix products for the MNIST model at batch 128 (m x k x n), and the
@@ -153,14 +156,7 @@ fn adam(c: &mut Criterion) {
         vec![0.0f32; n],
         vec![0.0f32; n],
     );
-    let step = AdamStep {
-        step_size: 1e-3f32,
-        inv_sqrt_bc2: 1.0,
-        beta1: 0.9,
-        beta2: 0.999,
-        eps: 1e-8,
-        weight_decay: 0.0,
-    };
+    let step = adam_step();
     let mut g = c.benchmark_group("adam_652824");
     // Bytes moved: read p, g, m, v and write p, m, v.
     g.throughput(Throughput::Bytes((7 * 4 * n) as u64));

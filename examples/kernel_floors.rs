@@ -10,13 +10,16 @@
 //! timed by `cargo bench --features internals --bench kernels -- sparse`); `counts` is the count
 //! model of the scvi-tools comparison (2,000 genes, 128 hidden units, 10 latent dimensions;
 //! the NB likelihood is `--bench kernels -- nb_forward`).
-use elbo::kernels::fast::{AdamStep, adam_f32};
+use elbo::kernels::fast::adam_f32;
 use elbo::kernels::pool::ThreadPool;
 use elbo::kernels::{Op, matmul, par};
 use std::time::Instant;
 
+#[path = "../benches/common/adam_step.rs"]
+mod adam_step;
 #[path = "../benches/common/varied.rs"]
 mod varied;
+use adam_step::adam_step;
 use varied::varied;
 
 /// A product `C (m x n) = op(A) (m x k) op(B) (k x n)` of a training step.
@@ -134,14 +137,7 @@ fn main() -> elbo::Result<()> {
     let n = if counts { 520_116 } else { 652_824 };
     let (mut params, grads) = (varied(n, 6), varied(n, 7));
     let (mut m, mut v) = (vec![0.0f32; n], vec![0.0f32; n]);
-    let step = AdamStep {
-        step_size: 1e-3f32,
-        inv_sqrt_bc2: 1.0,
-        beta1: 0.9,
-        beta2: 0.999,
-        eps: 1e-8,
-        weight_decay: 0.0,
-    };
+    let step = adam_step();
     let us = pool.install_session(|| {
         time(500, || {
             let (m, v) = (
