@@ -1,8 +1,8 @@
 //! What a training step's largest kernels take alone: every dense product of the step and the
 //! Adam pass, each timed on its own (warm, inputs whose pages all differ), on THREADS threads
 //! inside one session as training runs them. The sum is a floor for the step: in training the
-//! same kernels take 15-25% longer, since their inputs were last written by other loops,
-//! often on the other core (BENCHMARKS.md, "What the targets need").
+//! same kernels took 19-33% longer (stop 32), since their inputs were last written by other
+//! loops, often on the other core (BENCHMARKS.md, "What the targets need").
 //!
 //! cargo run --release --features internals --example kernel_floors -- [mnist|counts] [THREADS]
 //!
