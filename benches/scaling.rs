@@ -12,36 +12,24 @@ use elbo::kernels::pool::ThreadPool;
 use elbo::kernels::{Op, matmul};
 use elbo::{TrainConfig, Trainer, Vae, VaeConfig};
 
+#[path = "common/step_products.rs"]
+mod step;
 #[path = "common/varied.rs"]
 mod varied;
+use step::median;
 use varied::varied;
 
 /// The matrix products of one step for batch b, hidden h, latent z (m, k, n, op_a, op_b).
 fn step_products(b: usize, h: usize, z: usize) -> Vec<(usize, usize, usize, Op, Op)> {
-    let d = 784;
-    vec![
-        (b, d, h, Op::N, Op::N),     // encoder
-        (b, h, 2 * z, Op::N, Op::N), // heads
-        (b, z, h, Op::N, Op::N),     // decoder input
-        (b, h, d, Op::N, Op::N),     // decoder output
-        (h, b, d, Op::T, Op::N),     // dW decoder output
-        (b, d, h, Op::N, Op::T),     // dX decoder output
-        (z, b, h, Op::T, Op::N),     // dW decoder input
-        (b, h, z, Op::N, Op::T),     // dX decoder input
-        (h, b, 2 * z, Op::T, Op::N), // dW heads
-        (b, 2 * z, h, Op::N, Op::T), // dX heads
-        (d, b, h, Op::T, Op::N),     // dW encoder
-    ]
+    step::step_products(b, 784, h, z)
+        .into_iter()
+        .map(|(_, m, k, n, oa, ob)| (m, k, n, oa, ob))
+        .collect()
 }
 
 /// The matrix products of evaluating one batch of b: the forward half of [`step_products`].
 fn eval_products(b: usize, h: usize, z: usize) -> Vec<(usize, usize, usize, Op, Op)> {
     step_products(b, h, z).into_iter().take(4).collect()
-}
-
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(f64::total_cmp);
-    v[v.len() / 2]
 }
 
 /// Rounds per configuration. Each round times the dense-input step, the sparse-input step and

@@ -12,63 +12,21 @@
 //! the NB likelihood is `--bench kernels -- nb_forward`).
 use elbo::kernels::fast::adam_f32;
 use elbo::kernels::pool::ThreadPool;
-use elbo::kernels::{Op, matmul, par};
+use elbo::kernels::{matmul, par};
 use std::time::Instant;
 
 #[path = "../benches/common/adam_step.rs"]
 mod adam_step;
+#[path = "../benches/common/count_model.rs"]
+#[allow(dead_code)]
+mod count_model;
+#[path = "../benches/common/step_products.rs"]
+mod step;
 #[path = "../benches/common/varied.rs"]
 mod varied;
 use adam_step::adam_step;
+use step::{median, step_products};
 use varied::varied;
-
-/// A product `C (m x n) = op(A) (m x k) op(B) (k x n)` of a training step.
-struct Product {
-    name: &'static str,
-    m: usize,
-    k: usize,
-    n: usize,
-    op_a: Op,
-    op_b: Op,
-}
-
-const fn p(name: &'static str, m: usize, k: usize, n: usize, op_a: Op, op_b: Op) -> Product {
-    Product {
-        name,
-        m,
-        k,
-        n,
-        op_a,
-        op_b,
-    }
-}
-
-/// The dense products of a step at batch 128: forward, weight gradient `X^T G`, input gradient
-/// `G W^T`, for the heads (mean and log-variance together), the decoder's input and output
-/// layers. The encoder's first layer is sparse and not among them.
-fn products(counts: bool) -> Vec<Product> {
-    let (d, h, z) = if counts {
-        (2000, 128, 10)
-    } else {
-        (784, 400, 20)
-    };
-    vec![
-        p("forward, heads", 128, h, 2 * z, Op::N, Op::N),
-        p("forward, decoder input", 128, z, h, Op::N, Op::N),
-        p("forward, decoder output", 128, h, d, Op::N, Op::N),
-        p("X^T G, heads", h, 128, 2 * z, Op::T, Op::N),
-        p("X^T G, decoder input", z, 128, h, Op::T, Op::N),
-        p("X^T G, decoder output", h, 128, d, Op::T, Op::N),
-        p("G W^T, heads", 128, 2 * z, h, Op::N, Op::T),
-        p("G W^T, decoder input", 128, h, z, Op::N, Op::T),
-        p("G W^T, decoder output", 128, d, h, Op::N, Op::T),
-    ]
-}
-
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(f64::total_cmp);
-    v[v.len() / 2]
-}
 
 /// Median µs of `reps` calls of `f`.
 fn time(reps: usize, mut f: impl FnMut()) -> f64 {
@@ -106,25 +64,29 @@ fn main() -> elbo::Result<()> {
     );
     println!("| kernel | shape (m x k x n) | µs | GFLOP/s |");
     println!("|---|---|---|---|");
+    let (vae, (d, h, z)) = if counts {
+        (count_model::count_vae(2000)?, (2000, 128, 10))
+    } else {
+        (elbo::Vae::new(elbo::VaeConfig::mnist())?, (784, 400, 20))
+    };
     let (mut total, mut flops) = (0.0, 0.0);
-    for q in products(counts) {
-        let (a, b) = (varied(q.m * q.k, 1), varied(q.k * q.n, 2));
-        let mut c = vec![0.0f32; q.m * q.n];
+    // The encoder's input layer is the sparse product in both models, timed by the kernel
+    // benches.
+    let dense = step_products(128, d, h, z)
+        .into_iter()
+        .filter(|q| !q.0.ends_with("encoder input"));
+    for (name, m, k, n, op_a, op_b) in dense {
+        let (a, b) = (varied(m * k, 1), varied(k * n, 2));
+        let mut c = vec![0.0f32; m * n];
         let us = pool.install_session(|| {
             time(2000, || {
-                matmul(
-                    q.m, q.n, q.k, &a, q.op_a, &b, q.op_b, &mut c, false, threads,
-                )
+                matmul(m, n, k, &a, op_a, &b, op_b, &mut c, false, threads)
             })
         });
-        let f = 2.0 * (q.m * q.n * q.k) as f64;
+        let f = 2.0 * (m * n * k) as f64;
         (total, flops) = (total + us, flops + f);
         println!(
-            "| {} | {} x {} x {} | {us:.1} | {:.0} |",
-            q.name,
-            q.m,
-            q.k,
-            q.n,
+            "| {name} | {m} x {k} x {n} | {us:.1} | {:.0} |",
             f / us / 1e3
         );
     }
@@ -132,9 +94,7 @@ fn main() -> elbo::Result<()> {
         "| all dense products | | {total:.1} | {:.0} |",
         flops / total / 1e3
     );
-    // Parameters: MNIST 652,824; the count model 520,116 (its layers, and a dispersion per
-    // gene).
-    let n = if counts { 520_116 } else { 652_824 };
+    let n = vae.num_params();
     let (mut params, grads) = (varied(n, 6), varied(n, 7));
     let (mut m, mut v) = (vec![0.0f32; n], vec![0.0f32; n]);
     let step = adam_step();
